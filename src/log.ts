@@ -1,0 +1,23 @@
+/** The only pino import. The CLI builds one root logger; components get children. */
+import { pino, type Logger as PinoLogger, type LoggerOptions } from 'pino';
+
+export type Logger = PinoLogger;
+
+export interface CreateLoggerOptions {
+  level?: string;
+  /** Write to this fd (default 2: logs go to stderr, stdout stays for command output). */
+  fd?: number;
+}
+
+export function createLogger(opts: CreateLoggerOptions = {}): Logger {
+  const options: LoggerOptions = {
+    level: opts.level ?? process.env['TRICKLE_LOG'] ?? 'info',
+    base: undefined,
+  };
+  return pino(options, pino.destination({ fd: opts.fd ?? 2, sync: true }));
+}
+
+/** A logger that drops everything, for tests and library use without a CLI. */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}
