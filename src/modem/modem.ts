@@ -1,0 +1,58 @@
+/**
+ * The one interface every modem dialect implements (transparent serial radio, KISS,
+ * RNode, Meshtastic, Trickle's native firmware protocol).
+ *
+ * Contract:
+ * - `send(frame)` hands one link-layer payload (≤ `capabilities.maxFrameLen` bytes) to the
+ *   radio. It resolves when the bytes have been written to the device (not when they are
+ *   on air: only dialects that report transmit-done know that, via `SendReport.airtimeMs`).
+ *   It rejects with ERR_MODEM_MTU for an oversize frame and ERR_LINK_* when the device fails.
+ * - Received frames are delivered whole, already de-framed and integrity-checked by the
+ *   dialect; damaged input never reaches `onFrame`. It is dropped, counted in
+ *   `stats().dropped[code]`, and reported to `onDrop` listeners (for logging).
+ * - The modem never retries or queues on its own: timing belongs to the scheduler.
+ */
+import type { ErrorCode } from '../errors.ts';
+
+export interface ModemCapabilities {
+  /** Largest payload `send` accepts, in bytes. */
+  readonly maxFrameLen: number;
+  /** True when the modem itself enforces a duty cycle (RNode airtime locks, Meshtastic). */
+  readonly enforcesDutyCycle: boolean;
+  /** True when the modem reports transmit-done with measured airtime. */
+  readonly reportsAirtime: boolean;
+}
+
+export interface ReceivedFrameMeta {
+  rssiDbm?: number;
+  snrDb?: number;
+}
+
+export interface SendReport {
+  /** Bytes written to the device for this frame, framing included. */
+  wireBytes: number;
+  /** Measured airtime when the modem reports it. */
+  airtimeMs?: number;
+}
+
+export interface ModemStats {
+  framesSent: number;
+  framesReceived: number;
+  /** Bytes written to / read from the device, framing included. */
+  wireBytesSent: number;
+  wireBytesReceived: number;
+  /** Dropped input by reason code (ERR_FRAME_BAD_FCS, ERR_FRAME_NOISE, …). */
+  dropped: Partial<Record<ErrorCode, number>>;
+}
+
+export interface Modem {
+  readonly dialect: string;
+  readonly capabilities: ModemCapabilities;
+  send(frame: Uint8Array): Promise<SendReport>;
+  onFrame(listener: (frame: Uint8Array, meta: ReceivedFrameMeta) => void): void;
+  onDrop(listener: (code: ErrorCode, detail: Record<string, unknown>) => void): void;
+  /** The device went away or failed; the modem is unusable after this. */
+  onClose(listener: (err?: Error) => void): void;
+  stats(): ModemStats;
+  close(): Promise<void>;
+}
