@@ -33,6 +33,7 @@ export type ErrorCode =
   | 'ERR_REGION_CHANNEL'        // channel outside the region or straddling sub-bands
   | 'ERR_QUEUE_FULL'
   | 'ERR_AIRTIME_PARAMS'        // invalid radio parameters for the airtime formula
+  | 'ERR_PACKED_FRAME'          // malformed packing container (count/length prefixes)
   // secure
   | 'ERR_NOISE_DECRYPT'         // AEAD authentication failed
   | 'ERR_NOISE_HANDSHAKE'       // handshake message malformed or out of order
@@ -52,6 +53,7 @@ export type ErrorCode =
   | 'ERR_COAP_RESET'            // peer answered RST
   | 'ERR_COAP_BLOCK'            // blockwise transfer inconsistent or too large
   | 'ERR_COAP_TOO_LARGE'        // body exceeds the configured bound
+  | 'ERR_COAP_CLOSED'           // endpoint closed while the request was pending, or used after close
   // codec
   | 'ERR_CBOR_DECODE'           // malformed CBOR
   | 'ERR_CBOR_LIMIT'            // depth/length bound exceeded

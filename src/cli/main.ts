@@ -1,0 +1,129 @@
+/**
+ * The `trickle` command. Thin: it parses flags, builds the root logger, and starts what
+ * host/ and gateway/ compose. Errors the user can fix are printed as one clear message
+ * and a non-zero exit code, never a stack trace.
+ */
+import { createLogger, type Logger } from '../log.ts';
+import { isTrickleError } from '../errors.ts';
+import { parseFlags, intFlag, hostPortFlag, requiredFlag } from './args.ts';
+import { startHost } from '../host/host.ts';
+import { startGateway } from '../gateway/gateway.ts';
+
+const COMMON_USAGE = `  --baud N           UART speed of the modem (default 9600)
+  --max-frame N      largest radio frame payload in bytes (default 255)
+  --air-bitrate N    over-the-air data rate in bit/s, sizes retransmission timers (default 2400)
+  --max-body-bytes N largest request or response body carried (default 16777216)`;
+
+const HOST_USAGE = `usage: trickle host --device PATH [--listen HOST:PORT]
+  --device PATH      serial device of the radio modem, e.g. /dev/ttyUSB0
+  --listen HOST:PORT where Matrix clients connect (default 127.0.0.1:8008)
+${COMMON_USAGE}`;
+
+const GATEWAY_USAGE = `usage: trickle gateway --device PATH --homeserver URL [--listen HOST:PORT]
+  --device PATH      serial device of the radio modem, e.g. /dev/ttyUSB0
+  --homeserver URL   the homeserver to talk to, e.g. https://matrix.example.org
+  --listen HOST:PORT serve GET /_trickle/status here (default: not served)
+${COMMON_USAGE}`;
+
+const USAGE = `usage: trickle <command> [flags]
+
+commands:
+  host       run a field kit: a local Matrix server whose requests cross the radio
+  gateway    run a gateway: performs requests from the radio against a homeserver
+  demo       run the whole path locally with a throwaway Synapse (same as npm run demo)
+  airtime    LoRa time on air and frames per hour for given radio settings
+  help       this text
+
+${HOST_USAGE}
+
+${GATEWAY_USAGE}`;
+
+const COMMON_OPTIONS = {
+  device: { type: 'string' },
+  baud: { type: 'string' },
+  'max-frame': { type: 'string' },
+  'air-bitrate': { type: 'string' },
+  'max-body-bytes': { type: 'string' },
+  listen: { type: 'string' },
+} as const;
+
+function common(flags: Record<string, string | boolean | undefined>) {
+  return {
+    baudRate: intFlag(flags, 'baud', 9600, 50, 4_000_000),
+    maxFrameLen: intFlag(flags, 'max-frame', 255, 32, 65_535),
+    airBitrateBps: intFlag(flags, 'air-bitrate', 2400, 1, 10_000_000),
+    maxBodyBytes: intFlag(flags, 'max-body-bytes', 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+  };
+}
+
+function untilSignal(logger: Logger, close: () => Promise<void>, onDeviceLost?: (cb: (err?: Error) => void) => void): Promise<number> {
+  return new Promise((resolve) => {
+    let done = false;
+    const stop = (code: number) => {
+      if (done) return;
+      done = true;
+      close().catch((e: unknown) => logger.error({ err: e }, 'error while stopping')).finally(() => resolve(code));
+    };
+    process.once('SIGINT', () => stop(0));
+    process.once('SIGTERM', () => stop(0));
+    onDeviceLost?.((err) => {
+      if (err) { logger.error({ err: err.message }, 'the serial device went away; stopping'); stop(1); }
+    });
+  });
+}
+
+async function run(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'host': {
+      const { flags } = parseFlags(rest, COMMON_OPTIONS, HOST_USAGE);
+      const device = requiredFlag(flags, 'device', HOST_USAGE);
+      const listen = hostPortFlag(flags, 'listen', '127.0.0.1:8008');
+      const logger = createLogger();
+      const host = await startHost({ device, listenHost: listen.host, listenPort: listen.port, ...common(flags), requestTimeoutMs: 120_000, logger });
+      return untilSignal(logger, () => host.close(), (cb) => host.radio.modem.onClose(cb));
+    }
+    case 'gateway': {
+      const { flags } = parseFlags(rest, { ...COMMON_OPTIONS, homeserver: { type: 'string' } }, GATEWAY_USAGE);
+      const device = requiredFlag(flags, 'device', GATEWAY_USAGE);
+      const homeserverUrl = requiredFlag(flags, 'homeserver', GATEWAY_USAGE);
+      const listen = flags['listen'] === undefined ? undefined : hostPortFlag(flags, 'listen', '127.0.0.1:8009');
+      const logger = createLogger();
+      const gw = await startGateway({
+        device, homeserverUrl, ...common(flags), homeserverTimeoutMs: 60_000, logger,
+        ...(listen ? { statusHost: listen.host, statusPort: listen.port } : {}),
+      });
+      return untilSignal(logger, () => gw.close(), (cb) => gw.radio.modem.onClose(cb));
+    }
+    case 'demo': {
+      const { runDemo } = await import('./demo.ts');
+      return runDemo(rest);
+    }
+    case 'airtime': {
+      const { runAirtimeCommand } = await import('./airtime.ts');
+      return runAirtimeCommand(rest, (s) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`));
+    }
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(`${USAGE}\n`);
+      return cmd === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`trickle: unknown command ${JSON.stringify(cmd)}\n\n${USAGE}\n`);
+      return 2;
+  }
+}
+
+try {
+  const code = await run(process.argv.slice(2));
+  process.exit(code);
+} catch (e) {
+  if (isTrickleError(e)) {
+    process.stderr.write(`trickle: ${e.message} [${e.code}]\n`);
+    process.exitCode = e.code === 'ERR_USAGE' ? 2 : 1;
+  } else {
+    process.stderr.write(`trickle: unexpected error: ${(e as Error).stack ?? String(e)}\n`);
+    process.exitCode = 70;
+  }
+}

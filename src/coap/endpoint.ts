@@ -1,0 +1,1015 @@
+/**
+ * CoapEndpoint: the RFC 7252 message layer and RFC 7959 block-wise transfer for one
+ * link peer. Both ends of a link run one; either side may be client and server.
+ *
+ * Stateful and Clock-driven; never logs, never does I/O itself: frames leave through
+ * the injected `send` and arrive through `receive`. Time comes from the injected
+ * Clock, randomness (initial Message ID, tokens, retransmission jitter) from
+ * RandomBytes.
+ *
+ * Message layer (RFC 7252 §4):
+ *  - Every request is CON. Retransmission (§4.2): first timeout = ackTimeoutMs ×
+ *    uniform[1, ackRandomFactor), doubled after each of up to maxRetransmit
+ *    retransmissions; then ERR_COAP_TIMEOUT. ackTimeoutMs is supplied by the caller
+ *    (derived from airtime and duty-cycle wait), never CoAP's 2 s default.
+ *  - Received CON/NON are de-duplicated by Message ID for exchangeLifetimeMs (§4.5).
+ *    A duplicate re-sends exactly the frame answered before (piggybacked ACK, empty
+ *    ACK, 2.31, RST …) or nothing while the handler still runs inside the piggyback
+ *    window. Handlers never run twice for one Message ID.
+ *  - Server side: the handler gets piggybackWindowMs to answer in the ACK (§5.2.1);
+ *    after that an empty ACK goes out and the response follows as a separate CON
+ *    with its own Message ID and retransmissions (§5.2.2).
+ *  - Client side: piggybacked and separate responses are matched by token (§5.3.2);
+ *    a separate CON response is ACKed, and also ends retransmission of the request
+ *    when the empty ACK was lost. An unmatched CON response is answered with RST.
+ *  - A CON that cannot be parsed, and a CON Empty message ("ping", §4.3), get RST
+ *    when the header is readable (§4.2).
+ *
+ * Block-wise (RFC 7959), transparent to callers:
+ *  - Block1 (§2.5): a request whose frame would exceed maxFrameLen is split into
+ *    blocks of the largest size that fits; each non-final block is answered 2.31
+ *    Continue. All blocks use the request's token; the server reassembles by token
+ *    (the peer is implicit: one endpoint per peer), bounded by maxBodyBytes (4.13
+ *    with Size1 = the bound) and by a small number of concurrent reassemblies.
+ *    Size1 rides in block 0 so an oversized body is refused at once.
+ *  - Block2 (§2.4): a response that does not fit is cached whole by the server,
+ *    keyed by the request token; block 0 goes out with Block2 and Size2. The client
+ *    asks for NUM = 1, 2, … with the same token, the same request options, no
+ *    payload and a Block2 option; the server answers from the cache (only the
+ *    Block2 option and the slice: representation options ride in block 0 alone, to
+ *    save airtime). The handler runs once per request, never for follow-ups.
+ *    The entry is dropped after its last block or after exchangeLifetimeMs idle;
+ *    a follow-up for a missing entry gets 4.08.
+ */
+import type { Clock, RandomBytes, TimerHandle } from '../util/clock.ts';
+import { ConfigError, TrickleError, WireError, type ErrorCode } from '../errors.ts';
+import { concatBytes, equalBytes, toHex } from '../util/bytes.ts';
+import {
+  ACK, CON, EMPTY, NON, Opt, RST, Response, codeToString, isRequestCode, isResponseCode, type CoapType,
+} from './numbers.ts';
+import {
+  decodeMessage, encodeMessage, getOption, getUintOption, uintOption, withoutOptions,
+  type CoapMessage, type CoapOption,
+} from './message.ts';
+import {
+  BLOCK_NUM_MAX, blockOption, blockSize, chooseBlockSzx, decodeBlock, type BlockValue,
+} from './block.ts';
+
+export interface CoapRequestInit {
+  /** A method code (class 0, detail > 0). */
+  readonly code: number;
+  /** Block1/Block2/Size1/Size2 are managed by the endpoint and stripped here. */
+  readonly options: readonly CoapOption[];
+  readonly payload?: Uint8Array;
+}
+
+export interface CoapResponse {
+  readonly code: number;
+  readonly options: readonly CoapOption[];
+  readonly payload: Uint8Array;
+}
+
+export interface CoapResponseInit {
+  /** A response code (class 2–5); anything else is sent as 5.00. */
+  readonly code: number;
+  readonly options?: readonly CoapOption[];
+  readonly payload?: Uint8Array;
+}
+
+/** A request as the handler sees it: block-wise reassembled, block options removed. */
+export interface IncomingRequest {
+  readonly code: number;
+  readonly options: readonly CoapOption[];
+  readonly payload: Uint8Array;
+  readonly token: Uint8Array;
+  readonly confirmable: boolean;
+}
+
+export type RequestHandler = (req: IncomingRequest) => Promise<CoapResponseInit>;
+
+export interface RequestOptions {
+  /**
+   * Longest wait for the response to each message of this request (each block of a
+   * block-wise transfer counts separately), measured from its first transmission.
+   * Long polls pass their poll time plus a margin. Default: the endpoint's
+   * responseTimeoutMs.
+   */
+  readonly responseTimeoutMs?: number;
+}
+
+/** Why a received frame was dropped: a WireError code, or 'unmatched' (a late or foreign ACK/RST/response). */
+export type CoapDropReason = ErrorCode | 'unmatched';
+
+export interface CoapDrop {
+  readonly reason: CoapDropReason;
+  readonly frameLen: number;
+  readonly error?: WireError;
+}
+
+export interface CoapEndpointStats {
+  /** Frames handed to `send`, retransmissions included. */
+  sent: number;
+  /** Frames given to `receive`. */
+  received: number;
+  retransmissions: number;
+  /** Duplicate CON/NON (by Message ID) and duplicate ACK/RST for finished transmissions. */
+  duplicates: number;
+  /** CONs given up after maxRetransmit, plus responses that did not come in time. */
+  timeouts: number;
+  /** `send` threw; the frame counts as lost. */
+  sendErrors: number;
+  /** Dropped received frames by reason. */
+  dropped: Partial<Record<CoapDropReason, number>>;
+}
+
+export interface CoapEndpointOptions {
+  readonly clock: Clock;
+  readonly randomBytes: RandomBytes;
+  /** Hands one frame to the link (scheduler). Should not call `receive` synchronously. */
+  readonly send: (frame: Uint8Array) => void;
+  /** Largest frame this endpoint sends; block sizes are chosen to fit it. ≥ 32. */
+  readonly maxFrameLen: number;
+  /**
+   * ACK_TIMEOUT (RFC 7252 §4.8): the base retransmission timeout of a CON, as a
+   * number or as a function of the CON's frame length (evaluated at its first
+   * transmission). Derive it from airtime there and back plus duty-cycle wait.
+   */
+  readonly ackTimeoutMs: number | ((frameLen: number) => number);
+  /** ACK_RANDOM_FACTOR, ≥ 1. Default 1.5. */
+  readonly ackRandomFactor?: number;
+  /** MAX_RETRANSMIT. Default 4. */
+  readonly maxRetransmit?: number;
+  /**
+   * How long the server side waits for its handler before sending an empty ACK
+   * (the response then follows as a separate CON). Must stay well below the peer's
+   * ACK timeout. Default: half of ackTimeoutMs for a minimal frame.
+   */
+  readonly piggybackWindowMs?: number;
+  /**
+   * EXCHANGE_LIFETIME (RFC 7252 §4.8.2): how long Message IDs are remembered for
+   * de-duplication and block-wise state is kept while idle. Default: twice
+   * MAX_TRANSMIT_WAIT = 2 × ackTimeout(maxFrameLen) × (2^(maxRetransmit+1) − 1) × ackRandomFactor.
+   */
+  readonly exchangeLifetimeMs?: number;
+  /** Bound for block-wise reassembly in both directions. Default 256 KiB. */
+  readonly maxBodyBytes?: number;
+  /** Token length of requests this side sends, 1–8. Default 2. */
+  readonly tokenLength?: number;
+  /** Default for RequestOptions.responseTimeoutMs. Default exchangeLifetimeMs. */
+  readonly responseTimeoutMs?: number;
+}
+
+/** At most this many Block1 bodies are reassembled at once (each bounded by maxBodyBytes). */
+export const MAX_CONCURRENT_REASSEMBLIES = 8;
+
+const EMPTY_BYTES = new Uint8Array(0);
+
+interface Transmission {
+  readonly mid: number;
+  readonly frame: Uint8Array;
+  /** For requests: a piggybacked response must carry this token. */
+  readonly token: Uint8Array | undefined;
+  retransmits: number;
+  timeoutMs: number;
+  timer: TimerHandle | undefined;
+  readonly onAck: (ack: CoapMessage) => void;
+  readonly onReset: () => void;
+  readonly onGiveUp: () => void;
+}
+
+interface SeenEntry {
+  expiresAt: number;
+  /** The frame that answered this message, re-sent on duplicates. */
+  reply: Uint8Array | undefined;
+  /** False while a handler runs: such entries never expire. */
+  done: boolean;
+}
+
+interface Leg {
+  readonly kind: 'plain' | 'block1' | 'block2';
+  readonly block: BlockValue | undefined;
+  tx: Transmission | undefined;
+  responseTimer: TimerHandle | undefined;
+}
+
+interface Block2Assembly {
+  readonly code: number;
+  readonly options: CoapOption[];
+  readonly chunks: Uint8Array[];
+  received: number;
+}
+
+interface ClientExchange {
+  readonly token: Uint8Array;
+  readonly key: string;
+  readonly code: number;
+  readonly options: CoapOption[];
+  readonly body: Uint8Array;
+  readonly responseTimeoutMs: number;
+  readonly resolve: (r: CoapResponse) => void;
+  readonly reject: (e: TrickleError) => void;
+  b1Offset: number;
+  b1Szx: number;
+  b2: Block2Assembly | undefined;
+  leg: Leg | undefined;
+  done: boolean;
+}
+
+interface Reassembly {
+  readonly chunks: Uint8Array[];
+  received: number;
+  expiresAt: number;
+}
+
+interface CachedResponse {
+  readonly code: number;
+  readonly payload: Uint8Array;
+  readonly szx: number;
+  expiresAt: number;
+}
+
+interface ServerTask {
+  timer: TimerHandle | undefined;
+  ackSent: boolean;
+  done: boolean;
+}
+
+function positive(name: string, v: number | undefined, fallback: number, min = 0): number {
+  if (v === undefined) return fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < min) {
+    throw new ConfigError(`coap: ${name} must be a finite number ≥ ${min}, got ${String(v)}`, { key: name, value: v });
+  }
+  return v;
+}
+
+export class CoapEndpoint {
+  private readonly clock: Clock;
+  private readonly randomBytes: RandomBytes;
+  private readonly sendFn: (frame: Uint8Array) => void;
+  private readonly maxFrameLen: number;
+  private readonly ackTimeout: (frameLen: number) => number;
+  private readonly ackRandomFactor: number;
+  private readonly maxRetransmit: number;
+  private readonly piggybackWindowMs: number;
+  private readonly exchangeLifetimeMs: number;
+  private readonly maxBodyBytes: number;
+  private readonly tokenLength: number;
+  private readonly defaultResponseTimeoutMs: number;
+
+  private nextMid: number;
+  private closed = false;
+  private handler: RequestHandler | undefined;
+  private readonly dropListeners = new Set<(d: CoapDrop) => void>();
+  private readonly counters: CoapEndpointStats = {
+    sent: 0, received: 0, retransmissions: 0, duplicates: 0, timeouts: 0, sendErrors: 0, dropped: {},
+  };
+  private nextPruneAt = 0;
+
+  /** Our CONs awaiting ACK/RST, by our Message ID. */
+  private readonly outgoing = new Map<number, Transmission>();
+  /** Our Message IDs already ACKed/RST, to tell duplicates from strays. */
+  private readonly finishedMids = new Map<number, number>();
+  /** The peer's Message IDs (CON/NON) seen recently. */
+  private readonly seen = new Map<number, SeenEntry>();
+  /** Client: our requests in flight, by token (hex). */
+  private readonly exchanges = new Map<string, ClientExchange>();
+  /** Client: tokens recently used, not reused within exchangeLifetimeMs. */
+  private readonly recentTokens = new Map<string, number>();
+  /** Server: Block1 reassembly by the peer's token. */
+  private readonly reassembly = new Map<string, Reassembly>();
+  /** Server: full responses served block by block, by the peer's token. */
+  private readonly block2Cache = new Map<string, CachedResponse>();
+  /** Server: handlers running (for their piggyback timers). */
+  private readonly tasks = new Set<ServerTask>();
+
+  constructor(opts: CoapEndpointOptions) {
+    this.clock = opts.clock;
+    this.randomBytes = opts.randomBytes;
+    this.sendFn = opts.send;
+    this.maxFrameLen = positive('maxFrameLen', opts.maxFrameLen, 0, 32);
+    this.tokenLength = positive('tokenLength', opts.tokenLength, 2, 1);
+    if (!Number.isInteger(this.tokenLength) || this.tokenLength > 8) {
+      throw new ConfigError(`coap: tokenLength must be an integer 1–8, got ${this.tokenLength}`, { key: 'tokenLength' });
+    }
+    const ack = opts.ackTimeoutMs;
+    if (typeof ack === 'number') {
+      const base = positive('ackTimeoutMs', ack, 0, 1);
+      this.ackTimeout = () => base;
+    } else if (typeof ack === 'function') {
+      this.ackTimeout = (len) => {
+        const v = ack(len);
+        return Number.isFinite(v) && v >= 1 ? v : 1;
+      };
+    } else {
+      throw new ConfigError('coap: ackTimeoutMs is required (a number or a function of frame length)', { key: 'ackTimeoutMs' });
+    }
+    this.ackRandomFactor = positive('ackRandomFactor', opts.ackRandomFactor, 1.5, 1);
+    this.maxRetransmit = positive('maxRetransmit', opts.maxRetransmit, 4, 0);
+    this.piggybackWindowMs = positive('piggybackWindowMs', opts.piggybackWindowMs,
+      this.ackTimeout(4 + this.tokenLength) / 2, 0);
+    const maxTransmitWait = this.ackTimeout(this.maxFrameLen) * (2 ** (this.maxRetransmit + 1) - 1) * this.ackRandomFactor;
+    this.exchangeLifetimeMs = positive('exchangeLifetimeMs', opts.exchangeLifetimeMs, 2 * maxTransmitWait, 1);
+    this.maxBodyBytes = positive('maxBodyBytes', opts.maxBodyBytes, 256 * 1024, 0);
+    this.defaultResponseTimeoutMs = positive('responseTimeoutMs', opts.responseTimeoutMs, this.exchangeLifetimeMs, 1);
+    const r = this.randomBytes(2);
+    this.nextMid = ((r[0] ?? 0) << 8) | (r[1] ?? 0);
+  }
+
+  // -------------------------------------------------------------------------
+  // Public surface
+  // -------------------------------------------------------------------------
+
+  /** Set the server-side handler (replacing any previous one). Without one, requests get 5.01. */
+  onRequest(handler: RequestHandler): void {
+    this.handler = handler;
+  }
+
+  /** Listen for dropped frames; returns an unsubscribe function. */
+  onDrop(listener: (drop: CoapDrop) => void): () => void {
+    this.dropListeners.add(listener);
+    return () => { this.dropListeners.delete(listener); };
+  }
+
+  /** A snapshot of the counters. */
+  stats(): CoapEndpointStats {
+    return { ...this.counters, dropped: { ...this.counters.dropped } };
+  }
+
+  /**
+   * Send a request and resolve with its (reassembled) response. Rejects with
+   * TrickleError ERR_COAP_TIMEOUT, ERR_COAP_RESET, ERR_COAP_BLOCK, ERR_COAP_TOO_LARGE,
+   * ERR_COAP_FORMAT or ERR_COAP_CLOSED.
+   */
+  request(req: CoapRequestInit, opts: RequestOptions = {}): Promise<CoapResponse> {
+    return new Promise<CoapResponse>((resolve, reject) => {
+      if (this.closed) {
+        reject(new TrickleError('ERR_COAP_CLOSED', 'coap', 'request on a closed CoAP endpoint'));
+        return;
+      }
+      if (!isRequestCode(req.code)) {
+        reject(new TrickleError('ERR_COAP_FORMAT', 'coap', `code ${codeToString(req.code)} is not a request method`));
+        return;
+      }
+      const responseTimeoutMs = opts.responseTimeoutMs ?? this.defaultResponseTimeoutMs;
+      if (!(responseTimeoutMs > 0)) {
+        reject(new ConfigError(`coap: responseTimeoutMs must be > 0, got ${responseTimeoutMs}`, { key: 'responseTimeoutMs' }));
+        return;
+      }
+      this.prune();
+      const token = this.freshToken();
+      const key = toHex(token);
+      const ex: ClientExchange = {
+        token, key, code: req.code,
+        options: withoutOptions(req.options, Opt.BLOCK1, Opt.BLOCK2, Opt.SIZE1, Opt.SIZE2),
+        body: req.payload ?? EMPTY_BYTES,
+        responseTimeoutMs, resolve, reject,
+        b1Offset: 0, b1Szx: 0, b2: undefined, leg: undefined, done: false,
+      };
+      this.exchanges.set(key, ex);
+      try {
+        this.startRequest(ex);
+      } catch (e) {
+        this.failWith(ex, e);
+      }
+    });
+  }
+
+  /** Feed one received frame. Never throws; malformed frames are dropped and counted. */
+  receive(frame: Uint8Array): void {
+    if (this.closed) return;
+    this.counters.received++;
+    try {
+      this.prune();
+      this.receiveFrame(frame);
+    } catch (e) {
+      // Defensive: nothing above should throw, but a bug must not take the link down.
+      this.drop(e instanceof TrickleError ? e.code : 'ERR_COAP_FORMAT', frame.length, e instanceof WireError ? e : undefined);
+    }
+  }
+
+  /** Cancel every timer, reject pending requests with ERR_COAP_CLOSED, forget all state. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const tx of this.outgoing.values()) tx.timer?.cancel();
+    this.outgoing.clear();
+    for (const task of this.tasks) { task.timer?.cancel(); task.done = true; }
+    this.tasks.clear();
+    for (const ex of [...this.exchanges.values()]) {
+      this.fail(ex, 'ERR_COAP_CLOSED', 'CoAP endpoint closed with the request pending');
+    }
+    this.exchanges.clear();
+    this.seen.clear();
+    this.finishedMids.clear();
+    this.recentTokens.clear();
+    this.reassembly.clear();
+    this.block2Cache.clear();
+  }
+
+  // -------------------------------------------------------------------------
+  // Sending and retransmission
+  // -------------------------------------------------------------------------
+
+  private sendFrame(frame: Uint8Array): void {
+    this.counters.sent++;
+    try {
+      this.sendFn(frame);
+    } catch {
+      this.counters.sendErrors++;
+    }
+  }
+
+  private allocMid(): number {
+    let mid = this.nextMid;
+    for (let i = 0; i < 0x10000 && this.outgoing.has(mid); i++) mid = (mid + 1) & 0xffff;
+    this.nextMid = (mid + 1) & 0xffff;
+    return mid;
+  }
+
+  private random01(): number {
+    const b = this.randomBytes(4);
+    return ((((b[0] ?? 0) << 24) >>> 0) + ((b[1] ?? 0) << 16) + ((b[2] ?? 0) << 8) + (b[3] ?? 0)) / 2 ** 32;
+  }
+
+  private newTransmission(
+    mid: number, frame: Uint8Array, token: Uint8Array | undefined,
+    handlers: Pick<Transmission, 'onAck' | 'onReset' | 'onGiveUp'>,
+  ): Transmission {
+    const base = this.ackTimeout(frame.length);
+    return {
+      mid, frame, token, retransmits: 0, timer: undefined,
+      timeoutMs: base * (1 + (this.ackRandomFactor - 1) * this.random01()),
+      ...handlers,
+    };
+  }
+
+  /** Register, arm, then send (in that order, so a synchronous ACK finds it registered). */
+  private startTransmission(tx: Transmission): void {
+    this.outgoing.set(tx.mid, tx);
+    this.armRetransmit(tx);
+    this.sendFrame(tx.frame);
+  }
+
+  private armRetransmit(tx: Transmission): void {
+    tx.timer = this.clock.setTimer(tx.timeoutMs, () => {
+      tx.timer = undefined;
+      if (this.outgoing.get(tx.mid) !== tx) return;
+      if (tx.retransmits >= this.maxRetransmit) {
+        this.outgoing.delete(tx.mid);
+        this.counters.timeouts++;
+        tx.onGiveUp();
+        return;
+      }
+      tx.retransmits++;
+      tx.timeoutMs *= 2;
+      this.counters.retransmissions++;
+      this.armRetransmit(tx);
+      this.sendFrame(tx.frame);
+    });
+  }
+
+  private cancelTransmission(tx: Transmission): void {
+    tx.timer?.cancel();
+    tx.timer = undefined;
+    if (this.outgoing.get(tx.mid) === tx) {
+      this.outgoing.delete(tx.mid);
+      // A late ACK/RST for it is then counted as a duplicate, not a stray.
+      if (!this.closed) this.finishedMids.set(tx.mid, this.clock.now() + this.exchangeLifetimeMs);
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Receiving
+  // -------------------------------------------------------------------------
+
+  private drop(reason: CoapDropReason, frameLen: number, error?: WireError): void {
+    this.counters.dropped[reason] = (this.counters.dropped[reason] ?? 0) + 1;
+    const ev: CoapDrop = error ? { reason, frameLen, error } : { reason, frameLen };
+    for (const l of this.dropListeners) {
+      try { l(ev); } catch { /* a listener's failure is not the link's */ }
+    }
+  }
+
+  private sendEmpty(type: typeof ACK | typeof RST, mid: number): Uint8Array {
+    const frame = encodeMessage({ type, code: EMPTY, mid, token: EMPTY_BYTES, options: [], payload: EMPTY_BYTES });
+    this.sendFrame(frame);
+    return frame;
+  }
+
+  private receiveFrame(frame: Uint8Array): void {
+    let msg: CoapMessage;
+    try {
+      msg = decodeMessage(frame);
+    } catch (e) {
+      const err = e instanceof WireError ? e : new WireError('ERR_COAP_FORMAT', 'coap', 'undecodable message');
+      this.drop(err.code, frame.length, err);
+      // RFC 7252 §4.2: reject a CON we cannot process with RST, when its header is readable.
+      const b0 = frame[0];
+      if (frame.length >= 4 && b0 !== undefined && (b0 >> 6) === 1 && ((b0 >> 4) & 0x03) === CON) {
+        this.sendEmpty(RST, (frame[2]! << 8) | frame[3]!);
+      }
+      return;
+    }
+
+    if (msg.type === ACK || msg.type === RST) {
+      this.receiveAckOrReset(msg, frame.length);
+      return;
+    }
+    if (msg.code === EMPTY) {
+      // CON 0.00 is a "CoAP ping" (§4.3): answered with RST. (NON Empty fails decoding.)
+      this.sendEmpty(RST, msg.mid);
+      return;
+    }
+    const dup = this.seen.get(msg.mid);
+    if (dup) {
+      this.counters.duplicates++;
+      if (dup.reply) this.sendFrame(dup.reply);
+      return;
+    }
+    const entry: SeenEntry = { expiresAt: this.clock.now() + this.exchangeLifetimeMs, reply: undefined, done: false };
+    this.seen.set(msg.mid, entry);
+    if (isRequestCode(msg.code)) this.receiveRequest(msg, entry);
+    else this.receiveSeparateResponse(msg, entry, frame.length);
+  }
+
+  private receiveAckOrReset(msg: CoapMessage, frameLen: number): void {
+    const tx = this.outgoing.get(msg.mid);
+    if (!tx) {
+      const finished = this.finishedMids.get(msg.mid);
+      if (finished !== undefined && finished > this.clock.now()) this.counters.duplicates++;
+      else this.drop('unmatched', frameLen);
+      return;
+    }
+    if (msg.type === ACK && msg.code !== EMPTY && tx.token && !equalBytes(tx.token, msg.token)) {
+      // A piggybacked response with someone else's token is no answer to this CON (§5.3.2).
+      this.drop('unmatched', frameLen);
+      return;
+    }
+    this.cancelTransmission(tx);
+    if (msg.type === ACK) tx.onAck(msg);
+    else tx.onReset();
+  }
+
+  // -------------------------------------------------------------------------
+  // Client side
+  // -------------------------------------------------------------------------
+
+  private freshToken(): Uint8Array {
+    for (let i = 0; i < 64; i++) {
+      const t = this.randomBytes(this.tokenLength).slice(0, this.tokenLength);
+      if (t.length !== this.tokenLength) break;
+      const k = toHex(t);
+      if (!this.exchanges.has(k) && !this.recentTokens.has(k)) return t;
+    }
+    throw new TrickleError('ERR_COAP_FORMAT', 'coap', 'no free token: too many requests in flight for the token length',
+      { tokenLength: this.tokenLength, inFlight: this.exchanges.size });
+  }
+
+  private startRequest(ex: ClientExchange): void {
+    const whole = encodeMessage({ type: CON, code: ex.code, mid: 0, token: ex.token, options: ex.options, payload: ex.body });
+    if (whole.length <= this.maxFrameLen || ex.body.length === 0) {
+      this.sendLeg(ex, 'plain', undefined, ex.options, ex.body);
+      return;
+    }
+    const szx = this.fitBlockSzx(ex.code, ex.token, ex.options, Opt.BLOCK1, Opt.SIZE1, ex.body.length, true);
+    if (szx === undefined) {
+      this.fail(ex, 'ERR_COAP_TOO_LARGE', `request options leave no room for a 16-byte block in ${this.maxFrameLen}-byte frames`);
+      return;
+    }
+    ex.b1Szx = szx;
+    ex.b1Offset = 0;
+    this.sendBlock1(ex);
+  }
+
+  private sendBlock1(ex: ClientExchange): void {
+    const size = blockSize(ex.b1Szx);
+    const num = ex.b1Offset / size;
+    const chunk = ex.body.subarray(ex.b1Offset, ex.b1Offset + size);
+    const block: BlockValue = { num, more: ex.b1Offset + chunk.length < ex.body.length, szx: ex.b1Szx };
+    const options = [...ex.options, blockOption(Opt.BLOCK1, block)];
+    if (num === 0) options.push(uintOption(Opt.SIZE1, ex.body.length));
+    this.sendLeg(ex, 'block1', block, options, chunk);
+  }
+
+  private sendLeg(ex: ClientExchange, kind: Leg['kind'], block: BlockValue | undefined, options: CoapOption[], payload: Uint8Array): void {
+    const mid = this.allocMid();
+    const frame = encodeMessage({ type: CON, code: ex.code, mid, token: ex.token, options, payload });
+    if (frame.length > this.maxFrameLen) {
+      this.fail(ex, 'ERR_COAP_TOO_LARGE', `request frame of ${frame.length} bytes exceeds maxFrameLen ${this.maxFrameLen}`,
+        { frameLen: frame.length });
+      return;
+    }
+    const leg: Leg = { kind, block, tx: undefined, responseTimer: undefined };
+    ex.leg = leg;
+    leg.responseTimer = this.clock.setTimer(ex.responseTimeoutMs, () => {
+      leg.responseTimer = undefined;
+      if (ex.leg !== leg) return;
+      this.counters.timeouts++;
+      this.fail(ex, 'ERR_COAP_TIMEOUT', `no response within ${ex.responseTimeoutMs} ms`);
+    });
+    const tx = this.newTransmission(mid, frame, ex.token, {
+      onAck: (ack) => {
+        leg.tx = undefined;
+        if (ack.code !== EMPTY) this.clientResponse(ex, leg, ack);
+        // Empty ACK: the response will come separately; the response timer keeps running.
+      },
+      onReset: () => {
+        leg.tx = undefined;
+        if (ex.leg === leg) this.fail(ex, 'ERR_COAP_RESET', 'peer answered the request with RST');
+      },
+      onGiveUp: () => {
+        leg.tx = undefined;
+        if (ex.leg === leg) {
+          this.fail(ex, 'ERR_COAP_TIMEOUT', `no ACK after ${this.maxRetransmit} retransmissions`, { mid });
+        }
+      },
+    });
+    leg.tx = tx;
+    this.startTransmission(tx);
+  }
+
+  private endLeg(leg: Leg): void {
+    leg.responseTimer?.cancel();
+    leg.responseTimer = undefined;
+    if (leg.tx) { this.cancelTransmission(leg.tx); leg.tx = undefined; }
+  }
+
+  private receiveSeparateResponse(msg: CoapMessage, entry: SeenEntry, frameLen: number): void {
+    entry.done = true;
+    const ex = this.exchanges.get(toHex(msg.token));
+    if (!ex || !ex.leg) {
+      // §5.3.2: a response we cannot match is rejected (RST for CON, silence for NON).
+      if (msg.type === CON) entry.reply = this.sendEmpty(RST, msg.mid);
+      this.drop('unmatched', frameLen);
+      return;
+    }
+    if (msg.type === CON) entry.reply = this.sendEmpty(ACK, msg.mid);
+    this.clientResponse(ex, ex.leg, msg);
+  }
+
+  private clientResponse(ex: ClientExchange, leg: Leg, msg: CoapMessage): void {
+    if (ex.done || ex.leg !== leg) return;
+    // A response also acknowledges the request (its empty ACK may have been lost).
+    this.endLeg(leg);
+    ex.leg = undefined;
+    try {
+      if (leg.kind === 'block1' && msg.code === Response.CONTINUE) {
+        const echoValue = getOption(msg.options, Opt.BLOCK1);
+        const echo = echoValue ? decodeBlock(echoValue) : undefined;
+        const sent = leg.block!;
+        if (!echo || echo.num !== sent.num || !sent.more) {
+          this.fail(ex, 'ERR_COAP_BLOCK', '2.31 Continue does not match the Block1 block sent',
+            { sentNum: sent.num, echoNum: echo?.num });
+          return;
+        }
+        ex.b1Offset += blockSize(sent.szx);
+        // §2.5: the server may ask for smaller blocks; offsets stay aligned (sizes are powers of 2).
+        ex.b1Szx = Math.min(sent.szx, echo.szx);
+        this.sendBlock1(ex);
+        return;
+      }
+      this.clientResponseBody(ex, leg, msg);
+    } catch (e) {
+      this.failWith(ex, e);
+    }
+  }
+
+  private clientResponseBody(ex: ClientExchange, leg: Leg, msg: CoapMessage): void {
+    const b2Value = getOption(msg.options, Opt.BLOCK2);
+    if (!b2Value) {
+      if (leg.kind === 'block2') {
+        this.fail(ex, 'ERR_COAP_BLOCK', `Block2 follow-up answered ${codeToString(msg.code)} without a block`,
+          { code: codeToString(msg.code) });
+        return;
+      }
+      this.succeed(ex, { code: msg.code, options: withoutOptions(msg.options, Opt.BLOCK1), payload: msg.payload });
+      return;
+    }
+    const b2 = decodeBlock(b2Value);
+    if (!ex.b2) {
+      if (b2.num !== 0) {
+        this.fail(ex, 'ERR_COAP_BLOCK', `first response block has NUM ${b2.num}`);
+        return;
+      }
+      const size2 = getUintOption(msg.options, Opt.SIZE2);
+      if (size2 !== undefined && size2 > this.maxBodyBytes) {
+        this.fail(ex, 'ERR_COAP_TOO_LARGE', `response of ${size2} bytes exceeds maxBodyBytes ${this.maxBodyBytes}`, { size2 });
+        return;
+      }
+      ex.b2 = {
+        code: msg.code,
+        options: withoutOptions(msg.options, Opt.BLOCK1, Opt.BLOCK2, Opt.SIZE2),
+        chunks: [], received: 0,
+      };
+    }
+    const asm = ex.b2;
+    const size = blockSize(b2.szx);
+    if (b2.num * size !== asm.received || (b2.more && msg.payload.length !== size) || msg.payload.length > size) {
+      this.fail(ex, 'ERR_COAP_BLOCK', 'response block out of order or of the wrong size',
+        { num: b2.num, szx: b2.szx, len: msg.payload.length, received: asm.received });
+      return;
+    }
+    if (asm.received + msg.payload.length > this.maxBodyBytes) {
+      this.fail(ex, 'ERR_COAP_TOO_LARGE', `response exceeds maxBodyBytes ${this.maxBodyBytes}`);
+      return;
+    }
+    asm.chunks.push(msg.payload);
+    asm.received += msg.payload.length;
+    if (!b2.more) {
+      this.succeed(ex, { code: asm.code, options: asm.options, payload: concatBytes(...asm.chunks) });
+      return;
+    }
+    const next: BlockValue = { num: asm.received / size, more: false, szx: b2.szx };
+    this.sendLeg(ex, 'block2', next, [...ex.options, blockOption(Opt.BLOCK2, next)], EMPTY_BYTES);
+  }
+
+  private finish(ex: ClientExchange): boolean {
+    if (ex.done) return false;
+    ex.done = true;
+    if (ex.leg) { this.endLeg(ex.leg); ex.leg = undefined; }
+    this.exchanges.delete(ex.key);
+    if (!this.closed) this.recentTokens.set(ex.key, this.clock.now() + this.exchangeLifetimeMs);
+    return true;
+  }
+
+  private succeed(ex: ClientExchange, res: CoapResponse): void {
+    if (this.finish(ex)) ex.resolve(res);
+  }
+
+  private fail(ex: ClientExchange, code: ErrorCode, message: string, detail?: Record<string, unknown>): void {
+    if (this.finish(ex)) ex.reject(new TrickleError(code, 'coap', message, { token: ex.key, ...detail }));
+  }
+
+  private failWith(ex: ClientExchange, e: unknown): void {
+    if (e instanceof TrickleError) {
+      const code = e.code === 'ERR_COAP_OPTION' ? 'ERR_COAP_BLOCK' : e.code;
+      this.fail(ex, code, e.message, e.detail ? { ...e.detail } : undefined);
+    } else {
+      this.fail(ex, 'ERR_COAP_FORMAT', e instanceof Error ? e.message : String(e));
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Server side
+  // -------------------------------------------------------------------------
+
+  private receiveRequest(msg: CoapMessage, entry: SeenEntry): void {
+    const key = toHex(msg.token);
+    let b1: BlockValue | undefined;
+    let b2: BlockValue | undefined;
+    try {
+      const b1v = getOption(msg.options, Opt.BLOCK1);
+      if (b1v) b1 = decodeBlock(b1v);
+      const b2v = getOption(msg.options, Opt.BLOCK2);
+      if (b2v) b2 = decodeBlock(b2v);
+    } catch {
+      // RFC 7959 §2.2: a reserved SZX (or an over-long value) is a 4.00.
+      this.reply(msg, entry, { code: Response.BAD_REQUEST, options: [], payload: EMPTY_BYTES });
+      return;
+    }
+    if (b2 && b2.num > 0) {
+      this.serveBlock2(msg, entry, key, b2);
+      return;
+    }
+    // Anything else with this token starts a new request: forget an older cached response.
+    this.block2Cache.delete(key);
+    if (b1) {
+      this.receiveBlock1(msg, entry, key, b1, b2?.szx);
+      return;
+    }
+    this.reassembly.delete(key);
+    this.runHandler(msg, entry, withoutOptions(msg.options, Opt.BLOCK2, Opt.SIZE2), msg.payload, b2?.szx, []);
+  }
+
+  private receiveBlock1(msg: CoapMessage, entry: SeenEntry, key: string, b1: BlockValue, preferredSzx: number | undefined): void {
+    const now = this.clock.now();
+    const size = blockSize(b1.szx);
+    const offset = b1.num * size;
+    const tooLarge = (): void => {
+      this.reassembly.delete(key);
+      this.reply(msg, entry, {
+        code: Response.REQUEST_ENTITY_TOO_LARGE,
+        options: [uintOption(Opt.SIZE1, this.maxBodyBytes)],
+        payload: EMPTY_BYTES,
+      });
+    };
+    const fault = (code: number): void => {
+      this.reassembly.delete(key);
+      this.reply(msg, entry, { code, options: [], payload: EMPTY_BYTES });
+    };
+    if (b1.num === 0) {
+      this.reassembly.delete(key);
+      let size1: number | undefined;
+      try { size1 = getUintOption(msg.options, Opt.SIZE1); } catch { fault(Response.BAD_REQUEST); return; }
+      if (size1 !== undefined && size1 > this.maxBodyBytes) { tooLarge(); return; }
+      if (b1.more) {
+        if (this.reassembly.size >= MAX_CONCURRENT_REASSEMBLIES) { fault(Response.SERVICE_UNAVAILABLE); return; }
+        this.reassembly.set(key, { chunks: [], received: 0, expiresAt: now + this.exchangeLifetimeMs });
+      }
+    }
+    const st = b1.num === 0 && !b1.more
+      ? { chunks: [], received: 0, expiresAt: now }
+      : this.reassembly.get(key);
+    if (!st || (b1.num !== 0 && st.expiresAt <= now) || offset !== st.received) {
+      fault(Response.REQUEST_ENTITY_INCOMPLETE);
+      return;
+    }
+    const len = msg.payload.length;
+    if ((b1.more && len !== size) || len > size) { fault(Response.BAD_REQUEST); return; }
+    if (st.received + len > this.maxBodyBytes) { tooLarge(); return; }
+    st.chunks.push(msg.payload);
+    st.received += len;
+    st.expiresAt = now + this.exchangeLifetimeMs;
+    if (b1.more) {
+      this.reply(msg, entry, {
+        code: Response.CONTINUE,
+        options: [blockOption(Opt.BLOCK1, { num: b1.num, more: true, szx: b1.szx })],
+        payload: EMPTY_BYTES,
+      });
+      return;
+    }
+    this.reassembly.delete(key);
+    this.runHandler(msg, entry, withoutOptions(msg.options, Opt.BLOCK1, Opt.SIZE1, Opt.BLOCK2, Opt.SIZE2),
+      concatBytes(...st.chunks), preferredSzx,
+      // §2.3: the final response echoes Block1 with M=0.
+      [blockOption(Opt.BLOCK1, { num: b1.num, more: false, szx: b1.szx })]);
+  }
+
+  private serveBlock2(msg: CoapMessage, entry: SeenEntry, key: string, b2: BlockValue): void {
+    const now = this.clock.now();
+    const cached = this.block2Cache.get(key);
+    if (!cached || cached.expiresAt <= now) {
+      this.block2Cache.delete(key);
+      this.reply(msg, entry, { code: Response.REQUEST_ENTITY_INCOMPLETE, options: [], payload: EMPTY_BYTES });
+      return;
+    }
+    // The client may ask for smaller blocks than offered (§2.4); never larger.
+    const szx = Math.min(b2.szx, cached.szx);
+    const offset = b2.num * blockSize(b2.szx);
+    const size = blockSize(szx);
+    if (offset >= cached.payload.length) {
+      this.reply(msg, entry, { code: Response.BAD_OPTION, options: [], payload: EMPTY_BYTES });
+      return;
+    }
+    const chunk = cached.payload.subarray(offset, offset + size);
+    const more = offset + chunk.length < cached.payload.length;
+    if (more) cached.expiresAt = now + this.exchangeLifetimeMs;
+    else this.block2Cache.delete(key);
+    this.reply(msg, entry, {
+      code: cached.code,
+      options: [blockOption(Opt.BLOCK2, { num: offset / size, more, szx })],
+      payload: chunk,
+    });
+  }
+
+  /** Answer at once: piggybacked in the ACK of a CON, or as a NON to a NON. */
+  private reply(req: CoapMessage, entry: SeenEntry, res: CoapResponse): void {
+    const type: CoapType = req.type === CON ? ACK : NON;
+    const mid = type === ACK ? req.mid : this.allocMid();
+    const frame = encodeMessage({ type, code: res.code, mid, token: req.token, options: res.options, payload: res.payload });
+    entry.reply = frame;
+    entry.done = true;
+    entry.expiresAt = this.clock.now() + this.exchangeLifetimeMs;
+    this.sendFrame(frame);
+  }
+
+  private runHandler(
+    msg: CoapMessage, entry: SeenEntry, options: CoapOption[], payload: Uint8Array,
+    preferredSzx: number | undefined, extraResponseOptions: CoapOption[],
+  ): void {
+    const task: ServerTask = { timer: undefined, ackSent: false, done: false };
+    this.tasks.add(task);
+    if (msg.type === CON) {
+      task.timer = this.clock.setTimer(this.piggybackWindowMs, () => {
+        task.timer = undefined;
+        if (task.done || this.closed) return;
+        task.ackSent = true;
+        entry.reply = this.sendEmpty(ACK, msg.mid);
+      });
+    }
+    const handler = this.handler;
+    const incoming: IncomingRequest = {
+      code: msg.code, options, payload, token: msg.token, confirmable: msg.type === CON,
+    };
+    Promise.resolve()
+      .then(() => (handler ? handler(incoming) : { code: Response.NOT_IMPLEMENTED }))
+      .then((r) => normalizeResponse(r), () => ({ code: Response.INTERNAL_SERVER_ERROR, options: [], payload: EMPTY_BYTES }))
+      .then((r) => {
+        try {
+          this.finishHandler(msg, entry, task, r, preferredSzx, extraResponseOptions);
+        } catch {
+          // Unreachable by construction; a handler's odd response must not become an unhandled rejection.
+        }
+      });
+  }
+
+  private finishHandler(
+    msg: CoapMessage, entry: SeenEntry, task: ServerTask, res: CoapResponse,
+    preferredSzx: number | undefined, extraResponseOptions: CoapOption[],
+  ): void {
+    if (task.done) return;
+    task.done = true;
+    task.timer?.cancel();
+    task.timer = undefined;
+    this.tasks.delete(task);
+    if (this.closed) return;
+    entry.done = true;
+    entry.expiresAt = this.clock.now() + this.exchangeLifetimeMs;
+    let first: CoapResponse;
+    try {
+      first = this.prepareResponse(msg.token, res, extraResponseOptions, preferredSzx);
+    } catch {
+      // The handler's options cannot be encoded (bad number, oversized value).
+      first = { code: Response.INTERNAL_SERVER_ERROR, options: [], payload: EMPTY_BYTES };
+    }
+    if (msg.type === CON && !task.ackSent) {
+      this.reply(msg, entry, first);
+      return;
+    }
+    if (msg.type === NON) {
+      this.reply(msg, entry, first);
+      return;
+    }
+    // Separate response (§5.2.2): a CON of its own; the request's entry keeps the empty ACK.
+    const mid = this.allocMid();
+    const frame = encodeMessage({ type: CON, code: first.code, mid, token: msg.token, options: first.options, payload: first.payload });
+    const key = toHex(msg.token);
+    const tx = this.newTransmission(mid, frame, undefined, {
+      onAck: () => { /* delivered */ },
+      onReset: () => { this.block2Cache.delete(key); },
+      onGiveUp: () => { this.block2Cache.delete(key); },
+    });
+    this.startTransmission(tx);
+  }
+
+  /**
+   * The first message of a response: whole when it fits, else block 0 of a Block2
+   * transfer with the full response cached under the request token.
+   */
+  private prepareResponse(token: Uint8Array, res: CoapResponse, extra: CoapOption[], preferredSzx: number | undefined): CoapResponse {
+    const options = [...res.options, ...extra];
+    const whole = encodeMessage({ type: ACK, code: res.code, mid: 0, token, options, payload: res.payload });
+    if (whole.length <= this.maxFrameLen) return { code: res.code, options, payload: res.payload };
+    let szx = this.fitBlockSzx(res.code, token, options, Opt.BLOCK2, Opt.SIZE2, res.payload.length, false);
+    if (szx === undefined) {
+      return { code: Response.INTERNAL_SERVER_ERROR, options: [], payload: EMPTY_BYTES };
+    }
+    if (preferredSzx !== undefined) szx = Math.min(szx, preferredSzx);
+    const size = blockSize(szx);
+    this.block2Cache.set(toHex(token), {
+      code: res.code, payload: res.payload, szx, expiresAt: this.clock.now() + this.exchangeLifetimeMs,
+    });
+    return {
+      code: res.code,
+      options: [
+        ...options,
+        blockOption(Opt.BLOCK2, { num: 0, more: true, szx }),
+        uintOption(Opt.SIZE2, res.payload.length),
+      ],
+      payload: res.payload.subarray(0, size),
+    };
+  }
+
+  /**
+   * Largest SZX such that both block 0 (options + Block(0) + Size) and any later
+   * block (options if repeated + Block at the largest NUM) fit maxFrameLen; also
+   * NUM must stay < 2^20. Undefined when nothing fits.
+   */
+  private fitBlockSzx(
+    code: number, token: Uint8Array, options: CoapOption[], blockNumber: number, sizeNumber: number,
+    totalBytes: number, repeatOptions: boolean,
+  ): number | undefined {
+    const len = (opts: CoapOption[]): number =>
+      encodeMessage({ type: CON, code, mid: 0, token, options: opts, payload: EMPTY_BYTES }).length + 1;
+    const first = len([...options, blockOption(blockNumber, { num: 0, more: true, szx: 0 }), uintOption(sizeNumber, totalBytes)]);
+    const later = len([...(repeatOptions ? options : []), blockOption(blockNumber, { num: BLOCK_NUM_MAX, more: true, szx: 0 })]);
+    const szx = chooseBlockSzx(Math.max(first, later), this.maxFrameLen);
+    if (szx === undefined || Math.ceil(totalBytes / blockSize(szx)) > BLOCK_NUM_MAX + 1) return undefined;
+    return szx;
+  }
+
+  // -------------------------------------------------------------------------
+  // Housekeeping (lazy: no timers of its own)
+  // -------------------------------------------------------------------------
+
+  private prune(): void {
+    const now = this.clock.now();
+    if (now < this.nextPruneAt) return;
+    this.nextPruneAt = now + Math.max(1, this.exchangeLifetimeMs / 8);
+    for (const [mid, e] of this.seen) if (e.done && e.expiresAt <= now) this.seen.delete(mid);
+    for (const [mid, t] of this.finishedMids) if (t <= now) this.finishedMids.delete(mid);
+    for (const [k, t] of this.recentTokens) if (t <= now) this.recentTokens.delete(k);
+    for (const [k, r] of this.reassembly) if (r.expiresAt <= now) this.reassembly.delete(k);
+    for (const [k, c] of this.block2Cache) if (c.expiresAt <= now) this.block2Cache.delete(k);
+  }
+}
+
+function normalizeResponse(r: unknown): CoapResponse {
+  const bad = { code: Response.INTERNAL_SERVER_ERROR, options: [], payload: EMPTY_BYTES };
+  if (typeof r !== 'object' || r === null) return bad;
+  const { code, options, payload } = r as { code?: unknown; options?: unknown; payload?: unknown };
+  if (typeof code !== 'number' || !isResponseCode(code)) return bad;
+  if (options !== undefined && !Array.isArray(options)) return bad;
+  if (payload !== undefined && !(payload instanceof Uint8Array)) return bad;
+  return { code, options: (options as CoapOption[] | undefined) ?? [], payload: payload ?? EMPTY_BYTES };
+}

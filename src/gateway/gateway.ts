@@ -1,0 +1,117 @@
+/**
+ * `trickle gateway`: takes Matrix requests from the radio link, performs them against the
+ * homeserver, and sends the answers back. Composition root: radio stack + homeserver client.
+ */
+import { createServer, type Server } from 'node:http';
+import type { Logger } from '../log.ts';
+import { TrickleError } from '../errors.ts';
+import { openRadioStack, type RadioStack } from '../coap/radio-stack.ts';
+import { decodeCoapRequest, encodeHttpResponse } from '../matrix/http-coap.ts';
+import { matrixError } from '../matrix/http.ts';
+import { HomeserverClient } from './homeserver-client.ts';
+import { getOptions } from '../coap/message.ts';
+import { Opt } from '../coap/numbers.ts';
+import type { Link } from '../link/link.ts';
+
+export interface GatewayOptions {
+  device?: string;
+  link?: Link;
+  homeserverUrl: string;
+  /** Where to serve /_trickle/status (undefined: not served). */
+  statusHost?: string;
+  statusPort?: number;
+  baudRate: number;
+  maxFrameLen: number;
+  airBitrateBps: number;
+  maxBodyBytes: number;
+  homeserverTimeoutMs: number;
+  logger: Logger;
+}
+
+export interface Gateway {
+  radio: RadioStack;
+  statusPort: number | undefined;
+  status(): Record<string, unknown>;
+  close(): Promise<void>;
+}
+
+export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
+  const log = opts.logger.child({ component: 'gateway' });
+  let hsUrl: URL;
+  try { hsUrl = new URL(opts.homeserverUrl); } catch {
+    throw new TrickleError('ERR_CONFIG', 'config', `--homeserver must be a URL such as https://matrix.example.org, got ${JSON.stringify(opts.homeserverUrl)}`);
+  }
+  if (hsUrl.protocol !== 'http:' && hsUrl.protocol !== 'https:') {
+    throw new TrickleError('ERR_CONFIG', 'config', `--homeserver must be an http:// or https:// URL, got ${opts.homeserverUrl}`);
+  }
+  const hs = new HomeserverClient({ baseUrl: opts.homeserverUrl, requestTimeoutMs: opts.homeserverTimeoutMs });
+  const radio = await openRadioStack({
+    ...(opts.device ? { device: opts.device } : {}),
+    ...(opts.link ? { link: opts.link } : {}),
+    baudRate: opts.baudRate, maxFrameLen: opts.maxFrameLen, airBitrateBps: opts.airBitrateBps,
+    maxBodyBytes: opts.maxBodyBytes, logger: opts.logger,
+  });
+  /** Requests performed, by method and first Uri-Path segment (the MSC3079 path enum). */
+  const byRoute: Record<string, number> = {};
+  let badRequests = 0;
+
+  radio.endpoint.onRequest(async (req) => {
+    let httpReq;
+    try {
+      httpReq = decodeCoapRequest(req, { maxBodyBytes: opts.maxBodyBytes });
+    } catch (e) {
+      badRequests++;
+      log.warn({ code: (e as { code?: string }).code, err: (e as Error).message }, 'undecodable request');
+      return encodeHttpResponse(matrixError(400, 'M_BAD_JSON', `trickle gateway could not decode the request: ${(e as Error).message}`));
+    }
+    const first = new TextDecoder().decode(getOptions(req.options, Opt.URI_PATH)[0] ?? new Uint8Array());
+    const route = `${httpReq.method} /${first}`;
+    byRoute[route] = (byRoute[route] ?? 0) + 1;
+    log.debug({ method: httpReq.method, path: httpReq.path }, 'request');
+    const res = await hs.perform(httpReq);
+    log.debug({ status: res.status, len: res.body.length, path: httpReq.path }, 'response');
+    return encodeHttpResponse(res);
+  });
+
+  const status = (): Record<string, unknown> => ({
+    role: 'gateway',
+    homeserver: hs.baseUrl,
+    requests: { total: hs.requestsTotal, homeserverFailures: hs.failuresTotal, undecodable: badRequests, byRoute: { ...byRoute } },
+    radio: radio.status(),
+  });
+
+  let server: Server | undefined;
+  let statusPort: number | undefined;
+  if (opts.statusPort !== undefined) {
+    server = createServer((req, res) => {
+      if (req.url === '/_trickle/status') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(status(), null, 2));
+      } else {
+        res.writeHead(404, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ errcode: 'M_NOT_FOUND', error: 'the gateway serves only /_trickle/status' }));
+      }
+    });
+    const s = server;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        s.listen(opts.statusPort, opts.statusHost ?? '127.0.0.1', () => resolve());
+      });
+    } catch (e) {
+      await radio.close();
+      throw new TrickleError('ERR_CONFIG', 'gateway', `cannot serve status on ${opts.statusHost}:${opts.statusPort}: ${(e as Error).message}`);
+    }
+    const addr = s.address();
+    statusPort = typeof addr === 'object' && addr ? addr.port : opts.statusPort;
+  }
+  log.info({ device: radio.link.name, homeserver: hs.baseUrl, statusPort }, 'gateway running');
+
+  return {
+    radio, statusPort, status,
+    async close() {
+      if (server) { server.closeAllConnections(); await new Promise<void>((r) => server!.close(() => r())); }
+      await radio.close();
+    },
+  };
+}

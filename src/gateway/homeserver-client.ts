@@ -1,0 +1,67 @@
+/**
+ * The gateway's side of the bridge: performs a carried request against the real
+ * homeserver and returns what it answered. A homeserver that cannot be reached becomes a
+ * Matrix error body that says so (the local client must never hang).
+ */
+import { matrixError, longPollTimeoutMs, type HttpRequestLike, type HttpResponseLike } from '../matrix/http.ts';
+
+export interface HomeserverClientOptions {
+  baseUrl: string;
+  /** Deadline for requests that are not long polls. */
+  requestTimeoutMs: number;
+}
+
+/** Long polls (`/sync?timeout=…`) get their own timeout plus this margin. */
+const LONG_POLL_MARGIN_MS = 15_000;
+
+export class HomeserverClient {
+  readonly baseUrl: string;
+  private readonly requestTimeoutMs: number;
+  requestsTotal = 0;
+  failuresTotal = 0;
+
+  constructor(opts: HomeserverClientOptions) {
+    this.baseUrl = opts.baseUrl.replace(/\/+$/, '');
+    this.requestTimeoutMs = opts.requestTimeoutMs;
+  }
+
+  async perform(req: HttpRequestLike): Promise<HttpResponseLike> {
+    this.requestsTotal++;
+    const url = this.baseUrl + req.path + (req.query ? `?${req.query}` : '');
+    const headers: Record<string, string> = {};
+    if (req.accessToken) headers['authorization'] = `Bearer ${req.accessToken}`;
+    if (req.body.length > 0) headers['content-type'] = req.contentType ?? 'application/json';
+    const deadlineMs = deadlineFor(req, this.requestTimeoutMs);
+    try {
+      const r = await fetch(url, {
+        method: req.method,
+        headers,
+        ...(req.method === 'GET' || req.method === 'HEAD' ? {} : { body: req.body }),
+        signal: AbortSignal.timeout(deadlineMs),
+        redirect: 'manual',
+      });
+      const body = new Uint8Array(await r.arrayBuffer());
+      const contentType = r.headers.get('content-type') ?? undefined;
+      const retryAfter = r.headers.get('retry-after');
+      return {
+        status: r.status,
+        body,
+        ...(contentType ? { contentType } : {}),
+        ...(retryAfter ? { headers: { 'retry-after': retryAfter } } : {}),
+      };
+    } catch (e) {
+      this.failuresTotal++;
+      const err = e as Error & { cause?: { code?: string; message?: string } };
+      if (err.name === 'TimeoutError') {
+        return matrixError(504, 'M_UNKNOWN', `trickle gateway: the homeserver at ${this.baseUrl} did not answer within ${Math.round(deadlineMs / 1000)} s`);
+      }
+      const why = err.cause?.code ?? err.cause?.message ?? err.message;
+      return matrixError(502, 'M_UNKNOWN', `trickle gateway cannot reach the homeserver at ${this.baseUrl} (${why}); check --homeserver and the gateway's internet connection`);
+    }
+  }
+}
+
+function deadlineFor(req: HttpRequestLike, fallbackMs: number): number {
+  const lp = longPollTimeoutMs(req);
+  return lp === undefined ? fallbackMs : Math.max(fallbackMs, lp + LONG_POLL_MARGIN_MS);
+}

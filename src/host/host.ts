@@ -1,0 +1,133 @@
+/**
+ * `trickle host`: the field kit. A local Matrix CS-API server whose every request crosses
+ * the radio link to the gateway. Composition root: radio stack + HTTP server.
+ */
+import type { Logger } from '../log.ts';
+import { TrickleError, isTrickleError } from '../errors.ts';
+import { openRadioStack, type RadioStack, type FrameRecord } from '../coap/radio-stack.ts';
+import { encodeHttpRequest, decodeCoapResponse } from '../matrix/http-coap.ts';
+import { matrixError, longPollTimeoutMs, type HttpRequestLike, type HttpResponseLike } from '../matrix/http.ts';
+import { LocalServer, type HttpExchangeRecord } from './http-server.ts';
+import type { Link } from '../link/link.ts';
+
+export interface HostOptions {
+  device?: string;
+  link?: Link;
+  listenHost: string;
+  listenPort: number;
+  baudRate: number;
+  maxFrameLen: number;
+  airBitrateBps: number;
+  maxBodyBytes: number;
+  /** Longest wait for an answer to an ordinary request, over the radio. */
+  requestTimeoutMs: number;
+  logger: Logger;
+}
+
+export interface ExchangeReport extends HttpExchangeRecord {
+  framesSent: number;
+  framesReceived: number;
+  compactBytesSent: number;
+  compactBytesReceived: number;
+  wireBytesSent: number;
+  wireBytesReceived: number;
+}
+
+export interface Host {
+  port: number;
+  radio: RadioStack;
+  onExchange(listener: (rep: ExchangeReport) => void): void;
+  status(): Record<string, unknown>;
+  close(): Promise<void>;
+}
+
+/** Extra time given to a long poll beyond its own timeout: a round trip of full frames over the air. */
+const LONG_POLL_MARGIN_MS = 30_000;
+
+export async function startHost(opts: HostOptions): Promise<Host> {
+  const log = opts.logger.child({ component: 'host' });
+  const radio = await openRadioStack({
+    ...(opts.device ? { device: opts.device } : {}),
+    ...(opts.link ? { link: opts.link } : {}),
+    baudRate: opts.baudRate, maxFrameLen: opts.maxFrameLen, airBitrateBps: opts.airBitrateBps,
+    maxBodyBytes: opts.maxBodyBytes, logger: opts.logger,
+  });
+  const counters = { requests: 0, failures: 0 };
+  // Per-exchange byte accounting: frames are attributed by their CoAP token.
+  const byToken = new Map<string, Omit<ExchangeReport, keyof HttpExchangeRecord>>();
+  let capture: ((tokenHex: string) => void) | undefined;
+  radio.onFrameRecord((rec: FrameRecord) => {
+    if (rec.direction === 'tx' && capture && rec.tokenHex) { capture(rec.tokenHex); capture = undefined; }
+    const acc = byToken.get(rec.tokenHex);
+    if (!acc) return;
+    if (rec.direction === 'tx') { acc.framesSent++; acc.compactBytesSent += rec.compactBytes; acc.wireBytesSent += rec.wireBytes; }
+    else { acc.framesReceived++; acc.compactBytesReceived += rec.compactBytes; acc.wireBytesReceived += rec.wireBytes; }
+  });
+  const exchangeListeners: ((rep: ExchangeReport) => void)[] = [];
+  const tokenOf = new WeakMap<HttpRequestLike, string>();
+
+  const carry = async (req: HttpRequestLike): Promise<HttpResponseLike> => {
+    counters.requests++;
+    let coapReq;
+    try {
+      coapReq = encodeHttpRequest(req);
+    } catch (e) {
+      return matrixError(400, 'M_UNRECOGNIZED', `trickle host cannot carry this request: ${(e as Error).message}`);
+    }
+    const lp = longPollTimeoutMs(req);
+    const responseTimeoutMs = lp === undefined ? opts.requestTimeoutMs : lp + LONG_POLL_MARGIN_MS;
+    try {
+      capture = (tokenHex) => {
+        tokenOf.set(req, tokenHex);
+        byToken.set(tokenHex, { framesSent: 0, framesReceived: 0, compactBytesSent: 0, compactBytesReceived: 0, wireBytesSent: 0, wireBytesReceived: 0 });
+      };
+      const pending = radio.endpoint.request(coapReq, { responseTimeoutMs });
+      capture = undefined;
+      const res = await pending;
+      return decodeCoapResponse(res, { maxBodyBytes: opts.maxBodyBytes });
+    } catch (e) {
+      counters.failures++;
+      if (isTrickleError(e, 'ERR_COAP_TIMEOUT')) {
+        log.warn({ code: e.code, path: req.path }, 'no answer from the gateway');
+        return matrixError(504, 'M_UNKNOWN', `trickle host: no answer from the gateway over the radio link (${e.message}); check that trickle gateway is running and in range`);
+      }
+      if (isTrickleError(e)) {
+        log.warn({ code: e.code, path: req.path, err: e.message }, 'request failed');
+        return matrixError(502, 'M_UNKNOWN', `trickle host: ${e.code}: ${e.message}`);
+      }
+      throw e;
+    }
+  };
+
+  const server = new LocalServer({
+    host: opts.listenHost, port: opts.listenPort, maxRequestBodyBytes: opts.maxBodyBytes,
+    logger: log, carry,
+    status: () => status(),
+    onExchange: (rec, req) => {
+      const tokenHex = tokenOf.get(req);
+      const acc = tokenHex ? byToken.get(tokenHex) : undefined;
+      if (tokenHex) setTimeout(() => byToken.delete(tokenHex), 60_000).unref();
+      const rep: ExchangeReport = { ...rec, ...(acc ?? { framesSent: 0, framesReceived: 0, compactBytesSent: 0, compactBytesReceived: 0, wireBytesSent: 0, wireBytesReceived: 0 }) };
+      for (const l of exchangeListeners) l(rep);
+    },
+  });
+  let port: number;
+  try {
+    port = await server.listen();
+  } catch (e) {
+    await radio.close();
+    throw new TrickleError('ERR_CONFIG', 'host', (e as Error).message);
+  }
+  log.info({ port, device: radio.link.name }, `Matrix clients can use http://${opts.listenHost}:${port} as their homeserver`);
+
+  const status = (): Record<string, unknown> => ({ role: 'host', requests: { ...counters }, radio: radio.status() });
+  return {
+    port, radio,
+    onExchange: (l) => { exchangeListeners.push(l); },
+    status,
+    async close() {
+      await server.close();
+      await radio.close();
+    },
+  };
+}

@@ -1,0 +1,512 @@
+/**
+ * TxQueue: the one place that decides when a frame goes on air.
+ *
+ * - Classes, served in strict order: control (CoAP ACK/RST, handshake) > interactive (a person
+ *   is waiting) > sync (pushes) > bulk. FIFO within a class.
+ * - Law first: a frame starts only when the channel's DutyCycleLedger allows it, to the
+ *   millisecond (timers are set for the exact `nextAllowedAt`, never polled).
+ * - Bulk may use at most `bulkShare` (default ½) of every budget, measured by its own sliding
+ *   sub-ledger, so the other half is always there for an urgent message. In a packed frame the
+ *   bulk messages' share of the bytes is their share of the airtime.
+ * - Packing: when the head message may go now, other queued messages for the same peer ride in
+ *   the same frame (container: ./packing.ts) as long as the bigger frame is still allowed now,
+ *   fits `maxFrameLen`, and costs less airtime than sending them apart. Taken in class order,
+ *   FIFO within a class, stopping a class at its first message that does not fit.
+ * - enqueue() resolves with a receipt once the modem took the frame, or rejects — never hangs:
+ *   ERR_DUTY_CYCLE (a DutyCycleError with `retryAfterMs`) when the message cannot start within
+ *   its `deadlineMs`; ERR_DWELL_TIME when it could never be sent on this channel; ERR_QUEUE_FULL;
+ *   ERR_MODEM_MTU for an oversize message; the transmit error if the modem fails.
+ *
+ * Stateful: runs on the injected Clock; does no I/O itself (the owner's `transmit` does).
+ */
+import { TrickleError } from '../errors.ts';
+import type { Clock, TimerHandle } from '../util/clock.ts';
+import { DutyCycleLedger, type LimitUsage } from './duty-cycle.ts';
+import { canPack, MAX_INNER_MESSAGE_LEN, MAX_PACKED_MESSAGES, packedLength, packFrame } from './packing.ts';
+import { HOUR_MS, type ChannelRules } from './regions.ts';
+
+export type Priority = 'control' | 'interactive' | 'sync' | 'bulk';
+export const PRIORITIES: readonly Priority[] = ['control', 'interactive', 'sync', 'bulk'];
+
+export interface TxQueueOptions {
+  clock: Clock;
+  /** The channel's rules (from resolveChannel(...).rules). */
+  rules: ChannelRules;
+  /** Hand one frame to the modem (Modem.send). May resolve with `{ airtimeMs }` measured by the modem. */
+  transmit: (frame: Uint8Array) => Promise<unknown>;
+  /** PHY airtime of a frame of this many bytes (e.g. n => loraAirtimeMs({ ...radio, payloadBytes: n })). */
+  frameAirtimeMs: (frameBytes: number) => number;
+  /** Largest frame the modem carries (ModemCapabilities.maxFrameLen). */
+  maxFrameLen: number;
+  /** Frames use the packing container (both ends must agree). Default true. */
+  packing?: boolean;
+  /** Share of each budget bulk may use, (0, 1]. Default 0.5. */
+  bulkShare?: number;
+  /** Also enforce the strict per-transmission off-time. Default false. */
+  strictOffTime?: boolean;
+  /** Bound on queued messages (all classes). Default 1024. */
+  maxQueued?: number;
+}
+
+export interface EnqueueOptions {
+  priority: Priority;
+  /**
+   * Longest acceptable wait, in ms from now, before the message starts on air. When it cannot,
+   * the promise rejects with ERR_DUTY_CYCLE and `retryAfterMs` (at once if the ledger alone
+   * already rules it out, otherwise when the deadline passes). Omitted: wait as long as it takes.
+   */
+  deadlineMs?: number;
+  /** Messages for the same peer may share a frame. Default ''. */
+  peer?: string;
+}
+
+export interface SentReceipt {
+  /** When the frame was counted as starting on air (clock ms). */
+  sentAtMs: number;
+  /** Airtime of the whole frame. */
+  airtimeMs: number;
+  frameLen: number;
+  messagesInFrame: number;
+  waitedMs: number;
+}
+
+/** ERR_DUTY_CYCLE: the budget is spent; `retryAfterMs` says when a retry can go. */
+export class DutyCycleError extends TrickleError {
+  readonly retryAfterMs: number;
+  constructor(message: string, retryAfterMs: number, detail: Record<string, unknown> = {}) {
+    super('ERR_DUTY_CYCLE', 'scheduler', message, { ...detail, retryAfterMs });
+    this.name = 'DutyCycleError';
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+interface Item {
+  payload: Uint8Array;
+  priority: Priority;
+  peer: string;
+  enqueuedAtMs: number;
+  resolve: (r: SentReceipt) => void;
+  reject: (e: unknown) => void;
+  timer: TimerHandle | null;
+}
+
+export interface QueueClassStatus { messages: number; bytes: number; oldestWaitMs: number | null }
+
+export interface TxQueueStatus {
+  nowMs: number;
+  transmitting: boolean;
+  subBands: {
+    id: string;
+    regulation: string;
+    dutyCycle: number | null;
+    /** Airtime this radio used in [now − 1 h, now). */
+    airtimeUsedLastHourMs: number;
+    /** The hourly duty-cycle budget, or null when the channel has none. */
+    budgetPerHourMs: number | null;
+    /** Budget left in the last-hour accounting (null without an hourly budget). */
+    budgetLeftMs: number | null;
+    /** Every window limit (duty cycle, dwell) with its use. */
+    limits: LimitUsage[];
+    /** When the next frame (the head of the queue, or a minimal one if idle) may start. */
+    nextAllowedSendAtMs: number;
+    nextAllowedSendInMs: number;
+    /** The longest frame airtime that could start right now. */
+    sendableNowMs: number | null;
+    bulk: { share: number; limits: LimitUsage[] };
+  }[];
+  queue: Record<Priority, QueueClassStatus>;
+  totals: { frames: number; messages: number; airtimeMs: number };
+}
+
+export class TxQueue {
+  private readonly clock: Clock;
+  private readonly rules: ChannelRules;
+  private readonly transmit: (frame: Uint8Array) => Promise<unknown>;
+  private readonly frameAirtimeMs: (frameBytes: number) => number;
+  private readonly maxFrameLen: number;
+  private readonly packing: boolean;
+  private readonly bulkShare: number;
+  private readonly maxQueued: number;
+  readonly ledger: DutyCycleLedger;
+  private readonly bulkLedger: DutyCycleLedger;
+  /** Accounting only: every transmission of the last hour, for status(). */
+  private readonly hourLedger: DutyCycleLedger;
+  private readonly queues: Record<Priority, Item[]> = { control: [], interactive: [], sync: [], bulk: [] };
+  private queued = 0;
+  private busy = false;
+  private closed = false;
+  private wake: TimerHandle | null = null;
+  private wakeAtMs = Infinity;
+  private totals = { frames: 0, messages: 0, airtimeMs: 0 };
+
+  constructor(opts: TxQueueOptions) {
+    this.clock = opts.clock;
+    this.rules = opts.rules;
+    this.transmit = opts.transmit;
+    this.frameAirtimeMs = opts.frameAirtimeMs;
+    if (!(Number.isInteger(opts.maxFrameLen) && opts.maxFrameLen >= 2)) {
+      throw new TrickleError('ERR_CONFIG', 'scheduler', `maxFrameLen must be an integer ≥ 2 (got ${opts.maxFrameLen})`);
+    }
+    this.maxFrameLen = opts.maxFrameLen;
+    this.packing = opts.packing ?? true;
+    this.bulkShare = opts.bulkShare ?? 0.5;
+    if (!(this.bulkShare > 0 && this.bulkShare <= 1)) {
+      throw new TrickleError('ERR_CONFIG', 'scheduler', `bulkShare must be in (0, 1] (got ${this.bulkShare})`);
+    }
+    this.maxQueued = opts.maxQueued ?? 1024;
+    const strict = opts.strictOffTime ?? false;
+    this.ledger = new DutyCycleLedger(opts.rules, { strictOffTime: strict });
+    this.bulkLedger = new DutyCycleLedger(opts.rules, { budgetScale: this.bulkShare, ignoreMaxFrameAirtime: true });
+    this.hourLedger = new DutyCycleLedger(
+      { subBandId: opts.rules.subBandId, dutyCycle: null, limits: [{ kind: 'duty-cycle', windowMs: HOUR_MS, budgetMs: HOUR_MS }], maxFrameAirtimeMs: null, regulation: 'accounting' },
+      { ignoreMaxFrameAirtime: true },
+    );
+  }
+
+  /** Largest message enqueue accepts. */
+  get maxMessageLen(): number {
+    return this.packing ? this.maxFrameLen - 1 : this.maxFrameLen;
+  }
+
+  private frameLen(lengths: readonly number[]): number {
+    return this.packing ? packedLength(lengths) : lengths[0]!;
+  }
+
+  private airtimeOf(lengths: readonly number[]): number {
+    return this.frameAirtimeMs(this.frameLen(lengths));
+  }
+
+  enqueue(payload: Uint8Array, opts: EnqueueOptions): Promise<SentReceipt> {
+    const priority = opts.priority;
+    if (!PRIORITIES.includes(priority)) {
+      return Promise.reject(new TrickleError('ERR_CONFIG', 'scheduler', `priority ${String(priority)} is not known; allowed: ${PRIORITIES.join(', ')}`));
+    }
+    if (this.closed) return Promise.reject(new TrickleError('ERR_LINK_CLOSED', 'scheduler', 'the transmit queue is closed'));
+    if (payload.length < 1 || payload.length > this.maxMessageLen) {
+      return Promise.reject(new TrickleError('ERR_MODEM_MTU', 'scheduler',
+        `message of ${payload.length} bytes does not fit: 1..${this.maxMessageLen} bytes per message`, { len: payload.length, max: this.maxMessageLen }));
+    }
+    if (this.queued >= this.maxQueued) {
+      return Promise.reject(new TrickleError('ERR_QUEUE_FULL', 'scheduler', `transmit queue holds ${this.queued} messages (limit ${this.maxQueued})`, { queued: this.queued }));
+    }
+    const now = this.clock.now();
+    const a = this.airtimeOf([payload.length]);
+    let earliest: number;
+    try {
+      earliest = this.ledger.nextAllowedAt(a, now);
+      if (priority === 'bulk') earliest = Math.max(earliest, this.bulkLedger.nextAllowedAt(a, now));
+    } catch (e) {
+      return Promise.reject(e); // ERR_DWELL_TIME: never sendable here
+    }
+    const deadlineMs = opts.deadlineMs;
+    if (deadlineMs !== undefined) {
+      if (!(deadlineMs >= 0)) return Promise.reject(new TrickleError('ERR_CONFIG', 'scheduler', `deadlineMs must be ≥ 0 (got ${deadlineMs})`));
+      if (earliest > now + deadlineMs) {
+        const retryAfterMs = Math.max(earliest - now, this.estimateWaitMs(payload.length, priority));
+        return Promise.reject(this.dutyCycleError(payload.length, priority, retryAfterMs, deadlineMs));
+      }
+    }
+    return new Promise<SentReceipt>((resolve, reject) => {
+      const item: Item = { payload, priority, peer: opts.peer ?? '', enqueuedAtMs: now, resolve, reject, timer: null };
+      this.queues[priority].push(item);
+      this.queued++;
+      if (deadlineMs !== undefined) item.timer = this.clock.setTimer(deadlineMs, () => this.onDeadline(item, deadlineMs));
+      this.pump();
+    });
+  }
+
+  private dutyCycleError(len: number, priority: Priority, retryAfterMs: number, deadlineMs: number): DutyCycleError {
+    const used = this.ledger.usage(this.clock.now());
+    const what = used.map((u) => `${u.kind} ${u.usedMs.toFixed(0)}/${u.budgetMs} ms per ${u.windowMs / 1000} s`).join(', ');
+    return new DutyCycleError(
+      `a ${priority} message of ${len} bytes cannot go on air within ${deadlineMs} ms on ${this.rules.subBandId} (${what || 'radio busy'}); retry in ${Math.ceil(retryAfterMs / 1000)} s`,
+      retryAfterMs, { subBand: this.rules.subBandId, priority, len, deadlineMs },
+    );
+  }
+
+  private onDeadline(item: Item, deadlineMs: number): void {
+    item.timer = null;
+    if (!this.remove(item)) return; // already sent
+    // Give it its last chance at exactly the deadline: put it back and pump once.
+    this.queues[item.priority].unshift(item);
+    this.queued++;
+    this.pump();
+    if (!this.remove(item)) return; // it went out
+    const retryAfterMs = this.estimateWaitMs(item.payload.length, item.priority);
+    item.reject(this.dutyCycleError(item.payload.length, item.priority, retryAfterMs, deadlineMs));
+  }
+
+  private remove(item: Item): boolean {
+    const q = this.queues[item.priority];
+    const i = q.indexOf(item);
+    if (i < 0) return false;
+    q.splice(i, 1);
+    this.queued--;
+    return true;
+  }
+
+  /**
+   * Expected wait (ms from now) before a new message of `len` bytes and this priority would
+   * start on air: the ledger replayed forward over everything queued ahead of it (higher classes,
+   * then its own class), each as its own frame, with no further arrivals. Packing only makes it
+   * sooner. Throws ERR_DWELL_TIME if such a message can never be sent here.
+   */
+  estimateWaitMs(len: number, priority: Priority): number {
+    const now = this.clock.now();
+    const L = this.ledger.clone();
+    const BL = this.bulkLedger.clone();
+    const rank = PRIORITIES.indexOf(priority);
+    let t = now;
+    const step = (n: number, bulk: boolean): number => {
+      const a = this.airtimeOf([n]);
+      let start = L.nextAllowedAt(a, t);
+      if (bulk) {
+        // Both constraints are monotone (legal from some instant on), so alternate to a fixpoint.
+        for (;;) {
+          const b = BL.nextAllowedAt(a, start);
+          if (b <= start) break;
+          start = L.nextAllowedAt(a, b);
+        }
+        BL.record(start, a);
+      }
+      L.record(start, a);
+      t = start;
+      return start;
+    };
+    for (let r = 0; r <= rank; r++) {
+      const p = PRIORITIES[r]!;
+      for (const it of this.queues[p]) step(it.payload.length, p === 'bulk');
+    }
+    return step(Math.max(1, Math.min(len, this.maxMessageLen)), priority === 'bulk') - now;
+  }
+
+  /** Decide: send now, or set a timer for the exact moment the head may go. */
+  private pump(): void {
+    if (this.busy || this.closed) return;
+    const now = this.clock.now();
+    const head = this.head();
+    if (!head) { this.cancelWake(); return; }
+    const aHead = this.airtimeOf([head.payload.length]);
+    let at: number;
+    try {
+      at = this.ledger.nextAllowedAt(aHead, now);
+      if (head.priority === 'bulk') at = Math.max(at, this.bulkLedger.nextAllowedAt(aHead, now));
+    } catch (e) {
+      // Cannot happen for validated items unless the rules changed; fail the item, not the queue.
+      this.remove(head);
+      head.timer?.cancel();
+      head.reject(e);
+      this.pump();
+      return;
+    }
+    if (at > now) { this.setWake(at); return; }
+    this.cancelWake();
+    this.sendNow(head, aHead, now);
+  }
+
+  private head(): Item | undefined {
+    for (const p of PRIORITIES) {
+      const it = this.queues[p][0];
+      if (it) return it;
+    }
+    return undefined;
+  }
+
+  private setWake(atMs: number): void {
+    if (this.wake && this.wakeAtMs === atMs) return;
+    this.cancelWake();
+    this.wakeAtMs = atMs;
+    this.wake = this.clock.setTimer(atMs - this.clock.now(), () => {
+      this.wake = null;
+      this.wakeAtMs = Infinity;
+      this.pump();
+    });
+  }
+
+  private cancelWake(): void {
+    this.wake?.cancel();
+    this.wake = null;
+    this.wakeAtMs = Infinity;
+  }
+
+  private bulkBytes(items: readonly Item[]): number {
+    let n = 0;
+    for (const it of items) if (it.priority === 'bulk') n += it.payload.length;
+    return n;
+  }
+
+  private payloadBytes(items: readonly Item[]): number {
+    let n = 0;
+    for (const it of items) n += it.payload.length;
+    return n;
+  }
+
+  private sendNow(head: Item, aHead: number, now: number): void {
+    const frameItems: Item[] = [head];
+    let airtime = aHead;
+    if (this.packing) {
+      for (const p of PRIORITIES) {
+        for (const it of this.queues[p]) {
+          if (it === head || it.peer !== head.peer) continue;
+          if (frameItems.length >= MAX_PACKED_MESSAGES) break;
+          const trial = [...frameItems, it];
+          // The last message may exceed 255 bytes; keep such a message last by ordering lengths.
+          const lengths = trial.map((x) => x.payload.length);
+          const order = orderForPacking(lengths);
+          if (!order) break;
+          const len = packedLength(lengths);
+          if (len > this.maxFrameLen) break;
+          const a = this.frameAirtimeMs(len);
+          if (!(a < airtime + this.airtimeOf([it.payload.length]))) break; // saves airtime?
+          if (!this.ledger.canSendAt(a, now)) break;
+          const bulkPart = (a * this.bulkBytes(trial)) / this.payloadBytes(trial);
+          if (bulkPart > 0 && !this.bulkLedger.canSendAt(bulkPart, now)) break;
+          frameItems.push(it);
+          airtime = a;
+        }
+        if (frameItems.length >= MAX_PACKED_MESSAGES) break;
+      }
+    }
+    for (const it of frameItems) {
+      this.remove(it);
+      it.timer?.cancel();
+      it.timer = null;
+    }
+    const lengths = frameItems.map((x) => x.payload.length);
+    const order = this.packing ? orderForPacking(lengths)! : [0];
+    const frame = this.packing ? packFrame(order.map((i) => frameItems[i]!.payload)) : head.payload;
+    const bulkPart = (airtime * this.bulkBytes(frameItems)) / this.payloadBytes(frameItems);
+    this.busy = true;
+    this.ledger.record(now, airtime);
+    this.hourLedger.record(now, airtime);
+    if (bulkPart > 0) this.bulkLedger.record(now, bulkPart);
+
+    let sending: Promise<unknown>;
+    try {
+      sending = this.transmit(frame);
+    } catch (e) {
+      sending = Promise.reject(e);
+    }
+    sending.then(
+      (report) => {
+        // Count the frame from the moment the modem took it (never earlier than planned) and for
+        // the longer of the computed and the measured airtime.
+        const acceptedAt = this.clock.now();
+        const measured = typeof report === 'object' && report !== null && typeof (report as { airtimeMs?: unknown }).airtimeMs === 'number'
+          ? (report as { airtimeMs: number }).airtimeMs : 0;
+        const final = Math.max(airtime, measured);
+        this.ledger.amendLast(acceptedAt, final);
+        this.hourLedger.amendLast(acceptedAt, final);
+        if (bulkPart > 0) this.bulkLedger.amendLast(acceptedAt, (final * bulkPart) / airtime);
+        const sentAtMs = Math.max(now, acceptedAt);
+        this.totals.frames++;
+        this.totals.messages += frameItems.length;
+        this.totals.airtimeMs += final;
+        this.busy = false;
+        for (const it of frameItems) {
+          it.resolve({ sentAtMs, airtimeMs: final, frameLen: frame.length, messagesInFrame: frameItems.length, waitedMs: now - it.enqueuedAtMs });
+        }
+        this.pump();
+      },
+      (err: unknown) => {
+        // The airtime stays recorded: we cannot know whether any of it went out.
+        this.busy = false;
+        for (const it of frameItems) it.reject(err);
+        this.pump();
+      },
+    );
+  }
+
+  /** JSON for GET /_trickle/status. */
+  status(): TxQueueStatus {
+    const now = this.clock.now();
+    const head = this.head();
+    const n = head ? head.payload.length : 1;
+    const a = this.airtimeOf([n]);
+    let next: number;
+    try {
+      next = this.ledger.nextAllowedAt(a, now);
+      if (head?.priority === 'bulk') next = Math.max(next, this.bulkLedger.nextAllowedAt(a, now));
+    } catch {
+      next = now;
+    }
+    const hourUsed = this.hourLedger.usage(now)[0]!.usedMs;
+    const perHour = this.rules.dutyCycle === null ? null : this.rules.dutyCycle * HOUR_MS;
+    const sendable = this.busy ? 0 : this.ledger.maxAirtimeAt(now);
+    const queue = {} as Record<Priority, QueueClassStatus>;
+    for (const p of PRIORITIES) {
+      const q = this.queues[p];
+      queue[p] = { messages: q.length, bytes: q.reduce((s, x) => s + x.payload.length, 0), oldestWaitMs: q[0] ? now - q[0].enqueuedAtMs : null };
+    }
+    return {
+      nowMs: now,
+      transmitting: this.busy,
+      subBands: [{
+        id: this.rules.subBandId,
+        regulation: this.rules.regulation,
+        dutyCycle: this.rules.dutyCycle,
+        airtimeUsedLastHourMs: round3(hourUsed),
+        budgetPerHourMs: perHour,
+        budgetLeftMs: perHour === null ? null : round3(Math.max(0, perHour - hourUsed)),
+        limits: this.ledger.usage(now).map(roundUsage),
+        nextAllowedSendAtMs: next,
+        nextAllowedSendInMs: next - now,
+        sendableNowMs: Number.isFinite(sendable) ? round3(sendable) : null,
+        bulk: { share: this.bulkShare, limits: this.bulkLedger.usage(now).map(roundUsage) },
+      }],
+      queue,
+      totals: { ...this.totals, airtimeMs: round3(this.totals.airtimeMs) },
+    };
+  }
+
+  /** Stop: cancel timers and reject everything still queued with ERR_LINK_CLOSED. */
+  close(): void {
+    this.closed = true;
+    this.cancelWake();
+    for (const p of PRIORITIES) {
+      for (const it of this.queues[p].splice(0)) {
+        it.timer?.cancel();
+        it.reject(new TrickleError('ERR_LINK_CLOSED', 'scheduler', 'the transmit queue was closed before this message was sent'));
+      }
+    }
+    this.queued = 0;
+  }
+}
+
+/**
+ * An order of the messages that the container can carry (a message over 255 bytes must be last),
+ * keeping the given order otherwise; null if impossible.
+ */
+function orderForPacking(lengths: readonly number[]): number[] | null {
+  const idx = lengths.map((_, i) => i);
+  const big = idx.filter((i) => lengths[i]! > MAX_INNER_MESSAGE_LEN);
+  if (big.length > 1) return null;
+  const order = big.length === 1 ? [...idx.filter((i) => i !== big[0]), big[0]!] : idx;
+  return canPack(order.map((i) => lengths[i]!)) ? order : null;
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+
+function roundUsage(u: LimitUsage): LimitUsage {
+  return { ...u, usedMs: round3(u.usedMs), leftMs: round3(u.leftMs), budgetMs: round3(u.budgetMs) };
+}
+
+/**
+ * CoAP ACK_TIMEOUT for a confirmable message over this link (RFC 7252 §4.8 leaves ACK_TIMEOUT to
+ * the deployment; 2 s is a default for fast links, wrong for one that may wait minutes): our wait
+ * and airtime, the peer's turnaround and wait before its ACK, and the ACK's airtime, times a
+ * safety factor (RFC 7252's ACK_RANDOM_FACTOR is 1.5).
+ */
+export function coapAckTimeoutMs(p: {
+  ownWaitMs: number;
+  ownAirtimeMs: number;
+  ackAirtimeMs: number;
+  peerWaitMs?: number;
+  peerTurnaroundMs?: number;
+  factor?: number;
+}): number {
+  const base = p.ownWaitMs + p.ownAirtimeMs + (p.peerTurnaroundMs ?? 200) + (p.peerWaitMs ?? 0) + p.ackAirtimeMs;
+  return Math.ceil(base * (p.factor ?? 1.5));
+}

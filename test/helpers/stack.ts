@@ -1,0 +1,92 @@
+/**
+ * Test harness for the whole path with real parts:
+ *   matrix-js-sdk → `trickle host` (child process) → PTY ⇄ LinkRelay ⇄ PTY → `trickle gateway` (child process) → Synapse
+ * The relay sits in the test process, so a test can watch, damage and drop the serial bytes.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { createPtyPair, type PtyPair } from '../../src/link/pty.ts';
+import { openSerialLink } from '../../src/link/serial.ts';
+import { LinkRelay } from '../../src/link/relay.ts';
+import { freePort } from '../../scripts/synapse.ts';
+
+const repo = fileURLToPath(new URL('../../', import.meta.url));
+
+export interface TrickleProcess {
+  child: ChildProcess;
+  output: () => string;
+  stop: () => Promise<void>;
+}
+
+export function spawnTrickle(args: string[]): TrickleProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+    cwd: repo,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, TRICKLE_LOG: process.env['TRICKLE_TEST_LOG'] ?? 'info' },
+  });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => { out = (out + d.toString()).slice(-20000); });
+  child.stderr?.on('data', (d: Buffer) => { out = (out + d.toString()).slice(-20000); });
+  return {
+    child,
+    output: () => out,
+    stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const done = new Promise<void>((r) => child.once('exit', () => r()));
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await done;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** Resolves with the exit code. */
+export function waitExit(p: TrickleProcess, timeoutMs = 20_000): Promise<number | null> {
+  return new Promise((resolve, reject) => {
+    if (p.child.exitCode !== null) return resolve(p.child.exitCode);
+    const t = setTimeout(() => reject(new Error(`process did not exit:\n${p.output()}`)), timeoutMs);
+    p.child.once('exit', (code) => { clearTimeout(t); resolve(code); });
+  });
+}
+
+export async function waitForHttp(url: string, timeoutMs = 30_000, proc?: TrickleProcess): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const r = await fetch(url);
+      if (r.ok) return;
+    } catch { /* not yet */ }
+    if (proc && proc.child.exitCode !== null) throw new Error(`process exited early:\n${proc.output()}`);
+    if (Date.now() > deadline) throw new Error(`${url} did not answer in time${proc ? `:\n${proc.output()}` : ''}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export interface RadioPath {
+  hostDevice: string;
+  gatewayDevice: string;
+  relay: LinkRelay;
+  close(): Promise<void>;
+}
+
+/** Two PTY pairs joined by a relay: host ⇄ ptyA —socat— ptyA' ⇄ relay ⇄ ptyB' —socat— ptyB ⇄ gateway. */
+export async function createRadioPath(): Promise<RadioPath> {
+  const pairs: PtyPair[] = [await createPtyPair(), await createPtyPair()];
+  const [pa, pb] = pairs as [PtyPair, PtyPair];
+  const la = await openSerialLink(pa.b);
+  const lb = await openSerialLink(pb.a);
+  const relay = new LinkRelay(la, lb);
+  return {
+    hostDevice: pa.a,
+    gatewayDevice: pb.b,
+    relay,
+    async close() {
+      await la.close();
+      await lb.close();
+      for (const p of pairs) await p.close();
+    },
+  };
+}
+
+export { freePort };
