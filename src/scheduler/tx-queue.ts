@@ -226,11 +226,8 @@ export class TxQueue {
 
   private onDeadline(item: Item, deadlineMs: number): void {
     item.timer = null;
-    if (!this.remove(item)) return; // already sent
-    // Give it its last chance at exactly the deadline: put it back and pump once.
-    this.queues[item.priority].unshift(item);
-    this.queued++;
-    this.pump();
+    if (!this.queues[item.priority].includes(item)) return; // already sent
+    this.pump(); // its last chance, at exactly the deadline
     if (!this.remove(item)) return; // it went out
     const retryAfterMs = this.estimateWaitMs(item.payload.length, item.priority);
     item.reject(this.dutyCycleError(item.payload.length, item.priority, retryAfterMs, deadlineMs));
