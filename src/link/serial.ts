@@ -7,6 +7,8 @@
  * advisory: programs that do not flock (screen, cat, some terminal programs) are not kept
  * out, and we cannot detect them.
  */
+import { read as fsRead } from 'node:fs';
+import { promisify } from 'node:util';
 import { SerialPort } from 'serialport';
 import { TrickleError } from '../errors.ts';
 import type { Link } from './link.ts';
@@ -57,11 +59,61 @@ export function mapSerialOpenError(path: string, err: unknown): TrickleError {
     detail, opts);
 }
 
+const fsReadAsync = promisify(fsRead);
+
+/** The parts of serialport's unix port binding (LinuxPortBinding, DarwinPortBinding) we touch. */
+interface UnixPortBinding {
+  fd: number | null;
+  readonly isOpen: boolean;
+  readonly poller: { once(event: 'readable', cb: (err: Error | null) => void): unknown };
+  read(buffer: Buffer, offset: number, length: number): Promise<{ buffer: Buffer; bytesRead: number }>;
+}
+
+function isUnixPortBinding(b: unknown): b is UnixPortBinding {
+  const o = b as Partial<UnixPortBinding> | null | undefined;
+  return typeof o?.fd === 'number' && typeof o.read === 'function' && typeof o.poller?.once === 'function';
+}
+
+/**
+ * Work around a hang in @serialport/bindings-cpp 13 (unix-read.js): when a tty is hung up
+ * (the USB adapter vanished, or the master side of a PTY closed and the kernel ran
+ * tty_vhangup on the slave), read(2) returns 0 (end of file) forever, and unixRead retries
+ * 0-byte reads in a tight promise loop: the port never reports the disconnect and burns a
+ * CPU. Whether a given hang-up shows up as EIO (handled fine) or as EOF is a race, so
+ * we replace `read` on the open port with the same non-blocking read + poll loop that
+ * treats EOF as a disconnect. With VMIN=1/VTIME=0 in raw mode (how serialport configures
+ * the port) a tty read returns 0 only on hang-up.
+ */
+function makeHangupAware(binding: UnixPortBinding): void {
+  binding.read = async (buffer, offset, length) => {
+    for (;;) {
+      const fd = binding.fd;
+      if (!binding.isOpen || fd === null) throw Object.assign(new Error('Port is not open'), { canceled: true });
+      try {
+        const { bytesRead } = await fsReadAsync(fd, buffer, offset, length, null);
+        if (bytesRead === 0) {
+          throw Object.assign(new Error('EIO: the device hung up (read returned end of file)'), { code: 'EIO', disconnect: true });
+        }
+        return { buffer, bytesRead };
+      } catch (err) {
+        const code = (err as { code?: unknown }).code;
+        if (code !== 'EAGAIN' && code !== 'EWOULDBLOCK' && code !== 'EINTR') throw err;
+        if (!binding.isOpen) throw Object.assign(new Error('Port is not open'), { canceled: true });
+        // Rejects with a `canceled` error when the port is closed meanwhile.
+        await new Promise<void>((resolve, reject) => {
+          binding.poller.once('readable', (e) => { if (e) reject(e); else resolve(); });
+        });
+      }
+    }
+  };
+}
+
 class SerialLink implements Link {
   private readonly events = new LinkEvents();
   private closing: Promise<void> | undefined;
 
   constructor(readonly name: string, private readonly port: SerialPort) {
+    if (isUnixPortBinding(port.port)) makeHangupAware(port.port);
     port.on('data', (chunk: Buffer) => {
       this.events.emitData(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
     });

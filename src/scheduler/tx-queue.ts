@@ -5,8 +5,9 @@
  *   is waiting) > sync (pushes) > bulk. FIFO within a class.
  * - Law first: a frame starts only when the channel's DutyCycleLedger allows it, to the
  *   millisecond (timers are set for the exact `nextAllowedAt`, never polled).
- * - Bulk may use at most `bulkShare` (default ½) of every budget, measured by its own sliding
- *   sub-ledger, so the other half is always there for an urgent message. In a packed frame the
+ * - Bulk may use at most `bulkShare` (default ½) of the hourly duty-cycle budget, measured by its
+ *   own sliding sub-ledger, so the other half is always there for an urgent message (dwell limits
+ *   of a few seconds refill by themselves and do not cap bulk). In a packed frame the
  *   bulk messages' share of the bytes is their share of the airtime.
  * - Packing: when the head message may go now, other queued messages for the same peer ride in
  *   the same frame (container: ./packing.ts) as long as the bigger frame is still allowed now,
@@ -156,7 +157,12 @@ export class TxQueue {
     this.maxQueued = opts.maxQueued ?? 1024;
     const strict = opts.strictOffTime ?? false;
     this.ledger = new DutyCycleLedger(opts.rules, { strictOffTime: strict });
-    this.bulkLedger = new DutyCycleLedger(opts.rules, { budgetScale: this.bulkShare, ignoreMaxFrameAirtime: true });
+    // The bulk cap reserves part of the HOURLY duty-cycle budget for urgent traffic. Short dwell
+    // windows (FCC: 20 s) refill within seconds anyway, so bulk is not capped by them.
+    this.bulkLedger = new DutyCycleLedger(
+      { ...opts.rules, limits: opts.rules.limits.filter((l) => l.kind === 'duty-cycle') },
+      { budgetScale: this.bulkShare, ignoreMaxFrameAirtime: true },
+    );
     this.hourLedger = new DutyCycleLedger(
       { subBandId: opts.rules.subBandId, dutyCycle: null, limits: [{ kind: 'duty-cycle', windowMs: HOUR_MS, budgetMs: HOUR_MS }], maxFrameAirtimeMs: null, regulation: 'accounting' },
       { ignoreMaxFrameAirtime: true },

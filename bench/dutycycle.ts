@@ -1,0 +1,203 @@
+/**
+ * Duty-cycle bench: 24 virtual hours of saturating mixed traffic through the real TxQueue and
+ * DutyCycleLedger on a fake clock, per region scenario, then an independent brute-force check of
+ * every window (test/sim/window-checker.ts, which shares no code with the ledger).
+ *
+ *   tsx bench/dutycycle.ts [--json] [--hours N] [--seed N]
+ *
+ * Traffic (per scenario, seeded): control (4–12 B) and interactive (20–80 B, half of them with a
+ * 10 min deadline) arrive at random (Poisson) to 3 peers; sync (40–160 B) and bulk (100–240 B) are
+ * kept saturated (4 of each always queued), so the radio always has something it may send.
+ *
+ * Columns:
+ *   violations      windows (any start/end edge) whose airtime exceeds a limit: must be 0
+ *   maxWindowRatio  the fullest window's airtime / its budget (tightest limit)
+ *   utilization     airtime sent in [0, T] / airtime the rules allow over the time a frame that
+ *                   was allowed to go was waiting (rate of the tightest limit, budget/window; the
+ *                   bulk share of it when only bulk was waiting)
+ */
+import { FakeClock } from '../test/helpers/fake-clock.ts';
+import { checkWindows, countOverlaps, mulberry32, type Transmission } from '../test/sim/window-checker.ts';
+import { loraAirtimeMs } from '../src/scheduler/airtime.ts';
+import { resolveChannel, type RegionId } from '../src/scheduler/regions.ts';
+import { TxQueue, type Priority } from '../src/scheduler/tx-queue.ts';
+import { isTrickleError } from '../src/errors.ts';
+
+interface Scenario {
+  name: string;
+  region: RegionId;
+  freqHz: number;
+  sf: number;
+  bandwidthHz: number;
+  strictOffTime?: boolean;
+}
+
+const SCENARIOS: Scenario[] = [
+  { name: 'eu868 1% (868.1 MHz SF9)', region: 'eu868', freqHz: 868_100_000, sf: 9, bandwidthHz: 125_000 },
+  { name: 'eu868 10% (869.525 MHz SF9)', region: 'eu868', freqHz: 869_525_000, sf: 9, bandwidthHz: 125_000 },
+  { name: 'us915 dwell (903.9 MHz SF7)', region: 'us915', freqHz: 903_900_000, sf: 7, bandwidthHz: 125_000 },
+  { name: 'eu868 0.1% (868.95 MHz SF9)', region: 'eu868', freqHz: 868_950_000, sf: 9, bandwidthHz: 125_000 },
+  { name: 'eu868 1% strict T_off (SF9)', region: 'eu868', freqHz: 868_100_000, sf: 9, bandwidthHz: 125_000, strictOffTime: true },
+];
+
+export interface ScenarioResult {
+  name: string;
+  violations: number;
+  utilization: number;
+  maxWindowRatio: number;
+  frames: number;
+  messages: number;
+  overlaps: number;
+  airtimeS: number;
+  allowedS: number;
+  controlWaitMeanS: number;
+  controlWaitMaxS: number;
+  interactiveWaitMeanS: number;
+  dutyCycleRejections: number;
+}
+
+const SIZES: Record<Priority, [number, number]> = { control: [4, 12], interactive: [20, 80], sync: [40, 160], bulk: [100, 240] };
+const SATURATED: Priority[] = ['sync', 'bulk'];
+const PEERS = ['gw-a', 'gw-b', 'gw-c'];
+const flush = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+export async function runScenario(sc: Scenario, hours: number, seed: number): Promise<ScenarioResult> {
+  const rnd = mulberry32(seed);
+  const clock = new FakeClock(0);
+  const T = hours * 3_600_000;
+  const ch = resolveChannel(sc.region, sc.freqHz, sc.bandwidthHz);
+  const airtime = (n: number): number => loraAirtimeMs({ payloadBytes: n, sf: sc.sf, bandwidthHz: sc.bandwidthHz, codingRate: 5 });
+  const log: Transmission[] = [];
+  const bulkShare = 0.5;
+  const q = new TxQueue({
+    clock, rules: ch.rules, maxFrameLen: 255, frameAirtimeMs: airtime, bulkShare,
+    ...(sc.strictOffTime ? { strictOffTime: true } : {}),
+    transmit: async (frame) => { log.push({ startMs: clock.now(), airtimeMs: airtime(frame.length) }); },
+  });
+
+  // Outstanding (queued, unresolved) messages per class, and the "allowed frame waiting" integral.
+  const outstanding: Record<Priority, number> = { control: 0, interactive: 0, sync: 0, bulk: 0 };
+  const tightestRate = Math.min(...ch.rules.limits.map((l) => l.budgetMs / l.windowMs));
+  const dcLimits = ch.rules.limits.filter((l) => l.kind === 'duty-cycle');
+  const bulkRate = dcLimits.length ? Math.min(tightestRate, ...dcLimits.map((l) => (l.budgetMs * bulkShare) / l.windowMs)) : tightestRate;
+  let allowedMs = 0;
+  let lastMark = 0;
+  const mark = (): void => {
+    const now = Math.min(clock.now(), T);
+    const nonBulk = outstanding.control + outstanding.interactive + outstanding.sync > 0;
+    const rate = nonBulk ? tightestRate : outstanding.bulk > 0 ? bulkRate : 0;
+    allowedMs += (now - lastMark) * rate;
+    lastMark = now;
+  };
+  const waits: Record<Priority, number[]> = { control: [], interactive: [], sync: [], bulk: [] };
+  let rejections = 0;
+  let messages = 0;
+
+  const submit = (p: Priority, deadlineMs?: number): void => {
+    mark();
+    const [lo, hi] = SIZES[p];
+    const payload = new Uint8Array(lo + Math.floor(rnd() * (hi - lo + 1)));
+    const peer = PEERS[Math.floor(rnd() * PEERS.length)]!;
+    outstanding[p]++;
+    q.enqueue(payload, { priority: p, peer, ...(deadlineMs !== undefined ? { deadlineMs } : {}) }).then(
+      (r) => { mark(); outstanding[p]--; messages++; waits[p].push(r.waitedMs); refill(); },
+      (e: unknown) => {
+        mark(); outstanding[p]--;
+        if (isTrickleError(e, 'ERR_LINK_CLOSED')) return; // end of run
+        if (isTrickleError(e, 'ERR_DUTY_CYCLE')) rejections++; else throw e;
+        refill();
+      },
+    );
+  };
+  const refill = (): void => {
+    for (const p of SATURATED) while (outstanding[p] < 4) submit(p);
+  };
+  // Poisson arrivals for control and interactive: 30 per hour each.
+  const arrivals = (p: Priority, perHour: number, deadlineShare: number): void => {
+    const gap = -Math.log(1 - rnd()) * (3_600_000 / perHour);
+    clock.setTimer(gap, () => {
+      if (clock.now() >= T) return;
+      submit(p, rnd() < deadlineShare ? 600_000 : undefined);
+      arrivals(p, perHour, deadlineShare);
+    });
+  };
+  refill();
+  arrivals('control', 30, 0);
+  arrivals('interactive', 30, 0.5);
+
+  for (;;) {
+    await flush();
+    if (clock.now() >= T) break;
+    if (!clock.step()) break;
+  }
+  mark();
+  q.close();
+  await flush();
+
+  const inRun = log.filter((t) => t.startMs < T);
+  const usedMs = inRun.reduce((s, t) => s + Math.min(t.airtimeMs, T - t.startMs), 0);
+  let violations = 0;
+  let maxRatio = 0;
+  for (const l of ch.rules.limits) {
+    const rep = checkWindows(log, l);
+    violations += rep.violations;
+    maxRatio = Math.max(maxRatio, rep.maxWindowRatio);
+  }
+  if (ch.rules.maxFrameAirtimeMs !== null) violations += log.filter((t) => t.airtimeMs > ch.rules.maxFrameAirtimeMs!).length;
+  const mean = (xs: number[]): number => (xs.length ? xs.reduce((s, x) => s + x, 0) / xs.length : 0);
+  return {
+    name: sc.name,
+    violations,
+    utilization: round(usedMs / allowedMs, 4),
+    maxWindowRatio: round(maxRatio, 6),
+    frames: log.length,
+    messages,
+    overlaps: countOverlaps(log),
+    airtimeS: round(usedMs / 1000, 1),
+    allowedS: round(allowedMs / 1000, 1),
+    controlWaitMeanS: round(mean(waits.control) / 1000, 1),
+    controlWaitMaxS: round(Math.max(0, ...waits.control) / 1000, 1),
+    interactiveWaitMeanS: round(mean(waits.interactive) / 1000, 1),
+    dutyCycleRejections: rejections,
+  };
+}
+
+function round(x: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+function table(rows: ScenarioResult[]): string {
+  const head = ['scenario', 'frames', 'msgs', 'airtime s', 'allowed s', 'violations', 'maxWindowRatio', 'utilization', 'ctrl wait mean/max s', 'inter. wait s', 'ERR_DUTY_CYCLE'];
+  const body = rows.map((r) => [
+    r.name, String(r.frames), String(r.messages), r.airtimeS.toFixed(1), r.allowedS.toFixed(1), String(r.violations + r.overlaps),
+    r.maxWindowRatio.toFixed(6), r.utilization.toFixed(4), `${r.controlWaitMeanS.toFixed(1)} / ${r.controlWaitMaxS.toFixed(1)}`,
+    r.interactiveWaitMeanS.toFixed(1), String(r.dutyCycleRejections),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  return [line(head), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)].join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const json = argv.includes('--json');
+  const num = (flag: string, dflt: number): number => {
+    const i = argv.indexOf(flag);
+    if (i < 0) return dflt;
+    const v = Number(argv[i + 1]);
+    if (!(v > 0)) { process.stderr.write(`${flag} needs a positive number\n`); process.exit(2); }
+    return v;
+  };
+  const hours = num('--hours', 24);
+  const seed = num('--seed', 1);
+  const results: ScenarioResult[] = [];
+  for (const [i, sc] of SCENARIOS.entries()) results.push(await runScenario(sc, hours, seed + i));
+  if (json) process.stdout.write(`${JSON.stringify({ hours, scenarios: results })}\n`);
+  else process.stdout.write(`duty-cycle bench: ${hours} virtual hours per scenario, seed ${seed}\n\n${table(results)}\n`);
+  const bad = results.some((r) => r.violations > 0 || r.overlaps > 0 || r.utilization < 0.95);
+  return bad ? 1 : 0;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
+}

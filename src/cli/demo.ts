@@ -1,0 +1,150 @@
+/**
+ * `npm run demo` / `trickle demo`: the whole path on one machine, with real parts.
+ *
+ *   matrix-js-sdk (alice) → trickle host → PTY —socat— PTY → trickle gateway → Synapse ← matrix-js-sdk (bob)
+ *
+ * Starts a throwaway Synapse (installed once into a cached virtualenv), a socat PTY pair as
+ * the "radio", a gateway and a host; alice creates a room through the radio, invites bob,
+ * says hello; bob answers; alice's own /sync loop receives the answer over the radio.
+ * Then it prints, per request, the HTTP bytes beside the bytes that crossed the serial link.
+ */
+import { createClient, ClientEvent, RoomEvent, type MatrixClient } from 'matrix-js-sdk';
+import { logger as sdkLogger } from 'matrix-js-sdk/lib/logger.js';
+import { startSynapse, SynapseUnavailableError, type SynapseHandle } from '../../scripts/synapse.ts';
+import { createLogger } from '../log.ts';
+import { createPtyPair, type PtyPair } from '../link/pty.ts';
+import { startHost, type ExchangeReport, type Host } from '../host/host.ts';
+import { startGateway, type Gateway } from '../gateway/gateway.ts';
+
+const t0 = Date.now();
+const out = (s = '') => process.stdout.write(process.env['TRICKLE_DEMO_TIMES'] ? `[${((Date.now() - t0) / 1000).toFixed(1)}] ${s}\n` : `${s}\n`);
+
+function until<T>(what: string, ms: number, register: (done: (v: T) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
+    register((v) => { clearTimeout(t); resolve(v); });
+  });
+}
+
+async function syncing(c: MatrixClient): Promise<void> {
+  const ready = until<void>('first sync', 60_000, (done) => c.on(ClientEvent.Sync, (s) => { if (s === 'PREPARED' || s === 'SYNCING') done(); }));
+  await c.startClient({ initialSyncLimit: 5 });
+  await ready;
+}
+
+function shortPath(p: string): string {
+  const s = decodeURIComponent(p).replace('/_matrix/client', '').replace(/![^/]+/g, '!room').replace(/\$[^/]+/g, '$event');
+  return s.length > 44 ? `${s.slice(0, 41)}...` : s;
+}
+
+export async function runDemo(_argv: string[] = []): Promise<number> {
+  sdkLogger.setLevel('silent');
+  const logger = createLogger({ level: process.env['TRICKLE_LOG'] ?? 'warn' });
+  let hs: SynapseHandle | undefined;
+  let pair: PtyPair | undefined;
+  let gateway: Gateway | undefined;
+  let host: Host | undefined;
+  const clients: MatrixClient[] = [];
+  const exchanges: ExchangeReport[] = [];
+  try {
+    out('Trickle demo: Matrix over a serial radio link, all on this machine.\n');
+    out('1. Starting a throwaway Synapse homeserver (the first run installs it into ~/.cache/trickle) ...');
+    try {
+      hs = await startSynapse();
+    } catch (e) {
+      if (e instanceof SynapseUnavailableError) {
+        out(`\n${e.message}\n`);
+        out('Without a local Synapse the demo cannot run. To use Trickle with an existing homeserver instead:');
+        out('  trickle gateway --device /dev/ttyUSB0 --homeserver https://your.homeserver.example');
+        out('  trickle host    --device /dev/ttyUSB1 --listen 127.0.0.1:8008');
+        return 1;
+      }
+      throw e;
+    }
+    out(`   Synapse is at ${hs.baseUrl}`);
+    pair = await createPtyPair();
+    out(`2. The "radio": a socat PTY pair, ${pair.a} <-> ${pair.b}`);
+    gateway = await startGateway({ device: pair.b, homeserverUrl: hs.baseUrl, baudRate: 9600, maxFrameLen: 255, airBitrateBps: 2400, maxBodyBytes: 16 << 20, homeserverTimeoutMs: 60_000, logger });
+    host = await startHost({ device: pair.a, listenHost: '127.0.0.1', listenPort: 0, baudRate: 9600, maxFrameLen: 255, airBitrateBps: 2400, maxBodyBytes: 16 << 20, requestTimeoutMs: 120_000, logger });
+    host.onExchange((rep) => exchanges.push(rep));
+    const hostUrl = `http://127.0.0.1:${host.port}`;
+    out(`3. trickle gateway on ${pair.b} -> ${hs.baseUrl}`);
+    out(`   trickle host on ${pair.a}, serving Matrix clients at ${hostUrl}`);
+
+    await hs.registerUser('alice', 'alice-password');
+    const bobAccount = await hs.registerUser('bob', 'bob-password');
+    out('4. Registered @alice:localhost (field kit, through the radio) and @bob:localhost (directly on the homeserver)\n');
+
+    const login = await createClient({ baseUrl: hostUrl }).loginRequest({ type: 'm.login.password', identifier: { type: 'm.id.user', user: 'alice' }, password: 'alice-password' });
+    const alice = createClient({ baseUrl: hostUrl, accessToken: login.access_token, userId: login.user_id, deviceId: login.device_id });
+    const bob = createClient({ baseUrl: hs.baseUrl, accessToken: bobAccount.accessToken, userId: bobAccount.userId });
+    clients.push(alice, bob);
+    out(`   alice logged in through the radio as ${login.user_id}`);
+    await syncing(alice);
+    await syncing(bob);
+
+    const { room_id: roomId } = await alice.createRoom({ name: 'Valley rescue' });
+    out(`   alice created room "Valley rescue" (${roomId})`);
+    const invited = until<void>('invite', 60_000, (done) => bob.on(RoomEvent.MyMembership, (r, m) => { if (r.roomId === roomId && m === 'invite') done(); }));
+    await alice.invite(roomId, bob.getUserId()!);
+    await invited;
+    await bob.joinRoom(roomId);
+    out('   alice invited bob; bob joined');
+
+    const hello = 'Hello World';
+    const bobGot = until<string>('hello at bob', 60_000, (done) => bob.on(RoomEvent.Timeline, (ev, r) => {
+      if (r?.roomId === roomId && ev.getType() === 'm.room.message' && ev.getContent()['body'] === hello) done(ev.getContent()['body'] as string);
+    }));
+    await alice.sendTextMessage(roomId, hello);
+    out(`   alice -> room: ${JSON.stringify(hello)}`);
+    out(`   bob   <- room: ${JSON.stringify(await bobGot)}`);
+
+    const reply = 'Loud and clear, valley. Sending help.';
+    const aliceGot = until<string>('reply at alice', 60_000, (done) => alice.on(RoomEvent.Timeline, (ev, r) => {
+      if (r?.roomId === roomId && ev.getType() === 'm.room.message' && ev.getContent()['body'] === reply) done(ev.getContent()['body'] as string);
+    }));
+    await bob.sendTextMessage(roomId, reply);
+    out(`   bob   -> room: ${JSON.stringify(reply)}`);
+    out(`   alice <- room (her own /sync loop, over the radio): ${JSON.stringify(await aliceGot)}\n`);
+
+    alice.stopClient();
+    bob.stopClient();
+    await new Promise((r) => setTimeout(r, 200));
+
+    out('5. Every request alice\'s client made, as HTTP on 127.0.0.1 and as it crossed the serial link:\n');
+    const header = ['#', 'request', 'status', 'HTTP bytes', 'CoAP bytes', 'serial bytes', 'frames'];
+    const rows = exchanges.map((e, i) => [
+      String(i + 1), `${e.method} ${shortPath(e.path)}`, String(e.status),
+      String(e.httpRequestBytes + e.httpResponseBytes),
+      String(e.compactBytesSent + e.compactBytesReceived),
+      String(e.wireBytesSent + e.wireBytesReceived),
+      `${e.framesSent}/${e.framesReceived}`,
+    ]);
+    const sum = (f: (e: ExchangeReport) => number) => exchanges.reduce((a, e) => a + f(e), 0);
+    rows.push(['', 'total', '', String(sum((e) => e.httpRequestBytes + e.httpResponseBytes)), String(sum((e) => e.compactBytesSent + e.compactBytesReceived)), String(sum((e) => e.wireBytesSent + e.wireBytesReceived)), `${sum((e) => e.framesSent)}/${sum((e) => e.framesReceived)}`]);
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    const fmt = (r: string[]) => r.map((c, i) => (i === 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+    out(fmt(header));
+    out(widths.map((w) => '-'.repeat(w)).join('  '));
+    for (const r of rows) out(fmt(r));
+    const modem = host.radio.modem.stats();
+    out(`\nSerial link totals at the host: ${modem.wireBytesSent} bytes sent in ${modem.framesSent} frames, ${modem.wireBytesReceived} bytes received in ${modem.framesReceived} frames.`);
+    out('CoAP bytes are the CoAP messages (RFC 7252 + CBOR, blockwise in frames of at most 255 bytes);');
+    out('serial bytes add SLIP framing and a CRC-16 per frame. frames = sent/received by the host, ACKs included.');
+    return 0;
+  } finally {
+    for (const c of clients) c.stopClient();
+    const step = async (what: string, f: () => Promise<void> | undefined) => { const t = Date.now(); await f(); if (process.env['TRICKLE_DEMO_TIMES']) out(`closed ${what} in ${Date.now() - t} ms`); };
+    await step('host', () => host?.close());
+    await step('gateway', () => gateway?.close());
+    await step('pty', () => pair?.close());
+    await step('synapse', () => hs?.stop());
+  }
+}
+
+if (process.argv[1] && import.meta.url === `file://${process.argv[1]}`) {
+  runDemo(process.argv.slice(2)).then((code) => process.exit(code), (e: unknown) => {
+    process.stderr.write(`demo failed: ${(e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
+  });
+}
