@@ -6,15 +6,17 @@
  *   tsx bench/dutycycle.ts [--json] [--hours N] [--seed N]
  *
  * Traffic (per scenario, seeded): control (4–12 B) and interactive (20–80 B, half of them with a
- * 10 min deadline) arrive at random (Poisson) to 3 peers; sync (40–160 B) and bulk (100–240 B) are
- * kept saturated (4 of each always queued), so the radio always has something it may send.
+ * 10 min deadline) arrive at random (Poisson, 30 per hour each) for 3 peers; sync (40–160 B) and
+ * bulk (100–240 B) are kept saturated (16 of each always queued), so the radio always has
+ * something it may send. TxQueue runs with its default reserves (bulk ≤ ½, sync + bulk ≤ 0.9).
  *
  * Columns:
  *   violations      windows (any start/end edge) whose airtime exceeds a limit: must be 0
  *   maxWindowRatio  the fullest window's airtime / its budget (tightest limit)
- *   utilization     airtime sent in [0, T] / airtime the rules allow over the time a frame that
- *                   was allowed to go was waiting (rate of the tightest limit, budget/window; the
- *                   bulk share of it when only bulk was waiting)
+ *   utilization     airtime sent in [0, T] / airtime the rules allowed while a frame allowed to go
+ *                   was waiting: ∫ rate dt, where rate is the tightest limit's budget/window, times
+ *                   the reserve share of the highest class waiting (1 for control/interactive,
+ *                   0.9 for sync, 0.5 for bulk; reserves scale hourly duty cycles, not dwell)
  */
 import { FakeClock } from '../test/helpers/fake-clock.ts';
 import { checkWindows, countOverlaps, mulberry32, type Transmission } from '../test/sim/window-checker.ts';
@@ -59,6 +61,8 @@ export interface ScenarioResult {
 const SIZES: Record<Priority, [number, number]> = { control: [4, 12], interactive: [20, 80], sync: [40, 160], bulk: [100, 240] };
 const SATURATED: Priority[] = ['sync', 'bulk'];
 const PEERS = ['gw-a', 'gw-b', 'gw-c'];
+/** Messages of each saturated class kept queued at all times. */
+const BACKLOG = 16;
 const flush = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 export async function runScenario(sc: Scenario, hours: number, seed: number): Promise<ScenarioResult> {
@@ -68,9 +72,9 @@ export async function runScenario(sc: Scenario, hours: number, seed: number): Pr
   const ch = resolveChannel(sc.region, sc.freqHz, sc.bandwidthHz);
   const airtime = (n: number): number => loraAirtimeMs({ payloadBytes: n, sf: sc.sf, bandwidthHz: sc.bandwidthHz, codingRate: 5 });
   const log: Transmission[] = [];
-  const bulkShare = 0.5;
+  const shares: Record<Priority, number> = { control: 1, interactive: 1, sync: 0.9, bulk: 0.5 }; // TxQueue defaults
   const q = new TxQueue({
-    clock, rules: ch.rules, maxFrameLen: 255, frameAirtimeMs: airtime, bulkShare,
+    clock, rules: ch.rules, maxFrameLen: 255, frameAirtimeMs: airtime, classShares: shares,
     ...(sc.strictOffTime ? { strictOffTime: true } : {}),
     transmit: async (frame) => { log.push({ startMs: clock.now(), airtimeMs: airtime(frame.length) }); },
   });
@@ -78,14 +82,17 @@ export async function runScenario(sc: Scenario, hours: number, seed: number): Pr
   // Outstanding (queued, unresolved) messages per class, and the "allowed frame waiting" integral.
   const outstanding: Record<Priority, number> = { control: 0, interactive: 0, sync: 0, bulk: 0 };
   const tightestRate = Math.min(...ch.rules.limits.map((l) => l.budgetMs / l.windowMs));
+  // What the rules (and the reserves) let the highest waiting class use: reserves scale the hourly
+  // duty-cycle budget only.
   const dcLimits = ch.rules.limits.filter((l) => l.kind === 'duty-cycle');
-  const bulkRate = dcLimits.length ? Math.min(tightestRate, ...dcLimits.map((l) => (l.budgetMs * bulkShare) / l.windowMs)) : tightestRate;
+  const rateFor = (p: Priority): number =>
+    Math.min(tightestRate, ...dcLimits.map((l) => (l.budgetMs * shares[p]) / l.windowMs));
   let allowedMs = 0;
   let lastMark = 0;
   const mark = (): void => {
     const now = Math.min(clock.now(), T);
-    const nonBulk = outstanding.control + outstanding.interactive + outstanding.sync > 0;
-    const rate = nonBulk ? tightestRate : outstanding.bulk > 0 ? bulkRate : 0;
+    const top = (['control', 'interactive', 'sync', 'bulk'] as const).find((p) => outstanding[p] > 0);
+    const rate = top ? rateFor(top) : 0;
     allowedMs += (now - lastMark) * rate;
     lastMark = now;
   };
@@ -110,7 +117,7 @@ export async function runScenario(sc: Scenario, hours: number, seed: number): Pr
     );
   };
   const refill = (): void => {
-    for (const p of SATURATED) while (outstanding[p] < 4) submit(p);
+    for (const p of SATURATED) while (outstanding[p] < BACKLOG) submit(p);
   };
   // Poisson arrivals for control and interactive: 30 per hour each.
   const arrivals = (p: Priority, perHour: number, deadlineShare: number): void => {

@@ -9,7 +9,6 @@
  * Then it prints, per request, the HTTP bytes beside the bytes that crossed the serial link.
  */
 import { createClient, ClientEvent, RoomEvent, type MatrixClient } from 'matrix-js-sdk';
-import { logger as sdkLogger } from 'matrix-js-sdk/lib/logger.js';
 import { startSynapse, SynapseUnavailableError, type SynapseHandle } from '../../scripts/synapse.ts';
 import { createLogger } from '../log.ts';
 import { createPtyPair, type PtyPair } from '../link/pty.ts';
@@ -37,8 +36,24 @@ function shortPath(p: string): string {
   return s.length > 44 ? `${s.slice(0, 41)}...` : s;
 }
 
+/**
+ * matrix-js-sdk logs through console, and its child loggers force DEBUG level; the demo is for
+ * people, so keep its chatter (e.g. a harmless "[MatrixRTCSessionManager] Got room state event
+ * for unknown room" race at room creation) off the screen unless TRICKLE_LOG=debug.
+ */
+function quietMatrixSdk(): void {
+  if (process.env['TRICKLE_LOG'] === 'debug') return;
+  // The demo itself writes to process.stdout directly; console belongs to the SDK.
+  for (const m of ['log', 'info', 'debug', 'warn'] as const) console[m] = () => {};
+  const error = console.error.bind(console);
+  console.error = (...args: unknown[]) => {
+    if (typeof args[0] === 'string' && /^\[[A-Za-z]+\]/.test(args[0])) return;
+    error(...args);
+  };
+}
+
 export async function runDemo(_argv: string[] = []): Promise<number> {
-  sdkLogger.setLevel('silent');
+  quietMatrixSdk();
   const logger = createLogger({ level: process.env['TRICKLE_LOG'] ?? 'warn' });
   let hs: SynapseHandle | undefined;
   let pair: PtyPair | undefined;

@@ -35,6 +35,9 @@ export interface FrameRecord {
   wireBytes: number;
   /** Token of the CoAP message, hex ('' for empty messages). */
   tokenHex: string;
+  /** CoAP type (0 CON, 1 NON, 2 ACK, 3 RST) and message id, for attributing empty ACKs. */
+  type: number;
+  mid: number;
 }
 
 export interface RadioStack {
@@ -46,11 +49,13 @@ export interface RadioStack {
   close(): Promise<void>;
 }
 
-/** Token of a CoAP message in RFC 7252 layout (bytes 4 .. 4+TKL), without a full decode. */
-function peekToken(frame: Uint8Array): string {
-  const tkl = (frame[0] ?? 0) & 0x0f;
-  if (tkl === 0 || tkl > 8 || frame.length < 4 + tkl) return '';
-  return toHex(frame.subarray(4, 4 + tkl));
+/** Type, message id and token of a CoAP message in RFC 7252 layout (§3), without a full decode. */
+function peekHeader(frame: Uint8Array): { type: number; mid: number; tokenHex: string } {
+  const b0 = frame[0] ?? 0;
+  const tkl = b0 & 0x0f;
+  const mid = ((frame[2] ?? 0) << 8) | (frame[3] ?? 0);
+  const tokenHex = tkl === 0 || tkl > 8 || frame.length < 4 + tkl ? '' : toHex(frame.subarray(4, 4 + tkl));
+  return { type: (b0 >> 4) & 0x03, mid, tokenHex };
 }
 
 /**
@@ -78,7 +83,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
     ackTimeoutMs: ackTimeoutForBitrate(opts.airBitrateBps, opts.maxFrameLen),
     maxBodyBytes: opts.maxBodyBytes,
     send: (frame) => {
-      emit({ direction: 'tx', compactBytes: frame.length, wireBytes: frame.length + transparentFramingOverhead(frame), tokenHex: peekToken(frame) });
+      emit({ direction: 'tx', compactBytes: frame.length, wireBytes: frame.length + transparentFramingOverhead(frame), ...peekHeader(frame) });
       modem.send(frame).catch((e: unknown) => {
         sendErrors++;
         log.warn({ code: (e as { code?: string }).code, len: frame.length, err: (e as Error).message }, 'frame not sent');
@@ -86,7 +91,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
     },
   });
   modem.onFrame((frame) => {
-    emit({ direction: 'rx', compactBytes: frame.length, wireBytes: frame.length + transparentFramingOverhead(frame), tokenHex: peekToken(frame) });
+    emit({ direction: 'rx', compactBytes: frame.length, wireBytes: frame.length + transparentFramingOverhead(frame), ...peekHeader(frame) });
     endpoint.receive(frame);
   });
   modem.onDrop((code, detail) => log.warn({ code, ...detail }, 'frame dropped'));

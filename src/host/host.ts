@@ -56,9 +56,20 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   // Per-exchange byte accounting: frames are attributed by their CoAP token.
   const byToken = new Map<string, Omit<ExchangeReport, keyof HttpExchangeRecord>>();
   let capture: ((tokenHex: string) => void) | undefined;
+  // Empty ACKs carry no token: they are attributed through the message id they acknowledge.
+  const tokenByMid = new Map<string, string>();
   radio.onFrameRecord((rec: FrameRecord) => {
     if (rec.direction === 'tx' && capture && rec.tokenHex) { capture(rec.tokenHex); capture = undefined; }
-    const acc = byToken.get(rec.tokenHex);
+    const midKey = `${rec.direction === 'tx' ? 'out' : 'in'}:${rec.mid}`;
+    let tokenHex = rec.tokenHex;
+    if (tokenHex && rec.type === 0) {
+      tokenByMid.set(midKey, tokenHex);
+      if (tokenByMid.size > 4096) tokenByMid.delete(tokenByMid.keys().next().value!);
+    } else if (!tokenHex) {
+      // An empty ACK we send answers a CON we received, and vice versa.
+      tokenHex = tokenByMid.get(`${rec.direction === 'tx' ? 'in' : 'out'}:${rec.mid}`) ?? '';
+    }
+    const acc = byToken.get(tokenHex);
     if (!acc) return;
     if (rec.direction === 'tx') { acc.framesSent++; acc.compactBytesSent += rec.compactBytes; acc.wireBytesSent += rec.wireBytes; }
     else { acc.framesReceived++; acc.compactBytesReceived += rec.compactBytes; acc.wireBytesReceived += rec.wireBytes; }

@@ -41,6 +41,18 @@ export interface PtyPairOptions {
 
 const PTY_LINE = /PTY is (\S+)/g;
 
+/** socat processes still running; killed if this process exits without closing them. */
+const liveChildren = new Set<ChildProcess>();
+let exitHookInstalled = false;
+function track(child: ChildProcess): void {
+  liveChildren.add(child);
+  child.once('exit', () => liveChildren.delete(child));
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.once('exit', () => { for (const c of liveChildren) c.kill('SIGTERM'); });
+  }
+}
+
 export async function createPtyPair(options: PtyPairOptions = {}): Promise<PtyPair> {
   const readyTimeoutMs = options.readyTimeoutMs ?? 5_000;
   const socatPath = options.socatPath ?? 'socat';
@@ -59,11 +71,10 @@ export async function createPtyPair(options: PtyPairOptions = {}): Promise<PtyPa
     child.once('exit', () => resolve());
     child.once('error', () => resolve());
   });
-  const killOnExit = (): void => { child.kill('SIGTERM'); };
-  process.once('exit', killOnExit);
+  track(child);
 
   const cleanup = async (): Promise<void> => {
-    process.removeListener('exit', killOnExit);
+    liveChildren.delete(child);
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
     await exited;
     if (ownDir) await rm(dir, { recursive: true, force: true });

@@ -53,8 +53,12 @@ function bodyToCoap(contentType: string | undefined, body: Uint8Array): { option
     let value: unknown;
     try { value = JSON.parse(utf8.decode(body)); } catch { value = undefined; }
     if (value !== undefined) {
-      const payload = encodeJsonAsCbor(value);
-      return { options: [uintOption(Opt.CONTENT_FORMAT, CONTENT_FORMAT_CBOR)], payload };
+      try {
+        return { options: [uintOption(Opt.CONTENT_FORMAT, CONTENT_FORMAT_CBOR)], payload: encodeJsonAsCbor(value) };
+      } catch {
+        // JSON that CBOR's profile refuses (nesting over the bound, lone surrogates):
+        // carry the JSON text itself rather than fail the request.
+      }
     }
   }
   const options = [uintOption(Opt.CONTENT_FORMAT, CONTENT_FORMAT_OCTET_STREAM)];

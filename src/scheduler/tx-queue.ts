@@ -5,14 +5,20 @@
  *   is waiting) > sync (pushes) > bulk. FIFO within a class.
  * - Law first: a frame starts only when the channel's DutyCycleLedger allows it, to the
  *   millisecond (timers are set for the exact `nextAllowedAt`, never polled).
- * - Bulk may use at most `bulkShare` (default ½) of the hourly duty-cycle budget, measured by its
- *   own sliding sub-ledger, so the other half is always there for an urgent message (dwell limits
- *   of a few seconds refill by themselves and do not cap bulk). In a packed frame the
- *   bulk messages' share of the bytes is their share of the airtime.
+ * - Reserves (`classShares`): a class and every class below it together may use at most their
+ *   share of the hourly duty-cycle budget, each share measured by its own sliding sub-ledger.
+ *   Default { bulk: 0.5, sync: 0.9 }: bulk never takes more than half, and sync + bulk leave a
+ *   tenth for ACKs and people, so an urgent message finds budget even while pushes saturate the
+ *   channel (a sliding window lets a saturated queue spend a whole hour's budget in one burst;
+ *   without a reserve the next ACK would wait for that burst to slide out). Dwell limits of a few
+ *   seconds refill by themselves and are not subject to reserves. In a packed frame each
+ *   message's share of the bytes is its share of the airtime.
  * - Packing: when the head message may go now, other queued messages for the same peer ride in
  *   the same frame (container: ./packing.ts) as long as the bigger frame is still allowed now,
- *   fits `maxFrameLen`, and costs less airtime than sending them apart. Taken in class order,
- *   FIFO within a class, stopping a class at its first message that does not fit.
+ *   fits `maxFrameLen`, and costs less airtime than sending them apart. Candidates are taken in
+ *   class order, FIFO within a class, first fit (a message that does not fit is skipped, so two
+ *   messages to one peer may leave in a different order; every layer above tolerates reordering,
+ *   as the radio itself reorders).
  * - enqueue() resolves with a receipt once the modem took the frame, or rejects — never hangs:
  *   ERR_DUTY_CYCLE (a DutyCycleError with `retryAfterMs`) when the message cannot start within
  *   its `deadlineMs`; ERR_DWELL_TIME when it could never be sent on this channel; ERR_QUEUE_FULL;
@@ -41,8 +47,12 @@ export interface TxQueueOptions {
   maxFrameLen: number;
   /** Frames use the packing container (both ends must agree). Default true. */
   packing?: boolean;
-  /** Share of each budget bulk may use, (0, 1]. Default 0.5. */
-  bulkShare?: number;
+  /**
+   * Cumulative reserves: share (0, 1] of the hourly duty-cycle budget that a class together with
+   * all lower classes may use. Default { bulk: 0.5, sync: 0.9 } (control and interactive: 1).
+   * Shares must not increase towards lower classes.
+   */
+  classShares?: Partial<Record<Priority, number>>;
   /** Also enforce the strict per-transmission off-time. Default false. */
   strictOffTime?: boolean;
   /** Bound on queued messages (all classes). Default 1024. */
@@ -113,7 +123,8 @@ export interface TxQueueStatus {
     nextAllowedSendInMs: number;
     /** The longest frame airtime that could start right now. */
     sendableNowMs: number | null;
-    bulk: { share: number; limits: LimitUsage[] };
+    /** Per reserve: the classes it covers, their share, and their use. */
+    reserves: { classes: Priority[]; share: number; limits: LimitUsage[] }[];
   }[];
   queue: Record<Priority, QueueClassStatus>;
   totals: { frames: number; messages: number; airtimeMs: number };
@@ -126,10 +137,11 @@ export class TxQueue {
   private readonly frameAirtimeMs: (frameBytes: number) => number;
   private readonly maxFrameLen: number;
   private readonly packing: boolean;
-  private readonly bulkShare: number;
+  private readonly shares: Record<Priority, number>;
   private readonly maxQueued: number;
   readonly ledger: DutyCycleLedger;
-  private readonly bulkLedger: DutyCycleLedger;
+  /** One sub-ledger per class with a share < 1: airtime of that class and all below it. */
+  private readonly capLedgers: { rank: number; priority: Priority; share: number; ledger: DutyCycleLedger }[];
   /** Accounting only: every transmission of the last hour, for status(). */
   private readonly hourLedger: DutyCycleLedger;
   private readonly queues: Record<Priority, Item[]> = { control: [], interactive: [], sync: [], bulk: [] };
@@ -150,19 +162,25 @@ export class TxQueue {
     }
     this.maxFrameLen = opts.maxFrameLen;
     this.packing = opts.packing ?? true;
-    this.bulkShare = opts.bulkShare ?? 0.5;
-    if (!(this.bulkShare > 0 && this.bulkShare <= 1)) {
-      throw new TrickleError('ERR_CONFIG', 'scheduler', `bulkShare must be in (0, 1] (got ${this.bulkShare})`);
+    this.shares = { control: 1, interactive: 1, sync: 0.9, bulk: 0.5, ...opts.classShares };
+    let prev = 1;
+    for (const p of PRIORITIES) {
+      const sh = this.shares[p];
+      if (!(sh > 0 && sh <= prev)) {
+        throw new TrickleError('ERR_CONFIG', 'scheduler',
+          `classShares.${p} must be in (0, ${prev}] (a lower class cannot have a larger share; got ${sh})`);
+      }
+      prev = sh;
     }
     this.maxQueued = opts.maxQueued ?? 1024;
     const strict = opts.strictOffTime ?? false;
     this.ledger = new DutyCycleLedger(opts.rules, { strictOffTime: strict });
-    // The bulk cap reserves part of the HOURLY duty-cycle budget for urgent traffic. Short dwell
-    // windows (FCC: 20 s) refill within seconds anyway, so bulk is not capped by them.
-    this.bulkLedger = new DutyCycleLedger(
-      { ...opts.rules, limits: opts.rules.limits.filter((l) => l.kind === 'duty-cycle') },
-      { budgetScale: this.bulkShare, ignoreMaxFrameAirtime: true },
-    );
+    // Reserves apply to the HOURLY duty-cycle budget only. Short dwell windows (FCC: 20 s) refill
+    // within seconds anyway.
+    const dcRules = { ...opts.rules, limits: opts.rules.limits.filter((l) => l.kind === 'duty-cycle') };
+    this.capLedgers = PRIORITIES.map((p, rank) => ({ p, rank }))
+      .filter(({ p }) => this.shares[p] < 1 && dcRules.limits.length > 0)
+      .map(({ p, rank }) => ({ rank, priority: p, share: this.shares[p], ledger: new DutyCycleLedger(dcRules, { budgetScale: this.shares[p], ignoreMaxFrameAirtime: true }) }));
     this.hourLedger = new DutyCycleLedger(
       { subBandId: opts.rules.subBandId, dutyCycle: null, limits: [{ kind: 'duty-cycle', windowMs: HOUR_MS, budgetMs: HOUR_MS }], maxFrameAirtimeMs: null, regulation: 'accounting' },
       { ignoreMaxFrameAirtime: true },
@@ -199,8 +217,7 @@ export class TxQueue {
     const a = this.airtimeOf([payload.length]);
     let earliest: number;
     try {
-      earliest = this.ledger.nextAllowedAt(a, now);
-      if (priority === 'bulk') earliest = Math.max(earliest, this.bulkLedger.nextAllowedAt(a, now));
+      earliest = this.earliestFor(this.ledger, this.capsFor(PRIORITIES.indexOf(priority)), a, now);
     } catch (e) {
       return Promise.reject(e); // ERR_DWELL_TIME: never sendable here
     }
@@ -257,30 +274,50 @@ export class TxQueue {
   estimateWaitMs(len: number, priority: Priority): number {
     const now = this.clock.now();
     const L = this.ledger.clone();
-    const BL = this.bulkLedger.clone();
+    const caps = this.capLedgers.map((c) => ({ ...c, ledger: c.ledger.clone() }));
     const rank = PRIORITIES.indexOf(priority);
     let t = now;
-    const step = (n: number, bulk: boolean): number => {
+    const step = (n: number, r: number): number => {
       const a = this.airtimeOf([n]);
-      let start = L.nextAllowedAt(a, t);
-      if (bulk) {
-        // Both constraints are monotone (legal from some instant on), so alternate to a fixpoint.
-        for (;;) {
-          const b = BL.nextAllowedAt(a, start);
-          if (b <= start) break;
-          start = L.nextAllowedAt(a, b);
-        }
-        BL.record(start, a);
-      }
+      const mine = caps.filter((c) => c.rank <= r).map((c) => c.ledger);
+      const start = this.earliestFor(L, mine, a, t);
       L.record(start, a);
+      for (const c of mine) c.record(start, a);
       t = start;
       return start;
     };
     for (let r = 0; r <= rank; r++) {
-      const p = PRIORITIES[r]!;
-      for (const it of this.queues[p]) step(it.payload.length, p === 'bulk');
+      for (const it of this.queues[PRIORITIES[r]!]) step(it.payload.length, r);
     }
-    return step(Math.max(1, Math.min(len, this.maxMessageLen)), priority === 'bulk') - now;
+    return step(Math.max(1, Math.min(len, this.maxMessageLen)), rank) - now;
+  }
+
+  /** Sub-ledgers that a frame whose messages are all of rank ≥ r must satisfy. */
+  private capsFor(r: number): DutyCycleLedger[] {
+    return this.capLedgers.filter((c) => c.rank <= r).map((c) => c.ledger);
+  }
+
+  /** Earliest start satisfying the main ledger and the given caps (each monotone: iterate to a fixpoint). */
+  private earliestFor(main: DutyCycleLedger, caps: readonly DutyCycleLedger[], a: number, from: number): number {
+    let t = main.nextAllowedAt(a, from);
+    for (;;) {
+      let moved = false;
+      for (const c of caps) {
+        const u = c.nextAllowedAt(a, t);
+        if (u > t) { t = main.nextAllowedAt(a, u); moved = true; }
+      }
+      if (!moved) return t;
+    }
+  }
+
+  /** Each cap's share of a frame's airtime: the bytes of messages of that class or below. */
+  private capPortions(items: readonly Item[], airtime: number): number[] {
+    const total = this.payloadBytes(items);
+    return this.capLedgers.map((c) => {
+      let n = 0;
+      for (const it of items) if (PRIORITIES.indexOf(it.priority) >= c.rank) n += it.payload.length;
+      return (airtime * n) / total;
+    });
   }
 
   /** Decide: send now, or set a timer for the exact moment the head may go. */
@@ -292,8 +329,7 @@ export class TxQueue {
     const aHead = this.airtimeOf([head.payload.length]);
     let at: number;
     try {
-      at = this.ledger.nextAllowedAt(aHead, now);
-      if (head.priority === 'bulk') at = Math.max(at, this.bulkLedger.nextAllowedAt(aHead, now));
+      at = this.earliestFor(this.ledger, this.capsFor(PRIORITIES.indexOf(head.priority)), aHead, now);
     } catch (e) {
       // Cannot happen for validated items unless the rules changed; fail the item, not the queue.
       this.remove(head);
@@ -332,12 +368,6 @@ export class TxQueue {
     this.wakeAtMs = Infinity;
   }
 
-  private bulkBytes(items: readonly Item[]): number {
-    let n = 0;
-    for (const it of items) if (it.priority === 'bulk') n += it.payload.length;
-    return n;
-  }
-
   private payloadBytes(items: readonly Item[]): number {
     let n = 0;
     for (const it of items) n += it.payload.length;
@@ -353,17 +383,16 @@ export class TxQueue {
           if (it === head || it.peer !== head.peer) continue;
           if (frameItems.length >= MAX_PACKED_MESSAGES) break;
           const trial = [...frameItems, it];
-          // The last message may exceed 255 bytes; keep such a message last by ordering lengths.
+          // A message over 255 bytes can only be last in the container (orderForPacking).
           const lengths = trial.map((x) => x.payload.length);
-          const order = orderForPacking(lengths);
-          if (!order) break;
+          if (!orderForPacking(lengths)) continue;
           const len = packedLength(lengths);
-          if (len > this.maxFrameLen) break;
+          if (len > this.maxFrameLen) continue;
           const a = this.frameAirtimeMs(len);
-          if (!(a < airtime + this.airtimeOf([it.payload.length]))) break; // saves airtime?
-          if (!this.ledger.canSendAt(a, now)) break;
-          const bulkPart = (a * this.bulkBytes(trial)) / this.payloadBytes(trial);
-          if (bulkPart > 0 && !this.bulkLedger.canSendAt(bulkPart, now)) break;
+          if (!(a < airtime + this.airtimeOf([it.payload.length]))) continue; // must save airtime
+          if (!this.ledger.canSendAt(a, now)) continue;
+          const portions = this.capPortions(trial, a);
+          if (!this.capLedgers.every((c, i) => portions[i]! <= 0 || c.ledger.canSendAt(portions[i]!, now))) continue;
           frameItems.push(it);
           airtime = a;
         }
@@ -378,11 +407,11 @@ export class TxQueue {
     const lengths = frameItems.map((x) => x.payload.length);
     const order = this.packing ? orderForPacking(lengths)! : [0];
     const frame = this.packing ? packFrame(order.map((i) => frameItems[i]!.payload)) : head.payload;
-    const bulkPart = (airtime * this.bulkBytes(frameItems)) / this.payloadBytes(frameItems);
+    const portions = this.capPortions(frameItems, airtime);
     this.busy = true;
     this.ledger.record(now, airtime);
     this.hourLedger.record(now, airtime);
-    if (bulkPart > 0) this.bulkLedger.record(now, bulkPart);
+    this.capLedgers.forEach((c, i) => { if (portions[i]! > 0) c.ledger.record(now, portions[i]!); });
 
     let sending: Promise<unknown>;
     try {
@@ -400,7 +429,7 @@ export class TxQueue {
         const final = Math.max(airtime, measured);
         this.ledger.amendLast(acceptedAt, final);
         this.hourLedger.amendLast(acceptedAt, final);
-        if (bulkPart > 0) this.bulkLedger.amendLast(acceptedAt, (final * bulkPart) / airtime);
+        this.capLedgers.forEach((c, i) => { if (portions[i]! > 0) c.ledger.amendLast(acceptedAt, (final * portions[i]!) / airtime); });
         const sentAtMs = Math.max(now, acceptedAt);
         this.totals.frames++;
         this.totals.messages += frameItems.length;
@@ -428,8 +457,7 @@ export class TxQueue {
     const a = this.airtimeOf([n]);
     let next: number;
     try {
-      next = this.ledger.nextAllowedAt(a, now);
-      if (head?.priority === 'bulk') next = Math.max(next, this.bulkLedger.nextAllowedAt(a, now));
+      next = this.earliestFor(this.ledger, this.capsFor(head ? PRIORITIES.indexOf(head.priority) : 0), a, now);
     } catch {
       next = now;
     }
@@ -455,7 +483,7 @@ export class TxQueue {
         nextAllowedSendAtMs: next,
         nextAllowedSendInMs: next - now,
         sendableNowMs: Number.isFinite(sendable) ? round3(sendable) : null,
-        bulk: { share: this.bulkShare, limits: this.bulkLedger.usage(now).map(roundUsage) },
+        reserves: this.capLedgers.map((c) => ({ classes: PRIORITIES.slice(c.rank), share: c.share, limits: c.ledger.usage(now).map(roundUsage) })),
       }],
       queue,
       totals: { ...this.totals, airtimeMs: round3(this.totals.airtimeMs) },

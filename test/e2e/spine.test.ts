@@ -8,12 +8,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, ClientEvent, RoomEvent, type MatrixClient, type MatrixEvent } from 'matrix-js-sdk';
-import { logger as sdkLogger } from 'matrix-js-sdk/lib/logger.js';
 import { startSynapse, type SynapseHandle } from '../../scripts/synapse.ts';
 import { encodeTransparentFrame } from '../../src/modem/transparent/transparent-modem.ts';
 import { createRadioPath, freePort, spawnTrickle, waitForHttp, type RadioPath, type TrickleProcess } from '../helpers/stack.ts';
 
-sdkLogger.setLevel('warn');
 
 function waitFor<T>(what: string, ms: number, register: (done: (v: T) => void) => void): Promise<T> {
   return new Promise((resolve, reject) => {
