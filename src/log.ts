@@ -12,7 +12,7 @@ export interface CreateLoggerOptions {
 export function createLogger(opts: CreateLoggerOptions = {}): Logger {
   const options: LoggerOptions = {
     level: opts.level ?? process.env['TRICKLE_LOG'] ?? 'info',
-    base: undefined,
+    base: null,
   };
   return pino(options, pino.destination({ fd: opts.fd ?? 2, sync: true }));
 }

@@ -10,13 +10,15 @@ import { toHex } from '../util/bytes.ts';
 import { openSerialLink } from '../link/serial.ts';
 import type { Link } from '../link/link.ts';
 import type { Modem } from '../modem/modem.ts';
-import { TransparentModem, transparentFramingOverhead } from '../modem/transparent/transparent-modem.ts';
+import { TransparentModem } from '../modem/transparent/transparent-modem.ts';
 import { CoapEndpoint } from './endpoint.ts';
 
 export interface RadioStackOptions {
   device?: string;
-  /** Use this link instead of opening `device` (tests). */
+  /** Use this link instead of opening `device` (tests, KISS over TCP). */
   link?: Link;
+  /** Build the modem dialect on the link (default: the transparent serial radio). */
+  createModem?: (link: Link) => Modem;
   baudRate: number;
   maxFrameLen: number;
   /** Over-the-air data rate of the radio in bit/s; sizes the retransmission timers. */
@@ -71,7 +73,8 @@ export function ackTimeoutForBitrate(airBitrateBps: number, maxFrameLen: number)
 export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStack> {
   const log = opts.logger.child({ component: 'radio' });
   const link = opts.link ?? await openSerialLink(opts.device ?? '', { baudRate: opts.baudRate });
-  const modem = new TransparentModem(link, { maxFrameLen: opts.maxFrameLen });
+  const modem = opts.createModem ? opts.createModem(link) : new TransparentModem(link, { maxFrameLen: opts.maxFrameLen });
+  const wireBytesOf = (frame: Uint8Array): number => { const o = modem.framingOverhead(frame); return frame.length + o.onAir + o.serial; };
   const listeners: ((rec: FrameRecord) => void)[] = [];
   const emit = (rec: FrameRecord) => { for (const l of listeners) l(rec); };
   let sendErrors = 0;
@@ -83,7 +86,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
     ackTimeoutMs: ackTimeoutForBitrate(opts.airBitrateBps, opts.maxFrameLen),
     maxBodyBytes: opts.maxBodyBytes,
     send: (frame) => {
-      emit({ direction: 'tx', compactBytes: frame.length, wireBytes: frame.length + transparentFramingOverhead(frame), ...peekHeader(frame) });
+      emit({ direction: 'tx', compactBytes: frame.length, wireBytes: wireBytesOf(frame), ...peekHeader(frame) });
       modem.send(frame).catch((e: unknown) => {
         sendErrors++;
         log.warn({ code: (e as { code?: string }).code, len: frame.length, err: (e as Error).message }, 'frame not sent');
@@ -91,7 +94,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
     },
   });
   modem.onFrame((frame) => {
-    emit({ direction: 'rx', compactBytes: frame.length, wireBytes: frame.length + transparentFramingOverhead(frame), ...peekHeader(frame) });
+    emit({ direction: 'rx', compactBytes: frame.length, wireBytes: wireBytesOf(frame), ...peekHeader(frame) });
     endpoint.receive(frame);
   });
   modem.onDrop((code, detail) => log.warn({ code, ...detail }, 'frame dropped'));

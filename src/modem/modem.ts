@@ -49,6 +49,14 @@ export interface Modem {
   readonly dialect: string;
   readonly capabilities: ModemCapabilities;
   send(frame: Uint8Array): Promise<SendReport>;
+  /**
+   * Bytes this dialect adds to `payload` when carrying it, split by where they cost:
+   * `onAir` is transmitted by the radio (an AX.25 header, a Meshtastic packet header);
+   * `serial` only crosses the host⇄modem cable (SLIP/KISS escapes, a CRC checked by the
+   * host). For a transparent serial radio everything the host writes goes on air, so its
+   * framing counts as on-air bytes. Pure: depends on the payload bytes only.
+   */
+  framingOverhead(payload: Uint8Array): { onAir: number; serial: number };
   onFrame(listener: (frame: Uint8Array, meta: ReceivedFrameMeta) => void): void;
   onDrop(listener: (code: ErrorCode, detail: Record<string, unknown>) => void): void;
   /** The device went away or failed; the modem is unusable after this. */

@@ -130,7 +130,8 @@ export class DutyCycleLedger {
    */
   nextAllowedAt(airtimeMs: number, nowMs: number): number {
     this.assertSendable(airtimeMs);
-    this.prune(nowMs);
+    // No pruning here: callers may ask about a future instant (planning), and pruning for it would
+    // forget airtime that still counts at the real now. Only record() prunes.
     const a = durUs(airtimeMs);
     let t = Math.max(toUs(nowMs), this.lastEndUs(), this.offUntilUs);
     for (const l of this.limits) t = Math.max(t, this.earliestFor(l.H, l.B, a, t));
@@ -226,7 +227,10 @@ export class DutyCycleLedger {
     return Math.ceil((d * (1 - dc)) / dc);
   }
 
-  /** Drop entries that can no longer fall in any window that matters at or after nowMs. */
+  /**
+   * Drop entries that can no longer fall in any window that matters at or after nowMs. Only call
+   * it with a time that has really arrived (record() does, with the transmission's start).
+   */
   prune(nowMs: number): void {
     const cutoff = toUs(nowMs) - this.maxWindowUs;
     while (this.head < this.e.length && this.e[this.head]! <= cutoff) this.head++;

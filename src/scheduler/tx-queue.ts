@@ -7,11 +7,11 @@
  *   millisecond (timers are set for the exact `nextAllowedAt`, never polled).
  * - Reserves (`classShares`): a class and every class below it together may use at most their
  *   share of the hourly duty-cycle budget, each share measured by its own sliding sub-ledger.
- *   Default { bulk: 0.5, sync: 0.9 }: bulk never takes more than half, and sync + bulk leave a
- *   tenth for ACKs and people, so an urgent message finds budget even while pushes saturate the
- *   channel (a sliding window lets a saturated queue spend a whole hour's budget in one burst;
- *   without a reserve the next ACK would wait for that burst to slide out). Dwell limits of a few
- *   seconds refill by themselves and are not subject to reserves. In a packed frame each
+ *   Default { bulk: 0.5 }: bulk never takes more than half. Adding e.g. { sync: 0.9 } makes sync +
+ *   bulk leave a tenth for ACKs and people, so an urgent message finds budget even while pushes
+ *   saturate the channel (a sliding window lets a saturated queue spend a whole hour's budget in
+ *   one burst; without a reserve the next ACK waits for that burst to slide out: see the bench).
+ *   Dwell limits of a few seconds refill by themselves and are not subject to reserves. In a packed frame each
  *   message's share of the bytes is its share of the airtime.
  * - Packing: when the head message may go now, other queued messages for the same peer ride in
  *   the same frame (container: ./packing.ts) as long as the bigger frame is still allowed now,
@@ -49,7 +49,7 @@ export interface TxQueueOptions {
   packing?: boolean;
   /**
    * Cumulative reserves: share (0, 1] of the hourly duty-cycle budget that a class together with
-   * all lower classes may use. Default { bulk: 0.5, sync: 0.9 } (control and interactive: 1).
+   * all lower classes may use. Default { bulk: 0.5 } (the others: 1).
    * Shares must not increase towards lower classes.
    */
   classShares?: Partial<Record<Priority, number>>;
@@ -162,7 +162,7 @@ export class TxQueue {
     }
     this.maxFrameLen = opts.maxFrameLen;
     this.packing = opts.packing ?? true;
-    this.shares = { control: 1, interactive: 1, sync: 0.9, bulk: 0.5, ...opts.classShares };
+    this.shares = { control: 1, interactive: 1, sync: 1, bulk: 0.5, ...opts.classShares };
     let prev = 1;
     for (const p of PRIORITIES) {
       const sh = this.shares[p];

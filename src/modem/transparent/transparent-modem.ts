@@ -143,6 +143,11 @@ export class TransparentModem implements Modem {
     return { wireBytes: wire.length };
   }
 
+  /** A transparent radio transmits every byte it is given: the SLIP and CRC bytes go on air. */
+  framingOverhead(payload: Uint8Array): { onAir: number; serial: number } {
+    return { onAir: transparentFramingOverhead(payload), serial: 0 };
+  }
+
   onFrame(listener: (frame: Uint8Array, meta: ReceivedFrameMeta) => void): void { this.frameListeners.push(listener); }
 
   onDrop(listener: (code: ErrorCode, detail: Record<string, unknown>) => void): void { this.dropListeners.push(listener); }
