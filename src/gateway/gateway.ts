@@ -30,6 +30,7 @@ export interface GatewayOptions {
 
 export interface Gateway {
   radio: RadioStack;
+  homeserver: HomeserverClient;
   statusPort: number | undefined;
   status(): Record<string, unknown>;
   close(): Promise<void>;
@@ -108,7 +109,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   log.info({ device: radio.link.name, homeserver: hs.baseUrl, statusPort }, 'gateway running');
 
   return {
-    radio, statusPort, status,
+    radio, statusPort, status, homeserver: hs,
     async close() {
       if (server) { server.closeAllConnections(); await new Promise<void>((r) => server!.close(() => r())); }
       await radio.close();

@@ -19,6 +19,12 @@ export class HomeserverClient {
   private readonly requestTimeoutMs: number;
   requestsTotal = 0;
   failuresTotal = 0;
+  private readonly performedListeners: ((req: HttpRequestLike, res: HttpResponseLike, responseWireBytes: number) => void)[] = [];
+
+  /** Called after each answered request with the size of the homeserver's HTTP/1.1 response as received. */
+  onPerformed(listener: (req: HttpRequestLike, res: HttpResponseLike, responseWireBytes: number) => void): void {
+    this.performedListeners.push(listener);
+  }
 
   constructor(opts: HomeserverClientOptions) {
     this.baseUrl = opts.baseUrl.replace(/\/+$/, '');
@@ -43,12 +49,18 @@ export class HomeserverClient {
       const body = new Uint8Array(await r.arrayBuffer());
       const contentType = r.headers.get('content-type') ?? undefined;
       const retryAfter = r.headers.get('retry-after');
-      return {
+      const res: HttpResponseLike = {
         status: r.status,
         body,
         ...(contentType ? { contentType } : {}),
         ...(retryAfter ? { headers: { 'retry-after': retryAfter } } : {}),
       };
+      if (this.performedListeners.length > 0) {
+        let wire = Buffer.byteLength(`HTTP/1.1 ${r.status} ${r.statusText}\r\n\r\n`) + body.length;
+        r.headers.forEach((v, k) => { wire += Buffer.byteLength(`${k}: ${v}\r\n`); });
+        for (const l of this.performedListeners) l(req, res, wire);
+      }
+      return res;
     } catch (e) {
       this.failuresTotal++;
       const err = e as Error & { cause?: { code?: string; message?: string } };

@@ -15,10 +15,10 @@
  *   message's share of the bytes is its share of the airtime.
  * - Packing: when the head message may go now, other queued messages for the same peer ride in
  *   the same frame (container: ./packing.ts) as long as the bigger frame is still allowed now,
- *   fits `maxFrameLen`, and costs less airtime than sending them apart. Candidates are taken in
- *   class order, FIFO within a class, first fit (a message that does not fit is skipped, so two
- *   messages to one peer may leave in a different order; every layer above tolerates reordering,
- *   as the radio itself reorders).
+ *   fits `maxFrameLen`, and costs less airtime than sending them apart. Control and interactive
+ *   messages for that peer go in first; the rest of the frame is filled to the most bytes (a
+ *   bounded knapsack over the peer's oldest 32 messages). So two messages to one peer may leave in
+ *   a different order; every layer above tolerates reordering, as the radio itself reorders.
  * - enqueue() resolves with a receipt once the modem took the frame, or rejects — never hangs:
  *   ERR_DUTY_CYCLE (a DutyCycleError with `retryAfterMs`) when the message cannot start within
  *   its `deadlineMs`; ERR_DWELL_TIME when it could never be sent on this channel; ERR_QUEUE_FULL;
@@ -33,6 +33,8 @@ import { canPack, MAX_INNER_MESSAGE_LEN, MAX_PACKED_MESSAGES, packedLength, pack
 import { HOUR_MS, type ChannelRules } from './regions.ts';
 
 export type Priority = 'control' | 'interactive' | 'sync' | 'bulk';
+/** How many of a peer's queued messages the packer considers at once (bounds its work). */
+const PACK_CANDIDATES = 32;
 export const PRIORITIES: readonly Priority[] = ['control', 'interactive', 'sync', 'bulk'];
 
 export interface TxQueueOptions {
@@ -374,31 +376,89 @@ export class TxQueue {
     return n;
   }
 
-  private sendNow(head: Item, aHead: number, now: number): void {
+  /** First fit: candidates in class order, FIFO within a class, each added if the frame stays legal now. */
+  private packFirstFit(head: Item, aHead: number, now: number): { items: Item[]; airtime: number } {
     const frameItems: Item[] = [head];
     let airtime = aHead;
-    if (this.packing) {
-      for (const p of PRIORITIES) {
-        for (const it of this.queues[p]) {
-          if (it === head || it.peer !== head.peer) continue;
-          if (frameItems.length >= MAX_PACKED_MESSAGES) break;
-          const trial = [...frameItems, it];
-          // A message over 255 bytes can only be last in the container (orderForPacking).
-          const lengths = trial.map((x) => x.payload.length);
-          if (!orderForPacking(lengths)) continue;
-          const len = packedLength(lengths);
-          if (len > this.maxFrameLen) continue;
-          const a = this.frameAirtimeMs(len);
-          if (!(a < airtime + this.airtimeOf([it.payload.length]))) continue; // must save airtime
-          if (!this.ledger.canSendAt(a, now)) continue;
-          const portions = this.capPortions(trial, a);
-          if (!this.capLedgers.every((c, i) => portions[i]! <= 0 || c.ledger.canSendAt(portions[i]!, now))) continue;
-          frameItems.push(it);
-          airtime = a;
-        }
-        if (frameItems.length >= MAX_PACKED_MESSAGES) break;
+    for (const p of PRIORITIES) {
+      for (const it of this.queues[p]) {
+        if (frameItems.length >= MAX_PACKED_MESSAGES) return { items: frameItems, airtime };
+        if (it === head || it.peer !== head.peer) continue;
+        const trial = [...frameItems, it];
+        const a = this.packedAirtimeIfLegal(trial, airtime, it, now);
+        if (a === null) continue;
+        frameItems.push(it);
+        airtime = a;
       }
     }
+    return { items: frameItems, airtime };
+  }
+
+  /** Airtime of `trial` if it may go now, fits, and saves airtime over sending `added` apart. */
+  private packedAirtimeIfLegal(trial: readonly Item[], current: number, added: Item | null, now: number): number | null {
+    const lengths = trial.map((x) => x.payload.length);
+    if (!orderForPacking(lengths)) return null; // a message over 255 bytes can only be last
+    const len = packedLength(lengths);
+    if (len > this.maxFrameLen) return null;
+    const a = this.frameAirtimeMs(len);
+    if (added && !(a < current + this.airtimeOf([added.payload.length]))) return null; // must save airtime
+    if (!this.ledger.canSendAt(a, now)) return null;
+    const portions = this.capPortions(trial, a);
+    if (!this.capLedgers.every((c, i) => portions[i]! <= 0 || c.ledger.canSendAt(portions[i]!, now))) return null;
+    return a;
+  }
+
+  /**
+   * Best fill: the longest frame allowed now, filled by a bounded 0/1 knapsack over the peer's
+   * first PACK_CANDIDATES queued messages (class order, FIFO). Control and interactive messages
+   * weigh more than any number of bytes, so they are never left out for bulk; then the most
+   * bytes; ties go to the older message. Falls back to first fit if the result is not legal.
+   */
+  private packBestFill(head: Item, aHead: number, now: number): { items: Item[]; airtime: number } {
+    const firstFit = this.packFirstFit(head, aHead, now);
+    const maxA = this.ledger.maxAirtimeAt(now);
+    let maxLen = this.maxFrameLen;
+    while (maxLen > head.payload.length + 1 && this.frameAirtimeMs(maxLen) > maxA) maxLen--;
+    const cands: Item[] = [];
+    for (const p of PRIORITIES) {
+      for (const it of this.queues[p]) {
+        if (it !== head && it.peer === head.peer && it.payload.length <= MAX_INNER_MESSAGE_LEN) cands.push(it);
+        if (cands.length >= PACK_CANDIDATES) break;
+      }
+      if (cands.length >= PACK_CANDIDATES) break;
+    }
+    const capacity = maxLen - packedLength([head.payload.length]); // each added message costs len + 1
+    if (cands.length === 0 || capacity <= 1) return firstFit;
+    const n = cands.length;
+    const value = cands.map((it, i) => {
+      const urgent = it.priority === 'control' ? 4e7 : it.priority === 'interactive' ? 2e7 : 0;
+      return urgent + (it.payload.length + 1) * 2048 + (n - i);
+    });
+    // best[c] = best value using capacity c; keep[i][c] marks item i taken at capacity c.
+    const best = new Float64Array(capacity + 1);
+    const keep = cands.map(() => new Uint8Array(capacity + 1));
+    cands.forEach((it, i) => {
+      const w = it.payload.length + 1;
+      for (let c = capacity; c >= w; c--) {
+        const v = best[c - w]! + value[i]!;
+        if (v > best[c]!) { best[c] = v; keep[i]![c] = 1; }
+      }
+    });
+    const chosen: Item[] = [];
+    let c = capacity;
+    for (let i = n - 1; i >= 0; i--) {
+      if (keep[i]![c]) { chosen.push(cands[i]!); c -= cands[i]!.payload.length + 1; }
+    }
+    chosen.reverse();
+    if (chosen.length + 1 > MAX_PACKED_MESSAGES) return firstFit;
+    const items = [head, ...chosen];
+    const a = this.packedAirtimeIfLegal(items, Infinity, null, now);
+    if (a === null) return firstFit;
+    return this.payloadBytes(items) > this.payloadBytes(firstFit.items) ? { items, airtime: a } : firstFit;
+  }
+
+  private sendNow(head: Item, aHead: number, now: number): void {
+    const { items: frameItems, airtime } = this.packing ? this.packBestFill(head, aHead, now) : { items: [head], airtime: aHead };
     for (const it of frameItems) {
       this.remove(it);
       it.timer?.cancel();

@@ -1,0 +1,143 @@
+/**
+ * `npm run bench:bytes [-- --json] [-- --out FILE]`: bytes per Matrix operation, measured on
+ * real traffic — matrix-js-sdk 37.5.0 requests through `trickle host`, real Synapse answers
+ * through `trickle gateway` — beside the same exchange as HTTPS+JSON and as MSC3079 (see
+ * bench/models.ts for how those two are modelled).
+ *
+ * Columns (the JSON names are a contract):
+ *   requestCompactBytes / responseCompactBytes  the CoAP messages before any security envelope,
+ *                                               all frames of the exchange (blocks, ACKs)
+ *   requestOnAirBytes / responseOnAirBytes      what the radio transmits for them (payload of the
+ *                                               radio packets; no security envelope yet)
+ *   framingOverheadBytes                        what a transparent serial radio adds (SLIP + CRC)
+ *   httpsJsonBytes, msc3079Bytes                the reference encodings of the same exchange
+ */
+import { writeFileSync } from 'node:fs';
+import { createClient, MatrixEvent, ReceiptType, Method, type MatrixClient } from 'matrix-js-sdk';
+import { startSynapse, type SynapseHandle } from '../scripts/synapse.ts';
+import { createMemoryLinkPair } from '../src/link/memory.ts';
+import { silentLogger } from '../src/log.ts';
+import { startHost, type ExchangeReport, type Host } from '../src/host/host.ts';
+import { startGateway, type Gateway } from '../src/gateway/gateway.ts';
+import type { HttpRequestLike, HttpResponseLike } from '../src/matrix/http.ts';
+import { httpsJsonBytes, msc3079Bytes } from './models.ts';
+
+export interface OperationRow {
+  name: string;
+  requests: number;
+  requestCompactBytes: number;
+  requestOnAirBytes: number;
+  responseCompactBytes: number;
+  responseOnAirBytes: number;
+  framingOverheadBytes: number;
+  frames: number;
+  httpsJsonBytes: number;
+  msc3079Bytes: number;
+}
+
+interface Performed { req: HttpRequestLike; res: HttpResponseLike; responseWireBytes: number }
+
+for (const m of ['log', 'info', 'debug', 'warn'] as const) console[m] = () => {};
+
+const args = process.argv.slice(2);
+const asJson = args.includes('--json');
+const outIdx = args.indexOf('--out');
+const outFile = outIdx >= 0 ? args[outIdx + 1] : undefined;
+
+const logger = silentLogger();
+let hs: SynapseHandle | undefined;
+let host: Host | undefined;
+let gateway: Gateway | undefined;
+try {
+  hs = await startSynapse();
+  const [hostLink, gatewayLink] = createMemoryLinkPair('bench');
+  const radio = { baudRate: 9600, maxFrameLen: 255, airBitrateBps: 2400, maxBodyBytes: 16 << 20 };
+  gateway = await startGateway({ link: gatewayLink, homeserverUrl: hs.baseUrl, ...radio, homeserverTimeoutMs: 60_000, logger });
+  host = await startHost({ link: hostLink, listenHost: '127.0.0.1', listenPort: 0, ...radio, requestTimeoutMs: 60_000, logger });
+  const hostUrl = `http://127.0.0.1:${host.port}`;
+
+  const exchanges: ExchangeReport[] = [];
+  const performed: Performed[] = [];
+  host.onExchange((e) => exchanges.push(e));
+  gateway.homeserver.onPerformed((req, res, responseWireBytes) => performed.push({ req, res, responseWireBytes }));
+
+  const rows: OperationRow[] = [];
+  const measure = async (name: string, op: () => Promise<unknown>): Promise<void> => {
+    exchanges.length = 0;
+    performed.length = 0;
+    await op();
+    await new Promise((r) => setTimeout(r, 50)); // let the last ACK frames land
+    if (exchanges.length === 0 || exchanges.length !== performed.length) {
+      throw new Error(`${name}: ${exchanges.length} exchanges at the host but ${performed.length} at the homeserver`);
+    }
+    const sum = (f: (e: ExchangeReport) => number) => exchanges.reduce((a, e) => a + f(e), 0);
+    const reqCompact = sum((e) => e.compactBytesSent);
+    const resCompact = sum((e) => e.compactBytesReceived);
+    rows.push({
+      name,
+      requests: exchanges.length,
+      requestCompactBytes: reqCompact,
+      requestOnAirBytes: reqCompact,
+      responseCompactBytes: resCompact,
+      responseOnAirBytes: resCompact,
+      framingOverheadBytes: sum((e) => e.wireBytesSent + e.wireBytesReceived) - reqCompact - resCompact,
+      frames: sum((e) => e.framesSent + e.framesReceived),
+      httpsJsonBytes: exchanges.reduce((a, e, i) => a + httpsJsonBytes(e.httpRequestBytes, performed[i]!.responseWireBytes), 0),
+      msc3079Bytes: performed.reduce((a, p) => a + msc3079Bytes(p.req, p.res), 0),
+    });
+  };
+
+  await hs.registerUser('alice', 'alice-password');
+  const bobAccount = await hs.registerUser('bob', 'bob-password');
+  const bob = createClient({ baseUrl: hs.baseUrl, accessToken: bobAccount.accessToken, userId: bobAccount.userId });
+
+  let alice!: MatrixClient;
+  await measure('login', async () => {
+    const login = await createClient({ baseUrl: hostUrl }).loginRequest({ type: 'm.login.password', identifier: { type: 'm.id.user', user: 'alice' }, password: 'alice-password' });
+    alice = createClient({ baseUrl: hostUrl, accessToken: login.access_token, userId: login.user_id, deviceId: login.device_id });
+  });
+  let roomId = '';
+  await measure('create_room', async () => { roomId = (await alice.createRoom({ name: 'bench', invite: [bobAccount.userId] })).room_id; });
+  await bob.joinRoom(roomId);
+  const { room_id: publicRoom } = await bob.createRoom({ name: 'town square', visibility: 'public' as never, preset: 'public_chat' as never });
+  await measure('join_room', () => alice.joinRoom(publicRoom));
+
+  let helloId = '';
+  await measure('send_text', async () => { helloId = (await alice.sendTextMessage(roomId, 'Hello World')).event_id; });
+  const long = 'Trail washed out below the second bridge; we are taking the ridge path instead. Four people, one with a sprained ankle, moving slowly. Water and food for two days. Expect us at the hut around 18:00. Please keep the channel open and tell the team at the road head. Over.'.padEnd(280, '.').slice(0, 280);
+  await measure('send_long_text', () => alice.sendTextMessage(roomId, long));
+  await measure('send_reaction', () => alice.sendEvent(roomId, 'm.reaction' as never, { 'm.relates_to': { rel_type: 'm.annotation', event_id: helloId, key: '👍' } } as never));
+
+  const bobMsg = await bob.sendTextMessage(roomId, 'Received, on our way.');
+  const bobEvent = new MatrixEvent({ event_id: bobMsg.event_id, room_id: roomId, type: 'm.room.message', sender: bobAccount.userId, content: {} });
+  await measure('send_read_receipt', () => alice.sendReceipt(bobEvent, ReceiptType.Read));
+  await measure('typing', () => alice.sendTyping(roomId, true, 30_000));
+
+  // sync_one_message: alice is up to date, bob says one thing, alice's next /sync carries it.
+  const filterId = await alice.createFilter({ room: { timeline: { limit: 20 }, state: { lazy_load_members: true } } } as never);
+  const first = await alice.http.authedRequest<{ next_batch: string }>(Method.Get, '/sync', { filter: filterId.filterId!, timeout: '0' });
+  await bob.sendTextMessage(roomId, 'Copy that, station on the hill.');
+  await measure('sync_one_message', () => alice.http.authedRequest(Method.Get, '/sync', { filter: filterId.filterId!, since: first.next_batch, timeout: '30000' }));
+
+  if (outFile) writeFileSync(outFile, `${JSON.stringify({ operations: rows }, null, 2)}\n`);
+  if (asJson) {
+    process.stdout.write(`${JSON.stringify({ operations: rows })}\n`);
+  } else {
+    const cols: [keyof OperationRow, string][] = [
+      ['name', 'operation'], ['requests', 'req'], ['requestCompactBytes', 'req compact'], ['requestOnAirBytes', 'req on air'],
+      ['responseCompactBytes', 'resp compact'], ['responseOnAirBytes', 'resp on air'], ['framingOverheadBytes', 'SLIP+CRC'],
+      ['frames', 'frames'], ['httpsJsonBytes', 'HTTPS+JSON'], ['msc3079Bytes', 'MSC3079'],
+    ];
+    const table = rows.map((r) => cols.map(([k]) => String(r[k])));
+    const widths = cols.map(([, h], i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
+    const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+    process.stdout.write(`${line(cols.map(([, h]) => h))}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n`);
+    for (const t of table) process.stdout.write(`${line(t)}\n`);
+    process.stdout.write('\nbytes per operation, both directions where not split; real matrix-js-sdk requests, real Synapse responses.\n');
+  }
+} finally {
+  await host?.close();
+  await gateway?.close();
+  await hs?.stop();
+}
+process.exit(0);
