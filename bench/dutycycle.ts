@@ -27,7 +27,7 @@ import { resolveChannel, type RegionId } from '../src/scheduler/regions.ts';
 import { TxQueue, type Priority } from '../src/scheduler/tx-queue.ts';
 import { isTrickleError } from '../src/errors.ts';
 
-interface Scenario {
+export interface Scenario {
   name: string;
   region: RegionId;
   freqHz: number;
@@ -38,7 +38,7 @@ interface Scenario {
   classShares?: Partial<Record<Priority, number>>;
 }
 
-const SCENARIOS: Scenario[] = [
+export const SCENARIOS: Scenario[] = [
   { name: 'eu868 1% (868.1 MHz SF9)', region: 'eu868', freqHz: 868_100_000, sf: 9, bandwidthHz: 125_000 },
   { name: 'eu868 10% (869.525 MHz SF9)', region: 'eu868', freqHz: 869_525_000, sf: 9, bandwidthHz: 125_000 },
   { name: 'us915 dwell (903.9 MHz SF7)', region: 'us915', freqHz: 903_900_000, sf: 7, bandwidthHz: 125_000 },

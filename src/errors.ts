@@ -27,6 +27,11 @@ export type ErrorCode =
   | 'ERR_MODEM_MTU'             // frame larger than the modem can carry
   | 'ERR_MODEM_CONFIG'          // configuration rejected or read back different
   | 'ERR_MODEM_TIMEOUT'         // modem did not answer
+  | 'ERR_KISS_COMMAND'          // KISS frame from the TNC that is not a data frame for our port
+  | 'ERR_AX25_ADDRESS'          // malformed AX.25 address field (bad character, padding, too many digipeaters)
+  | 'ERR_AX25_NOT_UI'           // AX.25 frame other than UI (connected mode I/S/U frames): not ours to handle
+  | 'ERR_AX25_PID'              // UI frame whose PID is not 0xF0 "no layer 3" (IP 0xCC, NET/ROM 0xCF, …)
+  | 'ERR_AX25_NOT_OURS'         // valid UI frame for another destination (or our own source echoed back)
   // scheduler
   | 'ERR_DUTY_CYCLE'            // budget spent; retry later
   | 'ERR_DWELL_TIME'            // single transmission exceeds the dwell limit
@@ -62,6 +67,7 @@ export type ErrorCode =
   | 'ERR_INFLATE_LIMIT'         // inflated output over its bound
   | 'ERR_DICTIONARY_MISMATCH'   // peers disagree on the preset dictionary
   | 'ERR_PATH_ENUM'             // unknown path enum
+  | 'ERR_HANDLE_UNKNOWN'        // a session handle this side does not have
   // matrix / host / gateway
   | 'ERR_MATRIX_REQUEST'        // local request cannot be carried (bad method, body, …)
   | 'ERR_HOMESERVER_UNREACHABLE'

@@ -521,7 +521,10 @@ export class TxQueue {
     } catch {
       next = now;
     }
-    const hourUsed = this.hourLedger.usage(now)[0]!.usedMs;
+    // The main ledger is authoritative for an hourly limit (it may hold airtime restored from before
+    // a restart); the accounting ledger covers channels without one.
+    const dcUse = this.ledger.usage(now).find((u) => u.kind === 'duty-cycle' && u.windowMs === HOUR_MS);
+    const hourUsed = dcUse ? dcUse.usedMs : this.hourLedger.usage(now)[0]!.usedMs;
     const perHour = this.rules.dutyCycle === null ? null : this.rules.dutyCycle * HOUR_MS;
     const sendable = this.busy ? 0 : this.ledger.maxAirtimeAt(now);
     const queue = {} as Record<Priority, QueueClassStatus>;

@@ -37,6 +37,18 @@
  * delivered twice (the cost: up to `margin` of the peer's frames after our restart are dropped
  * and retransmitted by CoAP). The snapshot must be durably stored before the next seal/open.
  * margin ≤ 128 keeps a peer's restart jump inside our 192-nonce look-ahead.
+ *
+ * Link frame format (`nonceBits: 7`, used by SecureLink, secure-link.ts): the first byte is
+ * 0b0nnnnnnn, its top bit 0 marking a transport frame (control frames have it set), its low 7
+ * bits the nonce's low bits; the byte itself is bound as associated data (ad = byte0 ‖ header),
+ * so flipping the kind bit or the nonce bits fails the tag. The window is then 32 nonces back
+ * and 96 ahead (32 + 96 = 128), persistMargin ≤ 96 (default 32).
+ *
+ * Resynchronisation (`resyncWraps: R`, 0..16): a frame whose in-window candidate fails the tag
+ * (or is a replay) is also tried at the candidates 1..R wraps (2^nonceBits) further ahead, so
+ * a long fade (up to look-ahead + R·2^nonceBits lost frames) or a peer's restart jump does not
+ * wedge the session. The price is R extra AEAD trials for a forged frame and log2(R+1) bits off
+ * the 128-bit forgery bound (Poly1305: ≈ 2^-100 per trial for short frames).
  */
 import { TrickleError, WireError } from '../errors.ts';
 import { concatBytes, fromHex, toHex } from '../util/bytes.ts';
@@ -49,16 +61,25 @@ export type TransportMode = 'encrypt' | 'authenticate';
 export const NONCE_WIRE_LEN = 1;
 /** Bytes a frame adds to its payload: the nonce byte and the AEAD tag. */
 export const FRAME_OVERHEAD = NONCE_WIRE_LEN + TAG_LEN;
-/** Nonces at and below the highest accepted one that the replay bitmap remembers. */
+/** Nonces at and below the highest accepted one that the replay bitmap remembers (8-bit format). */
 export const REPLAY_WINDOW = 64;
 /** How far past the highest accepted nonce a frame may be (256 − REPLAY_WINDOW). */
 export const NONCE_LOOKAHEAD = 256 - REPLAY_WINDOW;
 export const DEFAULT_REKEY_INTERVAL_LOG2 = 16;
 export const DEFAULT_PERSIST_MARGIN = 64;
 export const MAX_PERSIST_MARGIN = 128;
+export const MAX_RESYNC_WRAPS = 16;
+
+export type NonceBits = 7 | 8;
+
+/** Window geometry per on-air nonce width: window + lookAhead = 2^bits. */
+export const NONCE_FORMATS: Readonly<Record<NonceBits, { readonly window: number; readonly lookAhead: number; readonly defaultMargin: number; readonly maxMargin: number }>> = Object.freeze({
+  8: Object.freeze({ window: REPLAY_WINDOW, lookAhead: NONCE_LOOKAHEAD, defaultMargin: DEFAULT_PERSIST_MARGIN, maxMargin: MAX_PERSIST_MARGIN }),
+  7: Object.freeze({ window: 32, lookAhead: 96, defaultMargin: 32, maxMargin: 96 }),
+});
+
 /** Largest nonce a message may use: 2^64 − 1 is reserved (§5.1). */
 const LAST_MESSAGE_NONCE = MAX_NONCE - 1n;
-const BITMAP_MASK = (1n << BigInt(REPLAY_WINDOW)) - 1n;
 
 export interface TransportOptions {
   readonly mode?: TransportMode;
@@ -68,6 +89,10 @@ export interface TransportOptions {
   readonly persistMargin?: number;
   /** Called synchronously with a snapshot that must be durable when the call returns. */
   readonly persist?: (snapshot: TransportSnapshot) => void;
+  /** On-air nonce bits: 8 (byte 0 = nonce low byte) or 7 (byte 0 = 0b0nnnnnnn, bound as AD). Default 8. */
+  readonly nonceBits?: NonceBits;
+  /** Extra candidates, in wraps of 2^nonceBits ahead, tried when the in-window one fails (0..16, default 0). */
+  readonly resyncWraps?: number;
 }
 
 /** Plain JSON: bigints are decimal strings, keys are hex. */
@@ -76,6 +101,9 @@ export interface TransportSnapshot {
   readonly mode: TransportMode;
   readonly rekeyIntervalLog2: number;
   readonly persistMargin: number;
+  /** Absent in snapshots of the 8-bit format written before it existed. */
+  readonly nonceBits?: NonceBits;
+  readonly resyncWraps?: number;
   readonly send: { readonly nonce: string; readonly epoch: string; readonly key: string };
   readonly receive: {
     /** Highest accepted nonce, "-1" if none. */
@@ -93,18 +121,27 @@ interface Settings {
   k: bigint;
   margin: bigint;
   persist: ((s: TransportSnapshot) => void) | undefined;
+  nonceBits: NonceBits;
+  resyncWraps: number;
 }
 
-function settings(opts: TransportOptions | undefined, fallback?: TransportSnapshot): Settings {
-  const mode = opts?.mode ?? fallback?.mode ?? 'encrypt';
-  const k = opts?.rekeyIntervalLog2 ?? fallback?.rekeyIntervalLog2 ?? DEFAULT_REKEY_INTERVAL_LOG2;
-  const margin = opts?.persistMargin ?? fallback?.persistMargin ?? DEFAULT_PERSIST_MARGIN;
+function settings(opts: TransportOptions | undefined): Settings {
+  const mode = opts?.mode ?? 'encrypt';
+  const nonceBits = opts?.nonceBits ?? 8;
+  if (nonceBits !== 7 && nonceBits !== 8) throw stateError(`nonceBits must be 7 or 8, got ${String(nonceBits)}`);
+  const fmt = NONCE_FORMATS[nonceBits];
+  const k = opts?.rekeyIntervalLog2 ?? DEFAULT_REKEY_INTERVAL_LOG2;
+  const margin = opts?.persistMargin ?? fmt.defaultMargin;
+  const resyncWraps = opts?.resyncWraps ?? 0;
   if (mode !== 'encrypt' && mode !== 'authenticate') throw stateError(`mode must be "encrypt" or "authenticate", got ${String(mode)}`);
   if (!Number.isInteger(k) || k < 8 || k > 62) throw stateError(`rekeyIntervalLog2 must be an integer in 8..62, got ${k}`);
-  if (!Number.isInteger(margin) || margin < 1 || margin > MAX_PERSIST_MARGIN) {
-    throw stateError(`persistMargin must be an integer in 1..${MAX_PERSIST_MARGIN}, got ${margin}`);
+  if (!Number.isInteger(margin) || margin < 1 || margin > fmt.maxMargin) {
+    throw stateError(`persistMargin must be an integer in 1..${fmt.maxMargin}, got ${margin}`);
   }
-  return { mode, k: BigInt(k), margin: BigInt(margin), persist: opts?.persist };
+  if (!Number.isInteger(resyncWraps) || resyncWraps < 0 || resyncWraps > MAX_RESYNC_WRAPS) {
+    throw stateError(`resyncWraps must be an integer in 0..${MAX_RESYNC_WRAPS}, got ${resyncWraps}`);
+  }
+  return { mode, k: BigInt(k), margin: BigInt(margin), persist: opts?.persist, nonceBits, resyncWraps };
 }
 
 function stateError(message: string, detail?: Record<string, unknown>): TrickleError {
@@ -128,16 +165,24 @@ interface InitialState {
 export class SecureTransport {
   readonly mode: TransportMode;
   readonly rekeyIntervalLog2: number;
+  readonly nonceBits: NonceBits;
+  readonly resyncWraps: number;
   readonly #cipher: CipherFunction = ChaChaPoly;
   readonly #k: bigint;
   readonly #margin: bigint;
   readonly #persist: ((s: TransportSnapshot) => void) | undefined;
+  readonly #window: bigint;
+  readonly #bitmapMask: bigint;
   #s: InitialState;
   #closed = false;
 
   private constructor(st: Settings, state: InitialState) {
     this.mode = st.mode;
     this.rekeyIntervalLog2 = Number(st.k);
+    this.nonceBits = st.nonceBits;
+    this.resyncWraps = st.resyncWraps;
+    this.#window = BigInt(NONCE_FORMATS[st.nonceBits].window);
+    this.#bitmapMask = (1n << this.#window) - 1n;
     this.#k = st.k;
     this.#margin = st.margin;
     this.#persist = st.persist;
@@ -194,12 +239,14 @@ export class SecureTransport {
   static importState(snapshot: TransportSnapshot, opts?: { readonly persist?: (snapshot: TransportSnapshot) => void }): SecureTransport {
     const bad = (what: string): TrickleError => stateError(`invalid transport snapshot: ${what}`);
     if (snapshot === null || typeof snapshot !== 'object' || snapshot.version !== 1) throw bad('version');
-    // mode, K and margin come from the snapshot: the margin in force when it was taken bounds
-    // what may have been used since.
+    // mode, K, margin and format come from the snapshot: the margin in force when it was taken
+    // bounds what may have been used since.
     const st = settings({
       mode: snapshot.mode,
       rekeyIntervalLog2: snapshot.rekeyIntervalLog2,
       persistMargin: snapshot.persistMargin,
+      nonceBits: snapshot.nonceBits ?? 8,
+      resyncWraps: snapshot.resyncWraps ?? 0,
       ...(opts?.persist !== undefined ? { persist: opts.persist } : {}),
     });
     const margin = st.margin;
@@ -230,7 +277,7 @@ export class SecureTransport {
       recvEpoch,
       recvPrevKey: receive.previousKey === null ? null : key(receive.previousKey, 'receive.previousKey'),
       highest,
-      bitmap: BITMAP_MASK,
+      bitmap: (1n << BigInt(NONCE_FORMATS[st.nonceBits].window)) - 1n,
       // Nothing may be sent or delivered before a snapshot taken after this import is durable:
       // a second restart from the same snapshot would otherwise reuse nonces / replay frames.
       sendLimit: sendNonce,
@@ -270,12 +317,14 @@ export class SecureTransport {
       s.sendKey = next;
       s.sendEpoch++;
     }
+    const byte0 = Number(n & ((1n << BigInt(this.nonceBits)) - 1n));
+    const ad = this.#ad(byte0, header);
     const body = this.mode === 'encrypt'
-      ? this.#cipher.encrypt(s.sendKey, n, header, plaintext)
-      : concatBytes(plaintext, this.#cipher.encrypt(s.sendKey, n, authOnlyAd(header, plaintext), new Uint8Array(0)));
+      ? this.#cipher.encrypt(s.sendKey, n, ad, plaintext)
+      : concatBytes(plaintext, this.#cipher.encrypt(s.sendKey, n, authOnlyAd(ad, plaintext), new Uint8Array(0)));
     s.sendNonce = n + 1n;
     const frame = new Uint8Array(NONCE_WIRE_LEN + body.length);
-    frame[0] = Number(n & 0xffn);
+    frame[0] = byte0;
     frame.set(body, NONCE_WIRE_LEN);
     return frame;
   }
@@ -291,46 +340,79 @@ export class SecureTransport {
     if (frame.length < FRAME_OVERHEAD) {
       throw new WireError('ERR_NOISE_DECRYPT', 'secure', `frame of ${frame.length} bytes is shorter than the ${FRAME_OVERHEAD}-byte overhead`);
     }
-    const n = reconstructNonce(s.highest, frame[0]!);
-    if (n < 0n) throw new WireError('ERR_NOISE_REPLAY', 'secure', 'nonce older than the replay window');
-    if (n > LAST_MESSAGE_NONCE) throw new WireError('ERR_NOISE_NONCE', 'secure', 'nonce beyond the last usable value');
-    if (n <= s.highest) {
-      const bit = 1n << (s.highest - n);
-      if ((s.bitmap & bit) !== 0n) throw new WireError('ERR_NOISE_REPLAY', 'secure', 'nonce already accepted', { nonce: n.toString() });
+    const byte0 = frame[0]!;
+    if (this.nonceBits === 7 && (byte0 & 0x80) !== 0) {
+      throw new WireError('ERR_NOISE_DECRYPT', 'secure', 'not a transport frame (kind bit set)');
     }
-    if (s.recvLimit !== null && n >= s.recvLimit && this.#persist === undefined) {
-      throw stateError('receive high-water mark not persisted: call exportState() and store it', { nonce: n.toString() });
+    const primary = reconstructNonce(s.highest, byte0, this.nonceBits);
+    // The in-window candidate first, then (resync) whole wraps further ahead.
+    let firstError: WireError | null = null;
+    const wrap = 1n << BigInt(this.nonceBits);
+    for (let j = 0; j <= this.resyncWraps; j++) {
+      const n = primary + BigInt(j) * wrap;
+      const refusal = this.#refuse(n);
+      if (refusal !== null) {
+        firstError ??= refusal;
+        continue;
+      }
+      if (s.recvLimit !== null && n >= s.recvLimit && this.#persist === undefined) {
+        throw stateError('receive high-water mark not persisted: call exportState() and store it', { nonce: n.toString() });
+      }
+      const out = this.#tryOpen(n, byte0, header, frame);
+      if (out !== null) return out;
+      firstError ??= new WireError('ERR_NOISE_DECRYPT', 'secure', 'AEAD authentication failed');
     }
+    throw firstError ?? new WireError('ERR_NOISE_DECRYPT', 'secure', 'AEAD authentication failed');
+  }
 
+  /** Why nonce n cannot be accepted before any crypto (null: worth a trial). */
+  #refuse(n: bigint): WireError | null {
+    const s = this.#s;
+    if (n < 0n) return new WireError('ERR_NOISE_REPLAY', 'secure', 'nonce older than the replay window');
+    if (n > LAST_MESSAGE_NONCE) return new WireError('ERR_NOISE_NONCE', 'secure', 'nonce beyond the last usable value');
+    if (n <= s.highest) {
+      if (s.highest - n >= this.#window) return new WireError('ERR_NOISE_REPLAY', 'secure', 'nonce older than the replay window');
+      const bit = 1n << (s.highest - n);
+      if ((s.bitmap & bit) !== 0n) return new WireError('ERR_NOISE_REPLAY', 'secure', 'nonce already accepted', { nonce: n.toString() });
+    }
+    const epoch = n >> this.#k;
+    if (epoch < s.recvEpoch && !(epoch === s.recvEpoch - 1n && s.recvPrevKey !== null)) {
+      return new WireError('ERR_NOISE_REPLAY', 'secure', 'nonce belongs to a retired key epoch');
+    }
+    return null;
+  }
+
+  /** Trial-open at nonce n; commits and returns the plaintext if the tag verifies, else null. */
+  #tryOpen(n: bigint, byte0: number, header: Uint8Array, frame: Uint8Array): Uint8Array | null {
+    const s = this.#s;
     // Derive (but do not yet adopt) the key of n's epoch: derived[i] is the key of recvEpoch + 1 + i.
     const epoch = n >> this.#k;
     const derived: Uint8Array[] = [];
     let key: Uint8Array;
     if (epoch === s.recvEpoch) key = s.recvKey;
     else if (epoch === s.recvEpoch - 1n && s.recvPrevKey !== null) key = s.recvPrevKey;
-    else if (epoch > s.recvEpoch) {
+    else {
       key = s.recvKey;
       for (let e = s.recvEpoch; e < epoch; e++) {
         key = this.#cipher.rekey(key);
         derived.push(key);
       }
-    } else {
-      throw new WireError('ERR_NOISE_REPLAY', 'secure', 'nonce belongs to a retired key epoch');
     }
 
+    const ad = this.#ad(byte0, header);
     const body = frame.subarray(NONCE_WIRE_LEN);
     let plaintext: Uint8Array;
     try {
       if (this.mode === 'encrypt') {
-        plaintext = this.#cipher.decrypt(key, n, header, body);
+        plaintext = this.#cipher.decrypt(key, n, ad, body);
       } else {
         const payload = body.subarray(0, body.length - TAG_LEN);
-        this.#cipher.decrypt(key, n, authOnlyAd(header, payload), body.subarray(body.length - TAG_LEN));
+        this.#cipher.decrypt(key, n, authOnlyAd(ad, payload), body.subarray(body.length - TAG_LEN));
         plaintext = payload.slice();
       }
-    } catch (e) {
+    } catch {
       for (const d of derived) d.fill(0);
-      throw e;
+      return null;
     }
 
     // Authentic: commit.
@@ -345,18 +427,23 @@ export class SecureTransport {
     }
     if (n > s.highest) {
       const shift = n - s.highest;
-      s.bitmap = shift >= BigInt(REPLAY_WINDOW) ? 1n : ((s.bitmap << shift) | 1n) & BITMAP_MASK;
+      s.bitmap = shift >= this.#window ? 1n : ((s.bitmap << shift) | 1n) & this.#bitmapMask;
       s.highest = n;
     } else {
       s.bitmap |= 1n << (s.highest - n);
     }
     // Forward secrecy: drop the previous epoch's key once the window no longer reaches it.
-    if (s.recvPrevKey !== null && (s.highest - BigInt(REPLAY_WINDOW - 1)) >> this.#k >= s.recvEpoch) {
+    if (s.recvPrevKey !== null && (s.highest - (this.#window - 1n)) >> this.#k >= s.recvEpoch) {
       s.recvPrevKey.fill(0);
       s.recvPrevKey = null;
     }
     if (s.recvLimit !== null && s.highest >= s.recvLimit) this.#runPersist();
     return plaintext;
+  }
+
+  /** Associated data: the header (8-bit format); byte 0 ‖ header (7-bit link format). */
+  #ad(byte0: number, header: Uint8Array): Uint8Array {
+    return this.nonceBits === 8 ? header : concatBytes(new Uint8Array([byte0]), header);
   }
 
   /**
@@ -373,6 +460,8 @@ export class SecureTransport {
       mode: this.mode,
       rekeyIntervalLog2: this.rekeyIntervalLog2,
       persistMargin: Number(this.#margin),
+      ...(this.nonceBits !== 8 ? { nonceBits: this.nonceBits } : {}),
+      ...(this.resyncWraps !== 0 ? { resyncWraps: this.resyncWraps } : {}),
       send: { nonce: s.sendNonce.toString(), epoch: s.sendEpoch.toString(), key: toHex(s.sendKey) },
       receive: {
         highest: s.highest.toString(),
@@ -409,12 +498,13 @@ export class SecureTransport {
 }
 
 /**
- * The full nonce for an on-air low byte: the unique n ≡ low (mod 256) with
- * highest − (REPLAY_WINDOW − 1) ≤ n ≤ highest + NONCE_LOOKAHEAD. May be negative (none valid).
+ * The full nonce for on-air low bits: the unique n ≡ low (mod 2^bits) with
+ * highest − (window − 1) ≤ n ≤ highest + lookAhead (NONCE_FORMATS). May be negative (none valid).
  */
-export function reconstructNonce(highest: bigint, low: number): bigint {
-  const lo = highest - BigInt(REPLAY_WINDOW - 1);
-  const diff = (BigInt(low & 0xff) - lo) & 0xffn; // (low − lo) mod 256, two's-complement safe
+export function reconstructNonce(highest: bigint, low: number, nonceBits: NonceBits = 8): bigint {
+  const mask = (1n << BigInt(nonceBits)) - 1n;
+  const lo = highest - BigInt(NONCE_FORMATS[nonceBits].window - 1);
+  const diff = (BigInt(low) - lo) & mask; // (low − lo) mod 2^bits, two's-complement safe
   return lo + diff;
 }
 
