@@ -427,7 +427,7 @@ export class TxQueue {
       }
       if (cands.length >= PACK_CANDIDATES) break;
     }
-    const capacity = maxLen - packedLength([head.payload.length]); // each added message costs len + 1
+    const capacity = maxLen - head.payload.length - 1; // the container byte; each added message costs len + 1
     if (cands.length === 0 || capacity <= 1) return firstFit;
     const n = cands.length;
     const value = cands.map((it, i) => {

@@ -226,6 +226,16 @@ export class KissModem implements Modem {
     return { wireBytes: wire.length };
   }
 
+  /**
+   * On air: the 16-byte AX.25 header and the 2-byte FCS the TNC appends (HDLC flags, bit
+   * stuffing and TXDELAY are the PHY's, as a LoRa preamble is). Serial only: KISS framing.
+   * (The bytes written to the TNC are payload + header + serial framing: the FCS is not.)
+   */
+  framingOverhead(payload: Uint8Array): { onAir: number; serial: number } {
+    const o = kissFramingOverhead(payload, this.config.port);
+    return { onAir: o.onAirHeaderBytes + o.onAirFcsBytes, serial: o.serialFramingBytes };
+  }
+
   onFrame(listener: (frame: Uint8Array, meta: ReceivedFrameMeta) => void): void { this.frameListeners.push(listener); }
 
   onDrop(listener: (code: ErrorCode, detail: Record<string, unknown>) => void): void { this.dropListeners.push(listener); }

@@ -4,11 +4,17 @@ import { MAX_PACKED_MESSAGES, packedLength, packFrame, unpackFrame } from '../..
 import { isTrickleError, WireError } from '../../../src/errors.ts';
 
 describe('packing container v1', () => {
-  it('lays out count, inner lengths, last message without a length', () => {
+  it('lays out the container byte, inner lengths, last message without a length', () => {
     const f = packFrame([Uint8Array.of(0xaa), Uint8Array.of(0xbb, 0xcc), Uint8Array.of(0xdd)]);
-    expect([...f]).toEqual([3, 1, 0xaa, 2, 0xbb, 0xcc, 0xdd]);
-    expect([...packFrame([Uint8Array.of(9, 8)])]).toEqual([1, 9, 8]);
+    expect([...f]).toEqual([0xf1, 1, 0xaa, 2, 0xbb, 0xcc, 0xdd]);
     expect(packedLength([1, 2, 1])).toBe(7);
+  });
+
+  it('sends a lone message as it is, with no overhead', () => {
+    expect([...packFrame([Uint8Array.of(9, 8)])]).toEqual([9, 8]);
+    expect(packedLength([14])).toBe(14);
+    expect(unpackFrame(Uint8Array.of(0x40, 1, 2)).map((m) => [...m])).toEqual([[0x40, 1, 2]]);
+    expect(() => packFrame([Uint8Array.of(0xf0, 1)])).toThrow(RangeError);
   });
 
   it('round-trips any 1..16 non-empty messages (property)', () => {
@@ -17,6 +23,7 @@ describe('packing container v1', () => {
       fc.uint8Array({ minLength: 1, maxLength: 600 }),
       (inner, last) => {
         const msgs = [...inner.slice(0, -1), last];
+        if (msgs.length === 1) msgs[0]![0] = msgs[0]![0]! % 0xf0; // lone messages start below 0xF0
         const f = packFrame(msgs);
         expect(f.length).toBe(packedLength(msgs.map((m) => m.length)));
         expect(unpackFrame(f).map((m) => [...m])).toEqual(msgs.map((m) => [...m]));
@@ -26,7 +33,7 @@ describe('packing container v1', () => {
 
   it('rejects malformed frames with a WireError, never truncates', () => {
     const bad: number[][] = [
-      [], [1], [0, 1], [17, 1, 1], [2, 0, 1], [2, 5, 1, 2], [2, 1, 7], [3, 1, 7, 1, 8],
+      [], [0xf0, 1], [0xff, 1, 1], [0xf0, 0, 1], [0xf0, 5, 1, 2], [0xf0, 1, 7], [0xf1, 1, 7, 1, 8],
     ];
     for (const b of bad) {
       let err: unknown;

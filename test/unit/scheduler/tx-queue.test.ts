@@ -162,8 +162,8 @@ describe('TxQueue: packing', () => {
     const clock = new FakeClock();
     const us = resolveChannel('us915', 903_900_000, 125_000).rules;
     const q = new TxQueue({ clock, rules: us, maxFrameLen: 255, frameAirtimeMs: (n) => loraAirtimeMs({ payloadBytes: n, sf: 10, bandwidthHz: 125_000, codingRate: 5 }), transmit: async () => {} });
-    await expect(q.enqueue(bytes(30), { priority: 'sync' })).rejects.toMatchObject({ code: 'ERR_DWELL_TIME' });
-    await expect(q.enqueue(bytes(23), { priority: 'sync' })).resolves.toMatchObject({ frameLen: 24 });
+    await expect(q.enqueue(bytes(25), { priority: 'sync' })).rejects.toMatchObject({ code: 'ERR_DWELL_TIME' });
+    await expect(q.enqueue(bytes(24), { priority: 'sync' })).resolves.toMatchObject({ frameLen: 24 }); // a lone message has no container byte
   });
 });
 
