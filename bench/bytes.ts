@@ -51,7 +51,7 @@ let gateway: Gateway | undefined;
 try {
   hs = await startSynapse();
   const [hostLink, gatewayLink] = createMemoryLinkPair('bench');
-  const radio = { baudRate: 9600, maxFrameLen: 255, airBitrateBps: 2400, maxBodyBytes: 16 << 20 };
+  const radio = { baudRate: 9600, maxFrameLen: 255, radio: { region: 'none', bandwidthHz: 125_000, sf: 9, codingRate: 5 }, maxBodyBytes: 16 << 20 };
   gateway = await startGateway({ link: gatewayLink, homeserverUrl: hs.baseUrl, ...radio, homeserverTimeoutMs: 60_000, logger });
   host = await startHost({ link: hostLink, listenHost: '127.0.0.1', listenPort: 0, ...radio, requestTimeoutMs: 60_000, logger });
   const hostUrl = `http://127.0.0.1:${host.port}`;

@@ -79,8 +79,8 @@ export async function runDemo(_argv: string[] = []): Promise<number> {
     out(`   Synapse is at ${hs.baseUrl}`);
     pair = await createPtyPair();
     out(`2. The "radio": a socat PTY pair, ${pair.a} <-> ${pair.b}`);
-    gateway = await startGateway({ device: pair.b, homeserverUrl: hs.baseUrl, baudRate: 9600, maxFrameLen: 255, airBitrateBps: 2400, maxBodyBytes: 16 << 20, homeserverTimeoutMs: 60_000, logger });
-    host = await startHost({ device: pair.a, listenHost: '127.0.0.1', listenPort: 0, baudRate: 9600, maxFrameLen: 255, airBitrateBps: 2400, maxBodyBytes: 16 << 20, requestTimeoutMs: 120_000, logger });
+    gateway = await startGateway({ device: pair.b, homeserverUrl: hs.baseUrl, baudRate: 9600, maxFrameLen: 255, radio: { region: 'none', bandwidthHz: 125_000, sf: 9, codingRate: 5 }, maxBodyBytes: 16 << 20, homeserverTimeoutMs: 60_000, logger });
+    host = await startHost({ device: pair.a, listenHost: '127.0.0.1', listenPort: 0, baudRate: 9600, maxFrameLen: 255, radio: { region: 'none', bandwidthHz: 125_000, sf: 9, codingRate: 5 }, maxBodyBytes: 16 << 20, requestTimeoutMs: 120_000, logger });
     host.onExchange((rep) => exchanges.push(rep));
     const hostUrl = `http://127.0.0.1:${host.port}`;
     out(`3. trickle gateway on ${pair.b} -> ${hs.baseUrl}`);

@@ -8,10 +8,15 @@ import { isTrickleError } from '../errors.ts';
 import { parseFlags, intFlag, hostPortFlag, requiredFlag } from './args.ts';
 import { startHost } from '../host/host.ts';
 import { startGateway } from '../gateway/gateway.ts';
+import { DEFAULT_RADIO } from '../coap/radio-stack.ts';
 
 const COMMON_USAGE = `  --baud N           UART speed of the modem (default 9600)
   --max-frame N      largest radio frame payload in bytes (default 255)
-  --air-bitrate N    over-the-air data rate in bit/s, sizes retransmission timers (default 2400)
+  --region R         eu868 (default), us915, as923, or none for a cable/loopback with no airtime rules
+  --freq HZ          channel centre frequency (default: the region's default, 869525000 in eu868)
+  --bw HZ            LoRa bandwidth (default 125000)
+  --sf N             LoRa spreading factor 5-12 (default 9)
+  --cr N             LoRa coding rate 4/N, N = 5-8 (default 5)
   --max-body-bytes N largest request or response body carried (default 16777216)`;
 
 const HOST_USAGE = `usage: trickle host --device PATH [--listen HOST:PORT]
@@ -42,7 +47,11 @@ const COMMON_OPTIONS = {
   device: { type: 'string' },
   baud: { type: 'string' },
   'max-frame': { type: 'string' },
-  'air-bitrate': { type: 'string' },
+  region: { type: 'string' },
+  freq: { type: 'string' },
+  bw: { type: 'string' },
+  sf: { type: 'string' },
+  cr: { type: 'string' },
   'max-body-bytes': { type: 'string' },
   listen: { type: 'string' },
 } as const;
@@ -51,7 +60,13 @@ function common(flags: Record<string, string | boolean | undefined>) {
   return {
     baudRate: intFlag(flags, 'baud', 9600, 50, 4_000_000),
     maxFrameLen: intFlag(flags, 'max-frame', 255, 32, 65_535),
-    airBitrateBps: intFlag(flags, 'air-bitrate', 2400, 1, 10_000_000),
+    radio: {
+      region: (flags['region'] as string | undefined) ?? DEFAULT_RADIO.region,
+      ...(flags['freq'] !== undefined ? { freqHz: intFlag(flags, 'freq', 0, 1, 10_000_000_000) } : {}),
+      bandwidthHz: intFlag(flags, 'bw', DEFAULT_RADIO.bandwidthHz, 7_800, 500_000),
+      sf: intFlag(flags, 'sf', DEFAULT_RADIO.sf, 5, 12),
+      codingRate: intFlag(flags, 'cr', DEFAULT_RADIO.codingRate, 5, 8),
+    },
     maxBodyBytes: intFlag(flags, 'max-body-bytes', 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
   };
 }

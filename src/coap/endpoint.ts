@@ -48,9 +48,10 @@ import {
   ACK, CON, EMPTY, NON, Opt, RST, Response, codeToString, isRequestCode, isResponseCode, type CoapType,
 } from './numbers.ts';
 import {
-  decodeMessage, encodeMessage, getOption, getUintOption, uintOption, withoutOptions,
-  type CoapMessage, type CoapOption,
+  getOption, getUintOption, rfc7252Codec, uintOption, withoutOptions,
+  type CoapMessage, type CoapOption, type WireCodec,
 } from './message.ts';
+import { sequenceToken } from './compact.ts';
 import {
   BLOCK_NUM_MAX, blockOption, blockSize, chooseBlockSzx, decodeBlock, type BlockValue,
 } from './block.ts';
@@ -153,8 +154,33 @@ export interface CoapEndpointOptions {
   readonly exchangeLifetimeMs?: number;
   /** Bound for block-wise reassembly in both directions. Default 256 KiB. */
   readonly maxBodyBytes?: number;
-  /** Token length of requests this side sends, 1–8. Default 2. */
+  /**
+   * How request tokens are made (RFC 7252 §5.3.1 leaves it to the client):
+   *  - 'sequence' (default): the endpoint numbers every CON/NON it originates with a
+   *    32-bit sequence number S (Message ID = S mod 2^16) and a request's token is the
+   *    4-byte big-endian S of its first message. Tokens are unique and strictly
+   *    increasing for the endpoint's life (2^32 messages); the peer reads the number
+   *    back with tokenSequence() (the gateway derives Matrix txn ids from it), and the
+   *    compact codec carries mid and token of a fresh request in one byte. Tokens are
+   *    guessable: the security layer below authenticates every frame, so RFC 7252
+   *    §5.3.1's spoofing argument does not apply.
+   *  - 'random': `tokenLength` random bytes, Message IDs from a random start (§4.4).
+   */
+  readonly tokenMode?: 'sequence' | 'random';
+  /**
+   * 'sequence' mode: the first sequence number (default 1). To resume a session after
+   * a restart, pass the `nextSequence` saved before it, so tokens never repeat.
+   */
+  readonly sequenceStart?: number;
+  /** Token length of requests in 'random' mode, 1–8. Default 2. */
   readonly tokenLength?: number;
+  /**
+   * Message ⇄ frame codec. Default RFC 7252 (`rfc7252Codec`); the radio uses the
+   * compact form (`compactWireCodec()` from compact.ts, one per peer and session).
+   * Every frame, retransmissions and re-sent replies included, is encoded at the
+   * moment it is handed to `send`; sizes are fitted with `sizeBound`.
+   */
+  readonly wireCodec?: WireCodec;
   /** Default for RequestOptions.responseTimeoutMs. Default exchangeLifetimeMs. */
   readonly responseTimeoutMs?: number;
 }
@@ -166,7 +192,8 @@ const EMPTY_BYTES = new Uint8Array(0);
 
 interface Transmission {
   readonly mid: number;
-  readonly frame: Uint8Array;
+  /** Encoded anew for every (re)transmission (a stateful codec may choose another form). */
+  readonly msg: CoapMessage;
   /** For requests: a piggybacked response must carry this token. */
   readonly token: Uint8Array | undefined;
   retransmits: number;
@@ -179,8 +206,8 @@ interface Transmission {
 
 interface SeenEntry {
   expiresAt: number;
-  /** The frame that answered this message, re-sent on duplicates. */
-  reply: Uint8Array | undefined;
+  /** The message that answered this message, re-sent (re-encoded) on duplicates. */
+  reply: CoapMessage | undefined;
   /** False while a handler runs: such entries never expire. */
   done: boolean;
 }
@@ -255,8 +282,13 @@ export class CoapEndpoint {
   private readonly maxBodyBytes: number;
   private readonly tokenLength: number;
   private readonly defaultResponseTimeoutMs: number;
+  private readonly codec: WireCodec;
+  private readonly sequenceMode: boolean;
 
+  /** 'random' mode: the next Message ID. */
   private nextMid: number;
+  /** 'sequence' mode: the next sequence number (uint32). */
+  private nextSeq: number;
   private closed = false;
   private handler: RequestHandler | undefined;
   private readonly dropListeners = new Set<(d: CoapDrop) => void>();
@@ -287,7 +319,18 @@ export class CoapEndpoint {
     this.randomBytes = opts.randomBytes;
     this.sendFn = opts.send;
     this.maxFrameLen = positive('maxFrameLen', opts.maxFrameLen, 0, 32);
-    this.tokenLength = positive('tokenLength', opts.tokenLength, 2, 1);
+    this.codec = opts.wireCodec ?? rfc7252Codec;
+    const mode = opts.tokenMode ?? 'sequence';
+    if (mode !== 'sequence' && mode !== 'random') {
+      throw new ConfigError(`coap: tokenMode must be 'sequence' or 'random', got ${String(mode)}`, { key: 'tokenMode' });
+    }
+    this.sequenceMode = mode === 'sequence';
+    const start = opts.sequenceStart ?? 1;
+    if (!Number.isInteger(start) || start < 0 || start > 0xffffffff) {
+      throw new ConfigError(`coap: sequenceStart must be an integer 0..2^32-1, got ${start}`, { key: 'sequenceStart' });
+    }
+    this.nextSeq = start;
+    this.tokenLength = this.sequenceMode ? 4 : positive('tokenLength', opts.tokenLength, 2, 1);
     if (!Number.isInteger(this.tokenLength) || this.tokenLength > 8) {
       throw new ConfigError(`coap: tokenLength must be an integer 1–8, got ${this.tokenLength}`, { key: 'tokenLength' });
     }
@@ -328,6 +371,14 @@ export class CoapEndpoint {
   onDrop(listener: (drop: CoapDrop) => void): () => void {
     this.dropListeners.add(listener);
     return () => { this.dropListeners.delete(listener); };
+  }
+
+  /**
+   * 'sequence' mode: the sequence number the next CON/NON this endpoint originates
+   * will carry (the next request's token is at least this). Save it to resume.
+   */
+  get nextSequence(): number {
+    return this.nextSeq;
   }
 
   /** A snapshot of the counters. */
@@ -419,7 +470,31 @@ export class CoapEndpoint {
     }
   }
 
+  /** Encode now (a stateful codec sees frames in sending order) and send. */
+  private sendMessage(msg: CoapMessage): void {
+    let frame: Uint8Array;
+    try {
+      frame = this.codec.encode(msg);
+    } catch {
+      // Encoded once before (or built here from valid parts): cannot happen; count it as lost.
+      this.counters.sendErrors++;
+      return;
+    }
+    this.sendFrame(frame);
+  }
+
+  /** Upper bound of the message's frame length with this codec. */
+  private sizeOf(msg: CoapMessage): number {
+    return (this.codec.sizeBound ?? rfc7252Codec.sizeBound!)(msg);
+  }
+
   private allocMid(): number {
+    if (this.sequenceMode) {
+      let seq = this.nextSeq;
+      for (let i = 0; i < 0x10000 && this.outgoing.has(seq & 0xffff); i++) seq = (seq + 1) >>> 0;
+      this.nextSeq = (seq + 1) >>> 0;
+      return seq & 0xffff;
+    }
     let mid = this.nextMid;
     for (let i = 0; i < 0x10000 && this.outgoing.has(mid); i++) mid = (mid + 1) & 0xffff;
     this.nextMid = (mid + 1) & 0xffff;
@@ -432,22 +507,26 @@ export class CoapEndpoint {
   }
 
   private newTransmission(
-    mid: number, frame: Uint8Array, token: Uint8Array | undefined,
+    msg: CoapMessage, token: Uint8Array | undefined,
     handlers: Pick<Transmission, 'onAck' | 'onReset' | 'onGiveUp'>,
   ): Transmission {
-    const base = this.ackTimeout(frame.length);
     return {
-      mid, frame, token, retransmits: 0, timer: undefined,
-      timeoutMs: base * (1 + (this.ackRandomFactor - 1) * this.random01()),
+      mid: msg.mid, msg, token, retransmits: 0, timer: undefined, timeoutMs: 0,
       ...handlers,
     };
   }
 
-  /** Register, arm, then send (in that order, so a synchronous ACK finds it registered). */
+  /**
+   * Encode, register, arm, then send (in that order, so a synchronous ACK finds it
+   * registered). The timeout derives from the first frame's length. Throws when the
+   * message cannot be encoded (nothing is registered then).
+   */
   private startTransmission(tx: Transmission): void {
+    const frame = this.codec.encode(tx.msg);
+    tx.timeoutMs = this.ackTimeout(frame.length) * (1 + (this.ackRandomFactor - 1) * this.random01());
     this.outgoing.set(tx.mid, tx);
     this.armRetransmit(tx);
-    this.sendFrame(tx.frame);
+    this.sendFrame(frame);
   }
 
   private armRetransmit(tx: Transmission): void {
@@ -464,7 +543,7 @@ export class CoapEndpoint {
       tx.timeoutMs *= 2;
       this.counters.retransmissions++;
       this.armRetransmit(tx);
-      this.sendFrame(tx.frame);
+      this.sendMessage(tx.msg);
     });
   }
 
@@ -490,22 +569,23 @@ export class CoapEndpoint {
     }
   }
 
-  private sendEmpty(type: typeof ACK | typeof RST, mid: number): Uint8Array {
-    const frame = encodeMessage({ type, code: EMPTY, mid, token: EMPTY_BYTES, options: [], payload: EMPTY_BYTES });
-    this.sendFrame(frame);
-    return frame;
+  private sendEmpty(type: typeof ACK | typeof RST, mid: number): CoapMessage {
+    const msg: CoapMessage = { type, code: EMPTY, mid, token: EMPTY_BYTES, options: [], payload: EMPTY_BYTES };
+    this.sendMessage(msg);
+    return msg;
   }
 
   private receiveFrame(frame: Uint8Array): void {
     let msg: CoapMessage;
     try {
-      msg = decodeMessage(frame);
+      msg = this.codec.decode(frame);
     } catch (e) {
       const err = e instanceof WireError ? e : new WireError('ERR_COAP_FORMAT', 'coap', 'undecodable message');
       this.drop(err.code, frame.length, err);
-      // RFC 7252 §4.2: reject a CON we cannot process with RST, when its header is readable.
+      // RFC 7252 §4.2: reject a CON we cannot process with RST, when its header is
+      // readable. Only the RFC 7252 layout has a header readable without decoding.
       const b0 = frame[0];
-      if (frame.length >= 4 && b0 !== undefined && (b0 >> 6) === 1 && ((b0 >> 4) & 0x03) === CON) {
+      if (this.codec === rfc7252Codec && frame.length >= 4 && b0 !== undefined && (b0 >> 6) === 1 && ((b0 >> 4) & 0x03) === CON) {
         this.sendEmpty(RST, (frame[2]! << 8) | frame[3]!);
       }
       return;
@@ -523,7 +603,7 @@ export class CoapEndpoint {
     const dup = this.seen.get(msg.mid);
     if (dup) {
       this.counters.duplicates++;
-      if (dup.reply) this.sendFrame(dup.reply);
+      if (dup.reply) this.sendMessage(dup.reply);
       return;
     }
     const entry: SeenEntry = { expiresAt: this.clock.now() + this.exchangeLifetimeMs, reply: undefined, done: false };
@@ -555,6 +635,8 @@ export class CoapEndpoint {
   // -------------------------------------------------------------------------
 
   private freshToken(): Uint8Array {
+    // The first allocMid() after this (the request's first message) normally gets this S.
+    if (this.sequenceMode) return sequenceToken(this.nextSeq);
     for (let i = 0; i < 64; i++) {
       const t = this.randomBytes(this.tokenLength).slice(0, this.tokenLength);
       if (t.length !== this.tokenLength) break;
@@ -566,8 +648,8 @@ export class CoapEndpoint {
   }
 
   private startRequest(ex: ClientExchange): void {
-    const whole = encodeMessage({ type: CON, code: ex.code, mid: 0, token: ex.token, options: ex.options, payload: ex.body });
-    if (whole.length <= this.maxFrameLen || ex.body.length === 0) {
+    const whole = this.sizeOf({ type: CON, code: ex.code, mid: 0, token: ex.token, options: ex.options, payload: ex.body });
+    if (whole <= this.maxFrameLen || ex.body.length === 0) {
       this.sendLeg(ex, 'plain', undefined, ex.options, ex.body);
       return;
     }
@@ -592,13 +674,15 @@ export class CoapEndpoint {
   }
 
   private sendLeg(ex: ClientExchange, kind: Leg['kind'], block: BlockValue | undefined, options: CoapOption[], payload: Uint8Array): void {
-    const mid = this.allocMid();
-    const frame = encodeMessage({ type: CON, code: ex.code, mid, token: ex.token, options, payload });
-    if (frame.length > this.maxFrameLen) {
-      this.fail(ex, 'ERR_COAP_TOO_LARGE', `request frame of ${frame.length} bytes exceeds maxFrameLen ${this.maxFrameLen}`,
-        { frameLen: frame.length });
+    const probe: CoapMessage = { type: CON, code: ex.code, mid: 0, token: ex.token, options, payload };
+    const frameLen = this.sizeOf(probe);
+    if (frameLen > this.maxFrameLen) {
+      this.fail(ex, 'ERR_COAP_TOO_LARGE', `request frame of ${frameLen} bytes exceeds maxFrameLen ${this.maxFrameLen}`,
+        { frameLen });
       return;
     }
+    const mid = this.allocMid();
+    const msg: CoapMessage = { ...probe, mid };
     const leg: Leg = { kind, block, tx: undefined, responseTimer: undefined };
     ex.leg = leg;
     leg.responseTimer = this.clock.setTimer(ex.responseTimeoutMs, () => {
@@ -607,7 +691,7 @@ export class CoapEndpoint {
       this.counters.timeouts++;
       this.fail(ex, 'ERR_COAP_TIMEOUT', `no response within ${ex.responseTimeoutMs} ms`);
     });
-    const tx = this.newTransmission(mid, frame, ex.token, {
+    const tx = this.newTransmission(msg, ex.token, {
       onAck: (ack) => {
         leg.tx = undefined;
         if (ack.code !== EMPTY) this.clientResponse(ex, leg, ack);
@@ -866,11 +950,11 @@ export class CoapEndpoint {
   private reply(req: CoapMessage, entry: SeenEntry, res: CoapResponse): void {
     const type: CoapType = req.type === CON ? ACK : NON;
     const mid = type === ACK ? req.mid : this.allocMid();
-    const frame = encodeMessage({ type, code: res.code, mid, token: req.token, options: res.options, payload: res.payload });
-    entry.reply = frame;
+    const msg: CoapMessage = { type, code: res.code, mid, token: req.token, options: res.options, payload: res.payload };
+    entry.reply = msg;
     entry.done = true;
     entry.expiresAt = this.clock.now() + this.exchangeLifetimeMs;
-    this.sendFrame(frame);
+    this.sendMessage(msg);
   }
 
   private runHandler(
@@ -932,9 +1016,9 @@ export class CoapEndpoint {
     }
     // Separate response (§5.2.2): a CON of its own; the request's entry keeps the empty ACK.
     const mid = this.allocMid();
-    const frame = encodeMessage({ type: CON, code: first.code, mid, token: msg.token, options: first.options, payload: first.payload });
+    const separate: CoapMessage = { type: CON, code: first.code, mid, token: msg.token, options: first.options, payload: first.payload };
     const key = toHex(msg.token);
-    const tx = this.newTransmission(mid, frame, undefined, {
+    const tx = this.newTransmission(separate, undefined, {
       onAck: () => { /* delivered */ },
       onReset: () => { this.block2Cache.delete(key); },
       onGiveUp: () => { this.block2Cache.delete(key); },
@@ -948,8 +1032,10 @@ export class CoapEndpoint {
    */
   private prepareResponse(token: Uint8Array, res: CoapResponse, extra: CoapOption[], preferredSzx: number | undefined): CoapResponse {
     const options = [...res.options, ...extra];
-    const whole = encodeMessage({ type: ACK, code: res.code, mid: 0, token, options, payload: res.payload });
-    if (whole.length <= this.maxFrameLen) return { code: res.code, options, payload: res.payload };
+    // Sized as a separate CON response, which may cost more header than the ACK.
+    const asAck = this.sizeOf({ type: ACK, code: res.code, mid: 0, token, options, payload: res.payload });
+    const asCon = this.sizeOf({ type: CON, code: res.code, mid: 0, token, options, payload: res.payload });
+    if (Math.max(asAck, asCon) <= this.maxFrameLen) return { code: res.code, options, payload: res.payload };
     let szx = this.fitBlockSzx(res.code, token, options, Opt.BLOCK2, Opt.SIZE2, res.payload.length, false);
     if (szx === undefined) {
       return { code: Response.INTERNAL_SERVER_ERROR, options: [], payload: EMPTY_BYTES };
@@ -979,8 +1065,13 @@ export class CoapEndpoint {
     code: number, token: Uint8Array, options: CoapOption[], blockNumber: number, sizeNumber: number,
     totalBytes: number, repeatOptions: boolean,
   ): number | undefined {
-    const len = (opts: CoapOption[]): number =>
-      encodeMessage({ type: CON, code, mid: 0, token, options: opts, payload: EMPTY_BYTES }).length + 1;
+    // Everything but the payload bytes: the size with a 1-byte payload, less that byte.
+    // CON and ACK both (responses go either way; requests only as CON, same bound).
+    const one = Uint8Array.of(0);
+    const len = (opts: CoapOption[]): number => Math.max(
+      this.sizeOf({ type: CON, code, mid: 0, token, options: opts, payload: one }),
+      isResponseCode(code) ? this.sizeOf({ type: ACK, code, mid: 0, token, options: opts, payload: one }) : 0,
+    ) - 1;
     const first = len([...options, blockOption(blockNumber, { num: 0, more: true, szx: 0 }), uintOption(sizeNumber, totalBytes)]);
     const later = len([...(repeatOptions ? options : []), blockOption(blockNumber, { num: BLOCK_NUM_MAX, more: true, szx: 0 })]);
     const szx = chooseBlockSzx(Math.max(first, later), this.maxFrameLen);

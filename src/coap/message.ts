@@ -266,3 +266,31 @@ export function getUintOption(options: readonly CoapOption[], number: number, ma
 export function withoutOptions(options: readonly CoapOption[], ...numbers: number[]): CoapOption[] {
   return options.filter((o) => !numbers.includes(o.number));
 }
+
+// ---------------------------------------------------------------------------
+// Wire codecs: how a CoapEndpoint turns messages into frames and back
+// ---------------------------------------------------------------------------
+
+/**
+ * A message ⇄ frame codec. May be stateful (compact.ts keeps LSB state per direction):
+ * `encode` is called once per frame actually handed to the link, retransmissions
+ * included, in sending order; `decode` once per received frame, in arrival order.
+ */
+export interface WireCodec {
+  /** Encode one outgoing message. Throws TrickleError for a message that is not valid CoAP. */
+  encode(msg: CoapMessage): Uint8Array;
+  /** Decode one received frame; every failure is a WireError. */
+  decode(frame: Uint8Array): CoapMessage;
+  /**
+   * Largest `encode(msg).length` in any codec state, for fitting messages and block
+   * sizes into maxFrameLen. Default: the RFC 7252 length.
+   */
+  sizeBound?(msg: CoapMessage): number;
+}
+
+/** RFC 7252 §3 as it is: stateless. */
+export const rfc7252Codec: WireCodec = Object.freeze({
+  encode: encodeMessage,
+  decode: decodeMessage,
+  sizeBound: (msg: CoapMessage) => encodeMessage(msg).length,
+});

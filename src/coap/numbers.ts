@@ -211,3 +211,16 @@ export const ContentFormat = {
   JSON: 50,            // application/json
   CBOR: 60,            // application/cbor
 } as const;
+
+/**
+ * Trickle's experimental Content-Formats (RFC 7252 §12.3: 65000–65535 are for
+ * experimental use). Peer-to-peer between `trickle host` and `trickle gateway`; the
+ * compact header form (compact-rules-v1.ts) fixes them in its rules, so they cost
+ * nothing on air. PROVISIONAL numbers until the matrix layer freezes its list.
+ */
+export const TrickleContentFormat = {
+  /** The UTF-8 `body` of an m.room.message with msgtype m.text, and nothing else. */
+  TEXT_MESSAGE: 65000,
+  /** The 32 raw bytes of an event id's sha256 (the event id without "$" and base64). */
+  EVENT_ID: 65001,
+} as const;

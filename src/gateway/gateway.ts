@@ -5,7 +5,7 @@
 import { createServer, type Server } from 'node:http';
 import type { Logger } from '../log.ts';
 import { TrickleError } from '../errors.ts';
-import { openRadioStack, type RadioStack } from '../coap/radio-stack.ts';
+import { openRadioStack, type RadioSettings, type RadioStack } from '../coap/radio-stack.ts';
 import { decodeCoapRequest, encodeHttpResponse } from '../matrix/http-coap.ts';
 import { matrixError } from '../matrix/http.ts';
 import { HomeserverClient } from './homeserver-client.ts';
@@ -22,9 +22,11 @@ export interface GatewayOptions {
   statusPort?: number;
   baudRate: number;
   maxFrameLen: number;
-  airBitrateBps: number;
+  radio: RadioSettings;
   maxBodyBytes: number;
   homeserverTimeoutMs: number;
+  /** An answer that would wait longer than this for the duty cycle is replaced by M_LIMIT_EXCEEDED (default 30 s). */
+  maxDutyCycleWaitMs?: number;
   logger: Logger;
 }
 
@@ -49,12 +51,13 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const radio = await openRadioStack({
     ...(opts.device ? { device: opts.device } : {}),
     ...(opts.link ? { link: opts.link } : {}),
-    baudRate: opts.baudRate, maxFrameLen: opts.maxFrameLen, airBitrateBps: opts.airBitrateBps,
+    baudRate: opts.baudRate, maxFrameLen: opts.maxFrameLen, radio: opts.radio,
     maxBodyBytes: opts.maxBodyBytes, logger: opts.logger,
   });
   /** Requests performed, by method and first Uri-Path segment (the MSC3079 path enum). */
   const byRoute: Record<string, number> = {};
   let badRequests = 0;
+  let dutyCycleRefusals = 0;
 
   radio.endpoint.onRequest(async (req) => {
     let httpReq;
@@ -71,13 +74,24 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     log.debug({ method: httpReq.method, path: httpReq.path }, 'request');
     const res = await hs.perform(httpReq);
     log.debug({ status: res.status, len: res.body.length, path: httpReq.path }, 'response');
-    return encodeHttpResponse(res);
+    const encoded = encodeHttpResponse(res);
+    // If our own duty-cycle budget cannot carry this answer soon, say so in a few bytes instead:
+    // the host's client gets M_LIMIT_EXCEEDED with retry_after_ms rather than waiting.
+    const waitMs = radio.estimateWaitMs(Math.min(encoded.payload.length + 16, radio.maxFrameLen));
+    if (waitMs > (opts.maxDutyCycleWaitMs ?? 30_000)) {
+      dutyCycleRefusals++;
+      log.warn({ code: 'ERR_DUTY_CYCLE', waitMs, path: httpReq.path }, 'answer replaced: duty-cycle budget spent');
+      return encodeHttpResponse(matrixError(429, 'M_LIMIT_EXCEEDED',
+        `trickle gateway: its radio's legal duty-cycle budget is spent; the next transmission is allowed in ${Math.ceil(waitMs / 1000)} s`,
+        { retry_after_ms: Math.ceil(waitMs) }));
+    }
+    return encoded;
   });
 
   const status = (): Record<string, unknown> => ({
     role: 'gateway',
     homeserver: hs.baseUrl,
-    requests: { total: hs.requestsTotal, homeserverFailures: hs.failuresTotal, undecodable: badRequests, byRoute: { ...byRoute } },
+    requests: { total: hs.requestsTotal, homeserverFailures: hs.failuresTotal, undecodable: badRequests, dutyCycleRefusals, byRoute: { ...byRoute } },
     radio: radio.status(),
   });
 

@@ -4,7 +4,7 @@
  */
 import type { Logger } from '../log.ts';
 import { TrickleError, isTrickleError } from '../errors.ts';
-import { openRadioStack, type RadioStack, type FrameRecord } from '../coap/radio-stack.ts';
+import { openRadioStack, type RadioSettings, type RadioStack, type FrameRecord } from '../coap/radio-stack.ts';
 import { encodeHttpRequest, decodeCoapResponse } from '../matrix/http-coap.ts';
 import { matrixError, longPollTimeoutMs, type HttpRequestLike, type HttpResponseLike } from '../matrix/http.ts';
 import { LocalServer, type HttpExchangeRecord } from './http-server.ts';
@@ -17,10 +17,15 @@ export interface HostOptions {
   listenPort: number;
   baudRate: number;
   maxFrameLen: number;
-  airBitrateBps: number;
+  radio: RadioSettings;
   maxBodyBytes: number;
   /** Longest wait for an answer to an ordinary request, over the radio. */
   requestTimeoutMs: number;
+  /**
+   * A request that would wait longer than this for the duty cycle is refused at once with
+   * M_LIMIT_EXCEEDED and retry_after_ms, rather than left hanging (default 30 s).
+   */
+  maxDutyCycleWaitMs?: number;
   logger: Logger;
 }
 
@@ -41,6 +46,9 @@ export interface Host {
   close(): Promise<void>;
 }
 
+/** The size of a short answer, for predicting whether the gateway's budget can carry one. */
+const ANSWER_ESTIMATE_BYTES = 48;
+
 /** Extra time given to a long poll beyond its own timeout: a round trip of full frames over the air. */
 const LONG_POLL_MARGIN_MS = 30_000;
 
@@ -49,10 +57,10 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   const radio = await openRadioStack({
     ...(opts.device ? { device: opts.device } : {}),
     ...(opts.link ? { link: opts.link } : {}),
-    baudRate: opts.baudRate, maxFrameLen: opts.maxFrameLen, airBitrateBps: opts.airBitrateBps,
+    baudRate: opts.baudRate, maxFrameLen: opts.maxFrameLen, radio: opts.radio,
     maxBodyBytes: opts.maxBodyBytes, logger: opts.logger,
   });
-  const counters = { requests: 0, failures: 0 };
+  const counters = { requests: 0, failures: 0, dutyCycleRefusals: 0 };
   // Per-exchange byte accounting: frames are attributed by their CoAP token.
   const byToken = new Map<string, Omit<ExchangeReport, keyof HttpExchangeRecord>>();
   let capture: ((tokenHex: string) => void) | undefined;
@@ -84,6 +92,19 @@ export async function startHost(opts: HostOptions): Promise<Host> {
       coapReq = encodeHttpRequest(req);
     } catch (e) {
       return matrixError(400, 'M_UNRECOGNIZED', `trickle host cannot carry this request: ${(e as Error).message}`);
+    }
+    // Refuse at once when either end's legal budget cannot carry the exchange soon: ours for the
+    // request, the gateway's (mirrored from what we heard of it) for a short answer.
+    const ownWaitMs = radio.estimateWaitMs(Math.min(coapReq.payload.length + 16, radio.maxFrameLen));
+    const peerWaitMs = radio.estimatePeerWaitMs(ANSWER_ESTIMATE_BYTES);
+    const waitMs = Math.max(ownWaitMs, peerWaitMs);
+    if (waitMs > (opts.maxDutyCycleWaitMs ?? 30_000)) {
+      counters.dutyCycleRefusals++;
+      const whose = ownWaitMs >= peerWaitMs ? "this field kit's radio" : "the gateway's radio";
+      log.warn({ code: 'ERR_DUTY_CYCLE', waitMs, path: req.path, whose }, 'request refused: duty-cycle budget spent');
+      return matrixError(429, 'M_LIMIT_EXCEEDED',
+        `trickle host: ${whose} has spent its legal duty-cycle budget; the exchange can go in ${Math.ceil(waitMs / 1000)} s`,
+        { retry_after_ms: Math.ceil(waitMs) });
     }
     const lp = longPollTimeoutMs(req);
     const responseTimeoutMs = lp === undefined ? opts.requestTimeoutMs : lp + LONG_POLL_MARGIN_MS;

@@ -33,9 +33,12 @@
  * `persistMargin` nonces past the last snapshot (the `persist` hook is called synchronously
  * when needed; without a hook, seal throws ERR_NOISE_STATE until exportState() is called).
  * importState() resumes sending at snapshot + margin, so no (key, nonce) pair is ever reused,
- * and treats every received nonce up to snapshot + margin as already seen, so no frame is
- * delivered twice (the cost: up to `margin` of the peer's frames after our restart are dropped
- * and retransmitted by CoAP). The snapshot must be durably stored before the next seal/open.
+ * and treats every received nonce up to snapshot + receiveMargin − 1 as already seen, so no
+ * frame is delivered twice: a frame is delivered without a new snapshot only while its nonce is
+ * below highest + receiveMargin (default: persistMargin). The cost: up to receiveMargin − 1 of
+ * the peer's frames after our restart are dropped and retransmitted by CoAP; receiveMargin 1
+ * (SecureLink's choice) means one snapshot per newly highest received frame and no loss at all.
+ * The snapshot must be durably stored before the next seal/open.
  * margin ≤ 128 keeps a peer's restart jump inside our 192-nonce look-ahead.
  *
  * Link frame format (`nonceBits: 7`, used by SecureLink, secure-link.ts): the first byte is
@@ -87,6 +90,8 @@ export interface TransportOptions {
   readonly rekeyIntervalLog2?: number;
   /** Nonces that may be used beyond the last persisted snapshot, 1 ≤ margin ≤ 128. */
   readonly persistMargin?: number;
+  /** Received nonces deliverable beyond the last snapshot's highest (1..max margin; default persistMargin). */
+  readonly receiveMargin?: number;
   /** Called synchronously with a snapshot that must be durable when the call returns. */
   readonly persist?: (snapshot: TransportSnapshot) => void;
   /** On-air nonce bits: 8 (byte 0 = nonce low byte) or 7 (byte 0 = 0b0nnnnnnn, bound as AD). Default 8. */
@@ -101,6 +106,8 @@ export interface TransportSnapshot {
   readonly mode: TransportMode;
   readonly rekeyIntervalLog2: number;
   readonly persistMargin: number;
+  /** Absent: equal to persistMargin. */
+  readonly receiveMargin?: number;
   /** Absent in snapshots of the 8-bit format written before it existed. */
   readonly nonceBits?: NonceBits;
   readonly resyncWraps?: number;
@@ -120,6 +127,7 @@ interface Settings {
   mode: TransportMode;
   k: bigint;
   margin: bigint;
+  recvMargin: bigint;
   persist: ((s: TransportSnapshot) => void) | undefined;
   nonceBits: NonceBits;
   resyncWraps: number;
@@ -132,16 +140,20 @@ function settings(opts: TransportOptions | undefined): Settings {
   const fmt = NONCE_FORMATS[nonceBits];
   const k = opts?.rekeyIntervalLog2 ?? DEFAULT_REKEY_INTERVAL_LOG2;
   const margin = opts?.persistMargin ?? fmt.defaultMargin;
+  const recvMargin = opts?.receiveMargin ?? margin;
   const resyncWraps = opts?.resyncWraps ?? 0;
   if (mode !== 'encrypt' && mode !== 'authenticate') throw stateError(`mode must be "encrypt" or "authenticate", got ${String(mode)}`);
   if (!Number.isInteger(k) || k < 8 || k > 62) throw stateError(`rekeyIntervalLog2 must be an integer in 8..62, got ${k}`);
   if (!Number.isInteger(margin) || margin < 1 || margin > fmt.maxMargin) {
     throw stateError(`persistMargin must be an integer in 1..${fmt.maxMargin}, got ${margin}`);
   }
+  if (!Number.isInteger(recvMargin) || recvMargin < 1 || recvMargin > fmt.maxMargin) {
+    throw stateError(`receiveMargin must be an integer in 1..${fmt.maxMargin}, got ${recvMargin}`);
+  }
   if (!Number.isInteger(resyncWraps) || resyncWraps < 0 || resyncWraps > MAX_RESYNC_WRAPS) {
     throw stateError(`resyncWraps must be an integer in 0..${MAX_RESYNC_WRAPS}, got ${resyncWraps}`);
   }
-  return { mode, k: BigInt(k), margin: BigInt(margin), persist: opts?.persist, nonceBits, resyncWraps };
+  return { mode, k: BigInt(k), margin: BigInt(margin), recvMargin: BigInt(recvMargin), persist: opts?.persist, nonceBits, resyncWraps };
 }
 
 function stateError(message: string, detail?: Record<string, unknown>): TrickleError {
@@ -170,6 +182,7 @@ export class SecureTransport {
   readonly #cipher: CipherFunction = ChaChaPoly;
   readonly #k: bigint;
   readonly #margin: bigint;
+  readonly #recvMargin: bigint;
   readonly #persist: ((s: TransportSnapshot) => void) | undefined;
   readonly #window: bigint;
   readonly #bitmapMask: bigint;
@@ -185,12 +198,13 @@ export class SecureTransport {
     this.#bitmapMask = (1n << this.#window) - 1n;
     this.#k = st.k;
     this.#margin = st.margin;
+    this.#recvMargin = st.recvMargin;
     this.#persist = st.persist;
     this.#s = state;
     if (st.persist !== undefined && state.sendLimit === null) {
       // A hook means the caller persists: engage the limits from the start.
       state.sendLimit = state.sendNonce + st.margin;
-      state.recvLimit = (state.highest < 0n ? 0n : state.highest) + st.margin;
+      state.recvLimit = state.highest + st.recvMargin;
     }
   }
 
@@ -245,6 +259,7 @@ export class SecureTransport {
       mode: snapshot.mode,
       rekeyIntervalLog2: snapshot.rekeyIntervalLog2,
       persistMargin: snapshot.persistMargin,
+      receiveMargin: snapshot.receiveMargin ?? snapshot.persistMargin,
       nonceBits: snapshot.nonceBits ?? 8,
       resyncWraps: snapshot.resyncWraps ?? 0,
       ...(opts?.persist !== undefined ? { persist: opts.persist } : {}),
@@ -267,7 +282,8 @@ export class SecureTransport {
     if (sendEpoch > (sendNonce - margin) >> st.k) throw bad('send.epoch ahead of send.nonce');
     const highestSnap = int(receive.highest, 'receive.highest', -1n);
     const recvEpoch = int(receive.epoch, 'receive.epoch', 0n);
-    const highest = highestSnap + margin;
+    // Delivered without a newer snapshot: at most highest + receiveMargin − 1 (see exportState).
+    const highest = highestSnap + st.recvMargin - 1n;
     int(receive.bitmap, 'receive.bitmap', 0n);
     return new SecureTransport(st, {
       sendKey: key(send.key, 'send.key'),
@@ -454,12 +470,13 @@ export class SecureTransport {
     this.#live();
     const s = this.#s;
     s.sendLimit = s.sendNonce + this.#margin;
-    s.recvLimit = (s.highest < 0n ? 0n : s.highest) + this.#margin;
+    s.recvLimit = s.highest + this.#recvMargin;
     return {
       version: 1,
       mode: this.mode,
       rekeyIntervalLog2: this.rekeyIntervalLog2,
       persistMargin: Number(this.#margin),
+      ...(this.#recvMargin !== this.#margin ? { receiveMargin: Number(this.#recvMargin) } : {}),
       ...(this.nonceBits !== 8 ? { nonceBits: this.nonceBits } : {}),
       ...(this.resyncWraps !== 0 ? { resyncWraps: this.resyncWraps } : {}),
       send: { nonce: s.sendNonce.toString(), epoch: s.sendEpoch.toString(), key: toHex(s.sendKey) },

@@ -55,8 +55,8 @@ describe('spine: matrix-js-sdk through host, serial link and gateway to a real S
     radio = await createRadioPath();
     const gp = await freePort();
     const hp = await freePort();
-    gateway = spawnTrickle(['gateway', '--device', radio.gatewayDevice, '--homeserver', hs.baseUrl, '--listen', `127.0.0.1:${gp}`]);
-    host = spawnTrickle(['host', '--device', radio.hostDevice, '--listen', `127.0.0.1:${hp}`]);
+    gateway = spawnTrickle(['gateway', '--region', 'none', '--device', radio.gatewayDevice, '--homeserver', hs.baseUrl, '--listen', `127.0.0.1:${gp}`]);
+    host = spawnTrickle(['host', '--region', 'none', '--device', radio.hostDevice, '--listen', `127.0.0.1:${hp}`]);
     hostUrl = `http://127.0.0.1:${hp}`;
     gatewayStatusUrl = `http://127.0.0.1:${gp}/_trickle/status`;
     await waitForHttp(`${hostUrl}/_trickle/status`, 30_000, host);

@@ -205,7 +205,7 @@ export class EmulatedModem {
         const bandwidthMask = BANDWIDTHS_HZ.reduce((mask, _bw, i) => mask | (1 << i), 0);
         this.send(nativeMessage('CAPABILITIES', {
           frequencyMinHz: this.options.frequencyMinHz, frequencyMaxHz: this.options.frequencyMaxHz,
-          maxPayload: this.options.maxPayload, sfMask, bandwidthMask, codingRateMask: 0b1_1110_0000,
+          maxPayload: this.options.maxPayload, sfMask, bandwidthMask, codingRateMask: 0b1111,
           txPowerMinDbm: this.options.txPowerMinDbm, txPowerMaxDbm: this.options.txPowerMaxDbm,
           features: Features.CAD | Features.FREQUENCY_ERROR,
         }));

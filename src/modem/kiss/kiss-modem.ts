@@ -35,7 +35,7 @@ import {
 } from './kiss.ts';
 import {
   AX25_ADDRESS_LEN, AX25_DEFAULT_N1, AX25_FCS_LEN, AX25_MAX_DIGIPEATERS, AX25_PID_NO_LAYER3, AX25_UI_HEADER_LEN,
-  decodeAx25Frame, encodeAx25UiFrame, formatAx25Address, parseAx25Address, parseCallsign, sameAddress,
+  ax25AirtimeMs, decodeAx25Frame, encodeAx25UiFrame, formatAx25Address, parseAx25Address, parseCallsign, sameAddress,
   type Ax25Address,
 } from './ax25.ts';
 
@@ -179,6 +179,18 @@ export function kissFramingOverhead(payload: Uint8Array, port = 0): KissFramingO
     serialFramingBytes,
     wireBytes: payload.length + AX25_UI_HEADER_LEN + serialFramingBytes,
   };
+}
+
+/**
+ * Airtime of one transmission of `payload` by a KissModem with `config`: TXDELAY, the
+ * AX.25 frame with FCS, flags and bit stuffing at `baud`, TXtail. Channel-access waits
+ * (CSMA slots, a busy channel) come on top. Measured over the Direwolf pair at 1200 bd,
+ * Direwolf's bursts match this within a few milliseconds (test/hil/direwolf.test.ts).
+ * With txTailMs unset the TNC keeps its own TXtail (Direwolf: 100 ms), which is not counted.
+ */
+export function kissAirtimeMs(payload: Uint8Array, config: KissModemConfig, baud = 1200): number {
+  const frame = encodeAx25UiFrame({ destination: config.destination, source: config.source, info: payload });
+  return ax25AirtimeMs(frame, { baud, txDelayMs: config.txDelayMs, txTailMs: config.txTailMs ?? 0 });
 }
 
 export class KissModem implements Modem {

@@ -500,7 +500,7 @@ export interface CapabilitiesFields {
   sfMask: number;
   /** Bit i set: bandwidthsHz[i] supported. */
   bandwidthMask: number;
-  /** Bit n set: coding rate 4/n supported (bits 5..8). */
+  /** Bit n-5 set: coding rate 4/n supported (bit 0 = 4/5 .. bit 3 = 4/8). */
   codingRateMask: number;
   txPowerMinDbm: number;
   txPowerMaxDbm: number;

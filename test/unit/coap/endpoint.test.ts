@@ -7,6 +7,11 @@ import { CoapEndpoint, type CoapEndpointOptions, type IncomingRequest, type Coap
 import { decodeMessage, encodeMessage, getOption, getUintOption, stringOption, uintOption, type CoapMessage } from '../../../src/coap/message.ts';
 import { blockOption, decodeBlock } from '../../../src/coap/block.ts';
 import { ACK, CON, EMPTY, Method, NON, Opt, RST, Response, codeToString } from '../../../src/coap/numbers.ts';
+import { compactWireCodec, createCompactContext, tokenSequence } from '../../../src/coap/compact.ts';
+import type { WireCodec } from '../../../src/coap/message.ts';
+
+type CodecName = 'rfc7252' | 'compact';
+const CODECS: readonly CodecName[] = ['rfc7252', 'compact'];
 
 // ---------------------------------------------------------------------------
 // Harness: two endpoints on one FakeClock, joined by a lossy channel with latency
@@ -61,29 +66,57 @@ interface LinkOptions {
   a?: EpOpts;
   b?: EpOpts;
   common?: EpOpts;
+  /** What the channel carries. Logs always hold the RFC 7252 expansion of each frame. */
+  codec?: CodecName;
 }
 
-function makeLink(o: LinkOptions = {}) {
+/**
+ * Wraps the endpoint's codec so the test logs see the RFC 7252 form of every frame
+ * sent (the channel carries the codec's bytes) and the on-air lengths separately.
+ */
+function loggingCodec(name: CodecName, rfcLog: Uint8Array[], airLog: number[]): WireCodec | undefined {
+  if (name === 'rfc7252') return undefined;
+  const inner = compactWireCodec(createCompactContext());
+  return {
+    encode: (msg) => { const f = inner.encode(msg); rfcLog.push(encodeMessage(msg)); airLog.push(f.length); return f; },
+    decode: (f) => inner.decode(f),
+    sizeBound: (msg) => inner.sizeBound!(msg),
+  };
+}
+
+function makeLinkWith(o: LinkOptions = {}) {
   const clock = new FakeClock();
   const rng = prng(o.seed ?? 1);
   const latencyMs = o.latencyMs ?? 100;
   const sentByA: Uint8Array[] = [];
   const sentByB: Uint8Array[] = [];
+  const airA: number[] = [];
+  const airB: number[] = [];
+  const codec = o.codec ?? 'rfc7252';
+  const codecA = loggingCodec(codec, sentByA, airA);
+  const codecB = loggingCodec(codec, sentByB, airB);
   const base: CoapEndpointOptions = {
     clock, randomBytes: randomBytesFrom(rng), send: () => {},
     maxFrameLen: 255, ackTimeoutMs: 2000, piggybackWindowMs: 500,
   };
   let b: CoapEndpoint | undefined;
-  const channel = (log: Uint8Array[], loss: number, to: () => CoapEndpoint) => (frame: Uint8Array): void => {
-    log.push(frame);
+  const channel = (log: Uint8Array[], air: number[], loss: number, to: () => CoapEndpoint) => (frame: Uint8Array): void => {
+    if (codec === 'rfc7252') { log.push(frame); air.push(frame.length); }
     if (rng() < loss) return;
     const copy = frame.slice();
     clock.setTimer(latencyMs, () => to().receive(copy));
   };
-  const a: CoapEndpoint = new CoapEndpoint({ ...base, ...o.common, ...o.a, send: channel(sentByA, o.lossAtoB ?? 0, () => b!) });
-  b = new CoapEndpoint({ ...base, ...o.common, ...o.b, randomBytes: randomBytesFrom(prng((o.seed ?? 1) + 1000)), send: channel(sentByB, o.lossBtoA ?? 0, () => a) });
-  return { clock, a, b: b as CoapEndpoint, sentByA, sentByB };
+  const a: CoapEndpoint = new CoapEndpoint({
+    ...base, ...o.common, ...o.a, ...(codecA ? { wireCodec: codecA } : {}), send: channel(sentByA, airA, o.lossAtoB ?? 0, () => b!),
+  });
+  b = new CoapEndpoint({
+    ...base, ...o.common, ...o.b, ...(codecB ? { wireCodec: codecB } : {}),
+    randomBytes: randomBytesFrom(prng((o.seed ?? 1) + 1000)), send: channel(sentByB, airB, o.lossBtoA ?? 0, () => a),
+  });
+  return { clock, a, b: b as CoapEndpoint, sentByA, sentByB, airA, airB };
 }
+
+const makeLink = (o: LinkOptions = {}) => makeLinkWith(o);
 
 /** One endpoint whose peer is the test itself. */
 function makeSolo(opts: EpOpts = {}) {
@@ -108,7 +141,8 @@ const types = (frames: Uint8Array[]) => frames.map((f) => {
 
 // ---------------------------------------------------------------------------
 
-describe('CoapEndpoint: request/response', () => {
+describe.each(CODECS)('CoapEndpoint: request/response (%s on the channel)', (codec) => {
+  const makeLink = (o: LinkOptions = {}) => makeLinkWith({ codec, ...o });
   it('answers in a piggybacked ACK when the handler is quick', async () => {
     const { clock, a, b, sentByA, sentByB } = makeLink();
     const seen: IncomingRequest[] = [];
@@ -132,7 +166,9 @@ describe('CoapEndpoint: request/response', () => {
     const res = decodeMessage(sentByB[0]!);
     expect(res.mid).toBe(req.mid);
     expect(toHex(res.token)).toBe(toHex(req.token));
-    expect(req.token).toHaveLength(2);
+    // 'sequence' tokens: 4 bytes, the request's first sequence number (mid = its low 16 bits).
+    expect(req.token).toHaveLength(4);
+    expect(tokenSequence(req.token)! & 0xffff).toBe(req.mid);
     expect(a.stats()).toMatchObject({ sent: 1, received: 1, retransmissions: 0, timeouts: 0 });
   });
 
@@ -199,7 +235,8 @@ describe('CoapEndpoint: request/response', () => {
   });
 });
 
-describe('CoapEndpoint: loss', () => {
+describe.each(CODECS)('CoapEndpoint: loss (%s on the channel)', (codec) => {
+  const makeLink = (o: LinkOptions = {}) => makeLinkWith({ codec, ...o });
   it.each([42, 7, 2024])('completes 200 requests over 30 %% loss each way; every handler runs exactly once (seed %i)', async (seed) => {
     // At 30 % loss each way an attempt (CON there, ACK back) succeeds with p = 0.49, so
     // MAX_RETRANSMIT = 4 would lose ~3.5 % of exchanges; a lossy-link profile raises it.
@@ -229,11 +266,12 @@ describe('CoapEndpoint: loss', () => {
   });
 });
 
-describe('CoapEndpoint: block-wise', () => {
+describe.each(CODECS)('CoapEndpoint: block-wise over a link (%s on the channel)', (codec) => {
+  const makeLink = (o: LinkOptions = {}) => makeLinkWith({ codec, ...o });
   const sizes = [0, 1, 16, 128, 200, 229, 230, 231, 232, 240, 255, 256, 1024, 1025, 4096, 65536];
 
   it.each(sizes)('carries a %i-byte body both ways in ≤ 255-byte frames; handler runs once', async (n) => {
-    const { clock, a, b, sentByA, sentByB } = makeLink({ latencyMs: 50 });
+    const { clock, a, b, sentByA, sentByB, airA, airB } = makeLink({ latencyMs: 50 });
     const body = bytesOf(n, n + 1);
     const reply = bytesOf(n, n + 2);
     let runs = 0;
@@ -253,7 +291,7 @@ describe('CoapEndpoint: block-wise', () => {
     expect(toHex(t.value!.payload)).toBe(toHex(reply));
     // Block options are transparent: the caller sees only the representation's options.
     expect(t.value!.options.map((o) => o.number)).toEqual([Opt.CONTENT_FORMAT]);
-    for (const f of [...sentByA, ...sentByB]) expect(f.length).toBeLessThanOrEqual(255);
+    for (const len of [...airA, ...airB]) expect(len).toBeLessThanOrEqual(255);
     if (n >= 1024) {
       // Blocks are as large as the frame allows (128 B at 255 B frames): no tiny-block waste.
       const requests = sentByA.map(decodeMessage).filter((m) => m.type === CON);
@@ -266,7 +304,7 @@ describe('CoapEndpoint: block-wise', () => {
   });
 
   it('moves 64 KiB each way over a lossy link with the handler run once', async () => {
-    const { clock, a, b, sentByA, sentByB } = makeLink({ seed: 5, lossAtoB: 0.15, lossBtoA: 0.15, common: { maxRetransmit: 10 } });
+    const { clock, a, b, airA, airB } = makeLink({ seed: 5, lossAtoB: 0.15, lossBtoA: 0.15, common: { maxRetransmit: 10 } });
     const body = bytesOf(65536, 11);
     let runs = 0;
     b.onRequest((req) => {
@@ -279,7 +317,7 @@ describe('CoapEndpoint: block-wise', () => {
     expect(t.error).toBeUndefined();
     expect(runs).toBe(1);
     expect(toHex(t.value!.payload)).toBe(toHex(body.slice().reverse()));
-    for (const f of [...sentByA, ...sentByB]) expect(f.length).toBeLessThanOrEqual(255);
+    for (const len of [...airA, ...airB]) expect(len).toBeLessThanOrEqual(255);
     expect(a.stats().retransmissions).toBeGreaterThan(0);
   });
 
@@ -294,6 +332,16 @@ describe('CoapEndpoint: block-wise', () => {
     expect(runs).toBe(0);
   });
 
+  it('rejects a response larger than the client bound', async () => {
+    const { clock, a, b } = makeLink({ a: { maxBodyBytes: 1000 } });
+    b.onRequest(async () => ({ code: Response.CONTENT, payload: bytesOf(5000) }));
+    const t = track(a.request({ code: Method.GET, options: [] }));
+    await drive(clock, () => t.settled);
+    expect((t.error as TrickleError).code).toBe('ERR_COAP_TOO_LARGE');
+  });
+});
+
+describe('CoapEndpoint: block-wise server and client details (RFC 7252 frames injected)', () => {
   it('enforces the bound while reassembling even without Size1', async () => {
     const { clock, ep, sent } = makeSolo({ maxBodyBytes: 300 });
     let runs = 0;
@@ -341,14 +389,6 @@ describe('CoapEndpoint: block-wise', () => {
     expect(toHex(second.payload)).toBe(toHex(body.subarray(128, 160)));
     ep.close();
     await drive(clock, () => t.settled);
-  });
-
-  it('rejects a response larger than the client bound', async () => {
-    const { clock, a, b } = makeLink({ a: { maxBodyBytes: 1000 } });
-    b.onRequest(async () => ({ code: Response.CONTENT, payload: bytesOf(5000) }));
-    const t = track(a.request({ code: Method.GET, options: [] }));
-    await drive(clock, () => t.settled);
-    expect((t.error as TrickleError).code).toBe('ERR_COAP_TOO_LARGE');
   });
 
   it('serves Block2 follow-ups from the cache (never re-running the handler) and 4.08 once it is gone', async () => {
@@ -418,7 +458,8 @@ describe('CoapEndpoint: reliability edges', () => {
     const start = clock.now();
     const t = track(ep.request({ code: Method.GET, options: path('abc') }));
     await drive(clock, () => t.settled);
-    const frameLen = 4 + 2 + 4;
+    const frameLen = 4 + 4 + 4; // header, 4-byte sequence token, Uri-Path "abc"
+
     expect(lens).toContain(frameLen);
     expect(clock.now() - start).toBe(10 * frameLen);
   });
@@ -573,7 +614,67 @@ describe('CoapEndpoint: reliability edges', () => {
     const clock = new FakeClock();
     const base = { clock, randomBytes: randomBytesFrom(prng(1)), send: () => {}, maxFrameLen: 255, ackTimeoutMs: 1000 };
     expect(() => new CoapEndpoint({ ...base, maxFrameLen: 10 })).toThrow(/maxFrameLen/);
-    expect(() => new CoapEndpoint({ ...base, tokenLength: 9 })).toThrow(/tokenLength/);
+    expect(() => new CoapEndpoint({ ...base, tokenMode: 'random', tokenLength: 9 })).toThrow(/tokenLength/);
+    expect(() => new CoapEndpoint({ ...base, tokenMode: 'counter' as never })).toThrow(/tokenMode/);
+    expect(() => new CoapEndpoint({ ...base, sequenceStart: 2 ** 32 })).toThrow(/sequenceStart/);
     expect(() => new CoapEndpoint({ ...base, ackTimeoutMs: -1 })).toThrow(/ackTimeoutMs/);
+  });
+});
+
+describe('CoapEndpoint: sequence tokens and the compact codec', () => {
+  it('numbers requests: token = 4-byte S of the first message, strictly increasing, resumable', async () => {
+    const { clock, a, b, sentByA } = makeLinkWith({ codec: 'compact', a: { sequenceStart: 41 } });
+    b.onRequest(async (req) => ({ code: Response.CONTENT, payload: req.payload.length > 200 ? Uint8Array.of(1) : bytesOf(400) }));
+    expect(a.nextSequence).toBe(41);
+    const t1 = track(a.request({ code: Method.GET, options: path('7') }));          // Block2 answer: follow-ups reuse the token
+    const t2 = track(a.request({ code: Method.PUT, options: path('x'), payload: bytesOf(300) })); // Block1
+    const t3 = track(a.request({ code: Method.GET, options: path('7') }));
+    await drive(clock, () => t1.settled && t2.settled && t3.settled);
+    const cons = sentByA.map(decodeMessage).filter((m) => m.type === CON);
+    const seqs = cons.map((m) => tokenSequence(m.token)!);
+    const firsts = [...new Set(seqs)];
+    expect(firsts).toEqual([41, 42, 43]);
+    // Each request's token is the sequence number of its first message; mids follow the sequence.
+    for (const s of firsts) expect(cons.find((m) => tokenSequence(m.token) === s)!.mid).toBe(s);
+    expect(cons.map((m) => m.mid)).toEqual(cons.map((_, i) => 41 + i));
+    expect(a.nextSequence).toBe(41 + cons.length);
+    // A fresh endpoint resumed from nextSequence never reuses a token.
+    const resumed = makeLinkWith({ codec: 'compact', a: { sequenceStart: a.nextSequence } });
+    resumed.b.onRequest(async () => ({ code: Response.CONTENT }));
+    const t4 = track(resumed.a.request({ code: Method.GET, options: path('7') }));
+    await drive(resumed.clock, () => t4.settled);
+    expect(tokenSequence(decodeMessage(resumed.sentByA[0]!).token)).toBe(41 + cons.length);
+  });
+
+  it('carries "send Hello World" in 14 bytes and its event id in 34 (compact), 44 + 44 as RFC 7252', async () => {
+    const { clock, a, b, airA, airB, sentByA, sentByB } = makeLinkWith({ codec: 'compact' });
+    // Warm up: the first exchange of a session is no different, but a second shows the steady state.
+    b.onRequest(async () => ({ code: Response.CONTENT, options: [uintOption(Opt.CONTENT_FORMAT, 65001)], payload: bytesOf(32) }));
+    const send = () => a.request({
+      code: Method.PUT,
+      options: [...path('9', '~3', 'm.room.message'), uintOption(Opt.CONTENT_FORMAT, 65000)],
+      payload: utf8.encode('Hello World'),
+    });
+    for (let i = 0; i < 2; i++) {
+      const t = track(send());
+      await drive(clock, () => t.settled);
+      expect(t.value!.code).toBe(Response.CONTENT);
+    }
+    expect(airA).toEqual([14, 14]);
+    expect(airB).toEqual([34, 34]);
+    expect(sentByA.map((f) => f.length)).toEqual([44, 44]);
+    expect(sentByB.map((f) => f.length)).toEqual([44, 44]);
+  });
+
+  it('a slow handler costs a 2-byte empty ACK, a separate response with a 3-byte header, and a 2-byte ACK', async () => {
+    const { clock, a, b, airA, airB } = makeLinkWith({ codec: 'compact' });
+    b.onRequest(() => new Promise((resolve) => clock.setTimer(30_000, () => resolve({
+      code: Response.CONTENT, options: [uintOption(Opt.CONTENT_FORMAT, 60)], payload: bytesOf(40),
+    }))));
+    const t = track(a.request({ code: Method.GET, options: [...path('7'), stringOption(Opt.URI_QUERY, 'since=~7'), stringOption(Opt.URI_QUERY, 'timeout=30000')] }));
+    await drive(clock, () => t.settled);
+    expect(t.value!.payload).toHaveLength(40);
+    expect(airA).toEqual([6, 2]);       // sync request, ACK of the separate response
+    expect(airB).toEqual([2, 4 + 40]);  // empty ACK, separate CON 2.05 (rule + S + token LSBs + CBOR)
   });
 });

@@ -1,0 +1,903 @@
+/**
+ * SecureLink: the security layer for one peer over a lossy radio link (Noise Pipes, Noise spec
+ * rev 34 §10.4, on Noise_*_25519_ChaChaPoly_BLAKE2s). A pure state machine: frames in and out
+ * through callbacks, time from an injected Clock, randomness injected; no I/O, no logging.
+ *
+ * ON-AIR FORMAT. Byte 0 says what a frame is:
+ *
+ *   0b0nnnnnnn  transport frame: [byte 0][ciphertext][16-byte tag] = plaintext + 17 bytes.
+ *               n = the nonce's low 7 bits (window 32 back, 96 ahead, resync 8 wraps ahead:
+ *               transport.ts); byte 0 is bound as AEAD associated data. An empty plaintext is a
+ *               session confirmation and is never delivered.
+ *   0x80 XX1    Noise_XX message 1  (e)                          1 + 32        = 33
+ *   0x81 XX2    Noise_XX message 2  (e, ee, s, es)               1 + 96        = 97
+ *   0x82 XX3    Noise_XX message 3  (s, se) + first queued data  1 + 64 + len  = 65 + len
+ *   0x83 IK1    Noise_IK message 1  (e, es, s, ss) + 0-RTT data  1 + 96 + len  = 97 + len
+ *   0x84 IK2    Noise_IK message 2  (e, ee, se)                  1 + 48        = 49
+ *   0x85 FB1    Noise_XXfallback message 1 (responder: e, ee, s, es), answer to an unreadable IK1
+ *   0x86 FB2    Noise_XXfallback message 2 (initiator: s, se) + the IK1 data again
+ *   0x87 REFUSED          1 byte, responder → initiator: your static key is not authorized
+ *   0x88 UNKNOWN_SESSION  1 byte, responder → initiator: I cannot open your transport frame
+ *   0x89–0xff   reserved, dropped (ERR_NOISE_HANDSHAKE)
+ *
+ * The handshake messages are exactly the Noise messages after byte 0; each kind is readable at
+ * one point of one pattern only, so a changed kind byte fails the Noise transcript. The prologue
+ * is "Trickle v1 encrypt" or "Trickle v1 authenticate": peers in different modes cannot agree.
+ * Whole XX handshake with empty payloads: 33 + 97 + 65 = 195 bytes (Noise's 192 + 3 kind bytes).
+ *
+ * FLOWS. First contact (no pinned key): XX; the initiator pins the responder's static key when
+ * XX2 verifies (trust on first use, event 'pinned'); its first queued plaintext rides in XX3.
+ * Pinned: IK with the first queued plaintext as 0-RTT payload (no extra round trip). If the
+ * responder cannot read IK1 (its static key changed, or IK1 was damaged) it answers with
+ * XXfallback (Noise Pipes, §10.4) reusing the initiator's IK ephemeral; the initiator resends
+ * its data in FB2 — unless FB1 reveals a static key other than the pinned one: then it emits
+ * 'key-changed' with both fingerprints and refuses every send until trustRemoteStatic().
+ *
+ * LOSS. XX1 and IK1 are retransmitted (identical bytes) on the clock with backoff until
+ * answered; the responder answers a duplicate with the identical cached XX2 / FB1 / IK2. XX3 and
+ * FB2 get no answer of their own: the responder answers a transport frame it cannot open (no
+ * session, a handshake waiting for its last message, or 3 failures in a row) with
+ * UNKNOWN_SESSION (at most one per retry interval), and the initiator then resends its
+ * unconfirmed XX3/FB2 (once; at the next UNKNOWN_SESSION it gives up on that session), or, with a confirmed session (one the responder has
+ * spoken in, or a restored one), discards it and re-establishes with one IK exchange.
+ *
+ * REPLAY. Transport frames: the replay window. A handshake message the responder has seen
+ * (its ephemeral key is in a persisted cache of the last 64) is answered only if it is the
+ * duplicate of the current exchange, never processed twice, so a recorded IK1 cannot deliver its
+ * 0-RTT payload again or replace the session (unless 64 newer handshakes pushed it out).
+ *
+ * AUTHORIZATION (responder). isAuthorized(remoteStatic) is asked when XX3 / FB2 / IK1 reveals
+ * the initiator's key and again before every delivery (so revoking works on a live session).
+ * Unknown keys get REFUSED and nothing is ever delivered for them.
+ *
+ * AUTHENTICATE-ONLY MODE (amateur bands). Transport frames carry the payload in clear and a
+ * tag over byte 0 and the payload. Handshake payloads stay empty (Noise would encrypt them),
+ * except IK1's 0-RTT data, which follows the 96-byte Noise message in clear and is bound by
+ * being the tail of that handshake's prologue (so IK1's tag authenticates it). What Noise still
+ * encrypts are the static public keys and empty payloads: no message content (SECURITY.md).
+ *
+ * RESUMPTION. With `persist`, a JSON snapshot (session keys, nonce high-water marks with a
+ * margin, remote static, pinned key, ephemeral cache) is handed over whenever it changes, every
+ * 32 frames sent and on every received frame that advances the nonce high-water mark (so a
+ * restarted end drops none of the peer's frames); it must be durable when persist returns. Constructing with `restore`
+ * continues the session with no handshake: no nonce is reused, no frame delivered twice.
+ */
+import { blake2s } from '@noble/hashes/blake2.js';
+import type { ErrorCode } from '../errors.ts';
+import { concatBytes, equalBytes, fromHex, toHex, utf8 } from '../util/bytes.ts';
+import type { Clock, RandomBytes, TimerHandle } from '../util/clock.ts';
+import { type KeyPair, X25519 } from './dh.ts';
+import { fingerprint } from './fingerprint.ts';
+import { HandshakeState } from './handshake-state.ts';
+import { FRAME_OVERHEAD, SecureTransport, type TransportMode, type TransportSnapshot } from './transport.ts';
+
+export const XX_PROTOCOL = 'Noise_XX_25519_ChaChaPoly_BLAKE2s';
+export const IK_PROTOCOL = 'Noise_IK_25519_ChaChaPoly_BLAKE2s';
+export const XXFALLBACK_PROTOCOL = 'Noise_XXfallback_25519_ChaChaPoly_BLAKE2s';
+
+export const FrameKind = Object.freeze({
+  XX1: 0x80, XX2: 0x81, XX3: 0x82, IK1: 0x83, IK2: 0x84, FB1: 0x85, FB2: 0x86, REFUSED: 0x87, UNKNOWN_SESSION: 0x88,
+} as const);
+
+/** Bytes a transport frame adds to its plaintext: kind/nonce byte + tag. */
+export const LINK_FRAME_OVERHEAD = FRAME_OVERHEAD;
+/** Bytes of IK1 before its payload: kind byte + e (32) + encrypted s (48) + payload tag (16). */
+export const IK1_OVERHEAD = 97;
+/** Bytes of XX3 / FB2 before the payload: kind byte + encrypted s (48) + payload tag (16). */
+export const XX3_OVERHEAD = 65;
+const IK1_NOISE_LEN = 96;
+const DHLEN = 32;
+const SEEN_EPHEMERALS_MAX = 64;
+const FINAL_RESENDS_MAX = 1;
+const FAILURES_BEFORE_UNKNOWN = 3;
+const BACKOFF_CAP = 4;
+/** Transport parameters of the link format. */
+const NONCE_BITS = 7;
+const RESYNC_WRAPS = 8;
+
+export type SecureLinkRole = 'initiator' | 'responder';
+export type HandshakePatternName = 'XX' | 'IK' | 'XXfallback';
+
+/** Why a frame (received, or handed to send()) was dropped. */
+export type SecureLinkDropCode = Extract<ErrorCode,
+  'ERR_NOISE_DECRYPT' | 'ERR_NOISE_REPLAY' | 'ERR_NOISE_HANDSHAKE' | 'ERR_NOISE_KEY' | 'ERR_NOISE_STATE' | 'ERR_NOISE_NONCE' | 'ERR_QUEUE_FULL'>;
+
+export type SecureLinkEvent =
+  | { type: 'established'; pattern: HandshakePatternName; remoteStatic: Uint8Array; fingerprint: string; name?: string }
+  | { type: 'pinned'; remoteStatic: Uint8Array; fingerprint: string }
+  | { type: 'key-changed'; expectedFingerprint: string; receivedFingerprint: string; receivedKey: Uint8Array }
+  | { type: 'refused'; reason: 'unauthorized' | 'revoked' | 'by-peer'; fingerprint?: string }
+  | { type: 'session-lost'; reason: 'unknown-session' | 'persist-failed' | 'unconfirmed' }
+  | { type: 'handshake-failed'; attempts: number }
+  | { type: 'frames-dropped'; code: SecureLinkDropCode; count: number; detail?: string }
+  | { type: 'restore-failed'; message: string };
+
+export interface SecureLinkSnapshot {
+  readonly version: 1;
+  readonly role: SecureLinkRole;
+  readonly mode: TransportMode;
+  /** hex of our static public key: a snapshot of another identity is not resumed. */
+  readonly localStatic: string;
+  /** Initiator: the pinned responder key (hex), or null before first contact. */
+  readonly pinnedRemoteStatic: string | null;
+  readonly session: null | { readonly remoteStatic: string; readonly pattern: HandshakePatternName; readonly transport: TransportSnapshot };
+  /** Responder: hex of BLAKE2s(e)[0..16] of the last handshakes seen (replay cache). */
+  readonly seenEphemerals: readonly string[];
+}
+
+export interface SecureLinkOptions {
+  readonly role: SecureLinkRole;
+  readonly staticKeyPair: KeyPair;
+  /** Initiator: the gateway key from the pinned-key file; wins over a snapshot's. */
+  readonly remoteStaticPinned?: Uint8Array;
+  /** Responder (required): the key's name if it may use this gateway, else undefined. */
+  readonly isAuthorized?: (remoteStatic: Uint8Array) => string | undefined;
+  readonly mode: TransportMode;
+  readonly clock: Clock;
+  readonly randomBytes: RandomBytes;
+  /** Hand one frame to the radio. */
+  readonly send: (frame: Uint8Array) => void;
+  /** An authentic, authorized, fresh plaintext from the peer. */
+  readonly deliver: (plaintext: Uint8Array) => void;
+  readonly onEvent?: (e: SecureLinkEvent) => void;
+  /** Store the snapshot durably before returning (e.g. writeStateFile). */
+  readonly persist?: (snapshot: SecureLinkSnapshot) => void;
+  readonly restore?: SecureLinkSnapshot;
+  /** Wait before resending a handshake message of frameLen bytes (doubles per attempt, up to 4×). */
+  readonly handshakeRetryMs: number | ((frameLen: number) => number);
+  /** Give up a handshake after this many transmissions of its first message (default 10). */
+  readonly maxHandshakeAttempts?: number;
+  /** Largest frame the radio carries; data rides in a handshake message only if it fits (default 255). */
+  readonly maxFrameLen?: number;
+  /** Plaintexts held while a handshake runs (default 32; more are dropped, ERR_QUEUE_FULL). */
+  readonly maxQueued?: number;
+  /** Transport: rekey every 2^K frames per direction (both peers must agree; default 16). */
+  readonly rekeyIntervalLog2?: number;
+  /** Transport: nonces usable past the last persisted snapshot, 1..96 (default 32). */
+  readonly persistMargin?: number;
+}
+
+interface Session {
+  transport: SecureTransport;
+  remoteStatic: Uint8Array;
+  pattern: HandshakePatternName;
+  /** Initiator: the responder has been heard in this session (or it was restored). */
+  confirmed: boolean;
+  /** Initiator: XX3/FB2 as sent, resent on UNKNOWN_SESSION while unconfirmed. */
+  finalFrame: Uint8Array | null;
+  finalResends: number;
+  lastFinalResendMs: number;
+}
+
+/** Initiator: a handshake waiting for its answer. */
+interface InitiatorHandshake {
+  pattern: 'XX' | 'IK';
+  hs: HandshakeState;
+  frame: Uint8Array;
+  /** IK: our ephemeral, for XXfallback. */
+  ephemeral: KeyPair | null;
+  /** IK: the data sent as 0-RTT payload (resent in FB2). */
+  payload: Uint8Array | null;
+  attempts: number;
+}
+
+/** Responder: a handshake waiting for its last message (XX3 or FB2). */
+interface ResponderPending {
+  pattern: 'XX' | 'XXfallback';
+  hs: HandshakeState;
+  trigger: Uint8Array;
+  reply: Uint8Array;
+}
+
+const EMPTY: Uint8Array = new Uint8Array(0);
+
+export class SecureLink {
+  readonly role: SecureLinkRole;
+  readonly mode: TransportMode;
+  readonly #o: SecureLinkOptions;
+  readonly #static: KeyPair;
+  readonly #prologue: Uint8Array;
+  readonly #maxFrameLen: number;
+  readonly #maxAttempts: number;
+  readonly #maxQueued: number;
+  #pinned: Uint8Array | null = null;
+  #session: Session | null = null;
+  #queue: Uint8Array[] = [];
+  #hs: InitiatorHandshake | null = null;
+  #timer: TimerHandle | null = null;
+  /** Initiator: a changed gateway key was seen; everything is refused until trusted. */
+  #keyChanged = false;
+  /** Initiator: refused by the responder; no new handshake before this time. */
+  #refusedUntilMs = 0;
+  #pending: ResponderPending | null = null;
+  /** Responder: the last completed IK exchange, to answer a duplicate IK1. */
+  #lastIk: { ik1: Uint8Array; ik2: Uint8Array } | null = null;
+  /** Responder: the last completed XX3/FB2, to recognise a duplicate. */
+  #lastFinal: Uint8Array | null = null;
+  #seen: string[] = [];
+  #failuresInRow = 0;
+  #lastUnknownSentMs = -Infinity;
+  #dropped = new Map<SecureLinkDropCode, number>();
+  #closed = false;
+
+  constructor(opts: SecureLinkOptions) {
+    if (opts.role !== 'initiator' && opts.role !== 'responder') throw new TypeError(`role must be "initiator" or "responder", got ${String(opts.role)}`);
+    if (opts.mode !== 'encrypt' && opts.mode !== 'authenticate') throw new TypeError(`mode must be "encrypt" or "authenticate", got ${String(opts.mode)}`);
+    if (opts.role === 'responder' && typeof opts.isAuthorized !== 'function') throw new TypeError('a responder needs isAuthorized');
+    if (opts.staticKeyPair.privateKey.length !== 32) throw new TypeError('staticKeyPair.privateKey must be 32 bytes');
+    this.role = opts.role;
+    this.mode = opts.mode;
+    this.#o = opts;
+    this.#static = X25519.keyPairFromPrivate(opts.staticKeyPair.privateKey);
+    if (!equalBytes(this.#static.publicKey, opts.staticKeyPair.publicKey)) throw new TypeError('staticKeyPair.publicKey does not belong to its private key');
+    this.#prologue = utf8.encode(`Trickle v1 ${opts.mode}`);
+    this.#maxFrameLen = opts.maxFrameLen ?? 255;
+    this.#maxAttempts = opts.maxHandshakeAttempts ?? 10;
+    this.#maxQueued = opts.maxQueued ?? 32;
+    // Validate the transport options once, up front (throws ERR_NOISE_STATE naming the bad one).
+    SecureTransport.fromKeys(new Uint8Array(32), new Uint8Array(32), this.#transportOptions()).destroy();
+    if (opts.remoteStaticPinned !== undefined) {
+      if (opts.remoteStaticPinned.length !== 32) throw new TypeError('remoteStaticPinned must be 32 bytes');
+      this.#pinned = opts.remoteStaticPinned.slice();
+    }
+    if (opts.restore !== undefined) this.#restore(opts.restore);
+  }
+
+  // ───────────────────────────── public API ─────────────────────────────
+
+  /** Protect and send one plaintext, or queue it until a session exists. */
+  send(plaintext: Uint8Array): void {
+    if (this.#closed) return;
+    const s = this.#session;
+    if (s !== null) {
+      this.#sendTransport(s, plaintext);
+      return;
+    }
+    if (this.role === 'responder') {
+      // Only the initiator can start a handshake; CoAP retransmits once it has.
+      this.#drop('ERR_NOISE_STATE', 'no session with the field kit yet');
+      return;
+    }
+    if (this.#keyChanged) {
+      this.#drop('ERR_NOISE_KEY', 'gateway key changed: refused until trusted');
+      return;
+    }
+    if (this.#o.clock.now() < this.#refusedUntilMs) {
+      this.#drop('ERR_NOISE_KEY', 'the gateway refused this field kit\'s key; waiting before asking again');
+      return;
+    }
+    if (this.#queue.length >= this.#maxQueued) {
+      this.#drop('ERR_QUEUE_FULL', 'queue of plaintexts awaiting a session is full');
+      return;
+    }
+    this.#queue.push(plaintext.slice());
+    if (this.#hs === null) this.#startHandshake();
+  }
+
+  /** One frame from the radio. Never throws: bad frames are dropped and counted. */
+  receive(frame: Uint8Array): void {
+    if (this.#closed) return;
+    try {
+      this.#receive(frame);
+    } catch (e) {
+      // Defensive: every expected failure is handled below; anything else is still a drop.
+      this.#drop('ERR_NOISE_STATE', `unexpected: ${(e as Error).message}`);
+    }
+  }
+
+  /** Initiator: accept this gateway key from now on (after `trickle keys trust`). */
+  trustRemoteStatic(publicKey: Uint8Array): void {
+    if (publicKey.length !== 32) throw new TypeError('public key must be 32 bytes');
+    const changed = this.#pinned === null || !equalBytes(this.#pinned, publicKey);
+    this.#pinned = publicKey.slice();
+    this.#keyChanged = false;
+    this.#refusedUntilMs = 0;
+    if (changed && this.#session !== null && !equalBytes(this.#session.remoteStatic, publicKey)) this.#endSession();
+    this.#emit({ type: 'pinned', remoteStatic: publicKey.slice(), fingerprint: fingerprint(publicKey) });
+    this.#persistNow();
+  }
+
+  /** True once frames can be sent without a handshake. */
+  get established(): boolean {
+    return this.#session !== null;
+  }
+
+  get pinnedRemoteStatic(): Uint8Array | null {
+    return this.#pinned?.slice() ?? null;
+  }
+
+  get remoteStatic(): Uint8Array | null {
+    return this.#session?.remoteStatic.slice() ?? null;
+  }
+
+  stats(): { state: string; pattern: HandshakePatternName | null; queued: number; dropped: Record<string, number> } {
+    const state = this.#session !== null ? (this.#session.confirmed || this.role === 'responder' ? 'established' : 'unconfirmed')
+      : this.#keyChanged ? 'key-changed' : this.#hs !== null ? `handshake-${this.#hs.pattern}` : 'idle';
+    return { state, pattern: this.#session?.pattern ?? null, queued: this.#queue.length, dropped: Object.fromEntries(this.#dropped) };
+  }
+
+  /** Stop timers and wipe keys. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#timer?.cancel();
+    this.#timer = null;
+    this.#hs?.hs.destroy();
+    this.#hs = null;
+    this.#pending?.hs.destroy();
+    this.#pending = null;
+    this.#session?.transport.destroy();
+    this.#session = null;
+    this.#queue = [];
+  }
+
+  // ───────────────────────────── receiving ─────────────────────────────
+
+  #receive(frame: Uint8Array): void {
+    const kind = frame[0];
+    if (kind === undefined) return this.#drop('ERR_NOISE_HANDSHAKE', 'empty frame');
+    if ((kind & 0x80) === 0) return this.#receiveTransport(frame);
+    const body = frame.subarray(1);
+    if (this.role === 'responder') {
+      switch (kind) {
+        case FrameKind.XX1: return this.#onXx1(frame, body);
+        case FrameKind.IK1: return this.#onIk1(frame, body);
+        case FrameKind.XX3: return this.#onFinal(frame, body, 'XX');
+        case FrameKind.FB2: return this.#onFinal(frame, body, 'XXfallback');
+        default: return this.#drop(kind > FrameKind.UNKNOWN_SESSION ? 'ERR_NOISE_HANDSHAKE' : 'ERR_NOISE_STATE', `frame kind 0x${kind.toString(16)} is not for a responder`);
+      }
+    }
+    switch (kind) {
+      case FrameKind.XX2: return this.#onXx2(body);
+      case FrameKind.IK2: return this.#onIk2(body);
+      case FrameKind.FB1: return this.#onFb1(body);
+      case FrameKind.REFUSED: return this.#onRefused(frame);
+      case FrameKind.UNKNOWN_SESSION: return this.#onUnknownSession(frame);
+      default: return this.#drop(kind > FrameKind.UNKNOWN_SESSION ? 'ERR_NOISE_HANDSHAKE' : 'ERR_NOISE_STATE', `frame kind 0x${kind.toString(16)} is not for an initiator`);
+    }
+  }
+
+  #receiveTransport(frame: Uint8Array): void {
+    const s = this.#session;
+    if (s === null) {
+      this.#drop('ERR_NOISE_STATE', 'transport frame without a session');
+      if (this.role === 'responder') this.#maybeSendUnknown(frame);
+      return;
+    }
+    let plaintext: Uint8Array;
+    try {
+      plaintext = s.transport.open(EMPTY, frame);
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === 'ERR_NOISE_STATE' && this.#session === s) {
+        // The persist hook failed: the transport closed itself (fail closed).
+        this.#endSession();
+        this.#emit({ type: 'session-lost', reason: 'persist-failed' });
+        return;
+      }
+      this.#drop(code === 'ERR_NOISE_REPLAY' || code === 'ERR_NOISE_NONCE' ? code : 'ERR_NOISE_DECRYPT', (e as Error).message);
+      if (this.role === 'responder' && code !== 'ERR_NOISE_REPLAY') {
+        this.#failuresInRow++;
+        if (this.#pending !== null || this.#failuresInRow >= FAILURES_BEFORE_UNKNOWN) this.#maybeSendUnknown(frame);
+      }
+      return;
+    }
+    this.#failuresInRow = 0;
+    if (this.role === 'responder') {
+      if (this.#o.isAuthorized!(s.remoteStatic) === undefined) {
+        this.#drop('ERR_NOISE_KEY', 'key no longer authorized');
+        this.#emit({ type: 'refused', reason: 'revoked', fingerprint: fingerprint(s.remoteStatic) });
+        this.#endSession();
+        this.#persistNow();
+        this.#o.send(new Uint8Array([FrameKind.REFUSED]));
+        return;
+      }
+    } else if (!s.confirmed) {
+      s.confirmed = true;
+      s.finalFrame = null;
+    }
+    if (plaintext.length > 0) this.#o.deliver(plaintext);
+  }
+
+  // Responder side.
+
+  #onXx1(frame: Uint8Array, body: Uint8Array): void {
+    if (this.#pending !== null && equalBytes(this.#pending.trigger, frame)) {
+      this.#o.send(this.#pending.reply); // a retransmitted XX1: the same XX2 again
+      return;
+    }
+    if (body.length !== DHLEN) return this.#drop('ERR_NOISE_HANDSHAKE', `XX1 must be ${DHLEN} bytes after the kind byte`);
+    if (!this.#markSeen(body)) return this.#drop('ERR_NOISE_REPLAY', 'XX1 ephemeral seen before');
+    let hs: HandshakeState | null = null;
+    try {
+      hs = new HandshakeState({ protocolName: XX_PROTOCOL, initiator: false, prologue: this.#prologue, s: this.#static, randomBytes: this.#o.randomBytes });
+      hs.readMessage(body);
+      const reply = concatBytes(new Uint8Array([FrameKind.XX2]), hs.writeMessage(EMPTY));
+      this.#pending?.hs.destroy();
+      this.#pending = { pattern: 'XX', hs, trigger: frame.slice(), reply };
+      this.#persistNow();
+      this.#o.send(reply);
+    } catch (e) {
+      hs?.destroy();
+      this.#drop('ERR_NOISE_HANDSHAKE', (e as Error).message);
+    }
+  }
+
+  #onIk1(frame: Uint8Array, body: Uint8Array): void {
+    if (this.#lastIk !== null && equalBytes(this.#lastIk.ik1, frame)) {
+      this.#o.send(this.#lastIk.ik2); // IK2 was lost: the same IK2 again
+      return;
+    }
+    if (this.#pending !== null && equalBytes(this.#pending.trigger, frame)) {
+      this.#o.send(this.#pending.reply); // FB1 was lost
+      return;
+    }
+    if (body.length < IK1_NOISE_LEN) return this.#drop('ERR_NOISE_HANDSHAKE', `IK1 shorter than ${IK1_NOISE_LEN} bytes`);
+    const re = body.subarray(0, DHLEN);
+    if (!this.#markSeen(re)) return this.#drop('ERR_NOISE_REPLAY', 'IK1 ephemeral seen before');
+    const [noiseMsg, clear] = this.mode === 'authenticate' ? [body.subarray(0, IK1_NOISE_LEN), body.subarray(IK1_NOISE_LEN)] : [body, EMPTY];
+    let hs: HandshakeState | null = null;
+    let payload: Uint8Array;
+    try {
+      hs = new HandshakeState({ protocolName: IK_PROTOCOL, initiator: false, prologue: concatBytes(this.#prologue, clear), s: this.#static, randomBytes: this.#o.randomBytes });
+      payload = hs.readMessage(noiseMsg);
+    } catch {
+      // Unreadable IK1 (our static key is not the one it was made for, or it is damaged):
+      // Noise Pipes fallback, answering with XXfallback on the initiator's ephemeral.
+      hs?.destroy();
+      this.#startFallback(frame, re);
+      return;
+    }
+    const rs = hs.getRemoteStatic()!;
+    const name = this.#o.isAuthorized!(rs);
+    if (name === undefined) {
+      hs.destroy();
+      this.#refuse(rs);
+      return;
+    }
+    let ik2: Uint8Array;
+    try {
+      ik2 = concatBytes(new Uint8Array([FrameKind.IK2]), hs.writeMessage(EMPTY));
+    } catch (e) {
+      this.#drop('ERR_NOISE_HANDSHAKE', (e as Error).message);
+      return;
+    }
+    this.#lastIk = { ik1: frame.slice(), ik2 };
+    this.#pending?.hs.destroy();
+    this.#pending = null;
+    this.#establish(hs, 'IK', rs, name);
+    this.#o.send(ik2);
+    const data = this.mode === 'authenticate' ? clear : payload;
+    if (data.length > 0) this.#deliverChecked(data);
+  }
+
+  #startFallback(trigger: Uint8Array, re: Uint8Array): void {
+    let hs: HandshakeState | null = null;
+    try {
+      hs = new HandshakeState({ protocolName: XXFALLBACK_PROTOCOL, initiator: false, prologue: this.#prologue, s: this.#static, re, randomBytes: this.#o.randomBytes });
+      const reply = concatBytes(new Uint8Array([FrameKind.FB1]), hs.writeMessage(EMPTY));
+      this.#pending?.hs.destroy();
+      this.#pending = { pattern: 'XXfallback', hs, trigger: trigger.slice(), reply };
+      this.#persistNow();
+      this.#o.send(reply);
+    } catch (e) {
+      hs?.destroy();
+      this.#drop('ERR_NOISE_HANDSHAKE', (e as Error).message);
+    }
+  }
+
+  /** XX3 (XX) or FB2 (XXfallback): the initiator's last message. */
+  #onFinal(frame: Uint8Array, body: Uint8Array, pattern: 'XX' | 'XXfallback'): void {
+    if (this.#lastFinal !== null && equalBytes(this.#lastFinal, frame)) {
+      return this.#drop('ERR_NOISE_REPLAY', 'duplicate final handshake message');
+    }
+    const p = this.#pending;
+    if (p === null || p.pattern !== pattern) return this.#drop('ERR_NOISE_STATE', `${pattern === 'XX' ? 'XX3' : 'FB2'} without a handshake waiting for it`);
+    let payload: Uint8Array;
+    try {
+      payload = p.hs.readMessage(body);
+    } catch (e) {
+      // The HandshakeState failed closed; the initiator starts over after UNKNOWN_SESSIONs.
+      this.#pending = null;
+      this.#drop('ERR_NOISE_HANDSHAKE', (e as Error).message);
+      return;
+    }
+    this.#pending = null;
+    const rs = p.hs.getRemoteStatic()!;
+    const name = this.#o.isAuthorized!(rs);
+    if (name === undefined) {
+      p.hs.destroy();
+      this.#refuse(rs);
+      return;
+    }
+    this.#lastFinal = frame.slice();
+    this.#establish(p.hs, pattern, rs, name);
+    if (payload.length > 0) this.#deliverChecked(payload);
+  }
+
+  #refuse(rs: Uint8Array): void {
+    this.#drop('ERR_NOISE_KEY', 'static key not authorized');
+    this.#emit({ type: 'refused', reason: 'unauthorized', fingerprint: fingerprint(rs) });
+    this.#o.send(new Uint8Array([FrameKind.REFUSED]));
+  }
+
+  #maybeSendUnknown(frame: Uint8Array): void {
+    if (frame.length < FRAME_OVERHEAD) return; // noise, not a transport frame worth answering
+    const now = this.#o.clock.now();
+    if (now - this.#lastUnknownSentMs < this.#retryMs(1)) return;
+    this.#lastUnknownSentMs = now;
+    this.#o.send(new Uint8Array([FrameKind.UNKNOWN_SESSION]));
+  }
+
+  /** Record a handshake ephemeral; false if it was seen before (replay). */
+  #markSeen(e: Uint8Array): boolean {
+    const id = toHex(blake2s(e).subarray(0, 16));
+    if (this.#seen.includes(id)) return false;
+    this.#seen.push(id);
+    if (this.#seen.length > SEEN_EPHEMERALS_MAX) this.#seen.shift();
+    return true;
+  }
+
+  #deliverChecked(plaintext: Uint8Array): void {
+    const s = this.#session;
+    if (s === null) return;
+    if (this.role === 'responder' && this.#o.isAuthorized!(s.remoteStatic) === undefined) return this.#drop('ERR_NOISE_KEY', 'key not authorized');
+    this.#o.deliver(plaintext);
+  }
+
+  // Initiator side.
+
+  /** Build XX1 or IK1 and transmit it; `attempts` carries over from a restarted handshake. */
+  #startHandshake(attempts = 0): void {
+    this.#cancelTimer();
+    const ik = this.#pinned !== null;
+    let payload: Uint8Array | null = null;
+    let clear: Uint8Array = EMPTY;
+    const first = this.#queue[0];
+    if (ik && first !== undefined && IK1_OVERHEAD + first.length <= this.#maxFrameLen) {
+      payload = this.#queue.shift()!;
+      if (this.mode === 'authenticate') clear = payload;
+    }
+    let ephemeral: KeyPair | null = null;
+    const rnd: RandomBytes = (n) => {
+      const b = this.#o.randomBytes(n);
+      if (n === 32 && ephemeral === null) ephemeral = X25519.keyPairFromPrivate(b);
+      return b;
+    };
+    let hs: HandshakeState;
+    let frame: Uint8Array;
+    if (ik) {
+      hs = new HandshakeState({ protocolName: IK_PROTOCOL, initiator: true, prologue: concatBytes(this.#prologue, clear), s: this.#static, rs: this.#pinned!, randomBytes: rnd });
+      const noisePayload = this.mode === 'encrypt' && payload !== null ? payload : EMPTY;
+      frame = concatBytes(new Uint8Array([FrameKind.IK1]), hs.writeMessage(noisePayload), clear);
+    } else {
+      hs = new HandshakeState({ protocolName: XX_PROTOCOL, initiator: true, prologue: this.#prologue, s: this.#static, randomBytes: this.#o.randomBytes });
+      frame = concatBytes(new Uint8Array([FrameKind.XX1]), hs.writeMessage(EMPTY));
+    }
+    this.#hs = { pattern: ik ? 'IK' : 'XX', hs, frame, ephemeral, payload, attempts };
+    this.#transmitHandshake();
+  }
+
+  #transmitHandshake(): void {
+    const h = this.#hs;
+    if (h === null || this.#closed) return;
+    if (h.attempts >= this.#maxAttempts) {
+      this.#abandonHandshake();
+      this.#emit({ type: 'handshake-failed', attempts: h.attempts });
+      return;
+    }
+    h.attempts++;
+    const waitMs = this.#retryMs(h.frame.length) * Math.min(2 ** (h.attempts - 1), BACKOFF_CAP);
+    this.#timer = this.#o.clock.setTimer(waitMs, () => {
+      this.#timer = null;
+      this.#transmitHandshake();
+    });
+    this.#o.send(h.frame);
+  }
+
+  #abandonHandshake(): void {
+    this.#cancelTimer();
+    const h = this.#hs;
+    this.#hs = null;
+    h?.hs.destroy();
+    h?.ephemeral?.privateKey.fill(0);
+    const n = this.#queue.length + (h?.payload !== null && h?.payload !== undefined ? 1 : 0);
+    this.#queue = [];
+    for (let i = 0; i < n; i++) this.#drop('ERR_NOISE_STATE', 'handshake abandoned');
+  }
+
+  /** The handshake failed to verify an answer: start over with a fresh ephemeral. */
+  #restartHandshake(): void {
+    const h = this.#hs;
+    if (h === null) return;
+    this.#cancelTimer();
+    h.hs.destroy();
+    if (h.payload !== null) this.#queue.unshift(h.payload);
+    this.#hs = null;
+    this.#startHandshake(h.attempts);
+  }
+
+  #onXx2(body: Uint8Array): void {
+    const h = this.#hs;
+    if (h === null || h.pattern !== 'XX') return this.#drop('ERR_NOISE_STATE', 'XX2 without an XX1 waiting');
+    try {
+      h.hs.readMessage(body);
+    } catch (e) {
+      this.#drop('ERR_NOISE_HANDSHAKE', (e as Error).message);
+      this.#restartHandshake();
+      return;
+    }
+    const rs = h.hs.getRemoteStatic()!;
+    if (this.#pinned !== null && !equalBytes(this.#pinned, rs)) return this.#keyChangedSeen(rs);
+    if (this.#pinned === null) {
+      this.#pinned = rs.slice();
+      this.#emit({ type: 'pinned', remoteStatic: rs.slice(), fingerprint: fingerprint(rs) });
+    }
+    this.#finish(h, 'XX', FrameKind.XX3, h.hs, rs, this.#takeForFinal());
+  }
+
+  #onFb1(body: Uint8Array): void {
+    const h = this.#hs;
+    if (h === null || h.pattern !== 'IK' || h.ephemeral === null) return this.#drop('ERR_NOISE_STATE', 'FB1 without an IK1 waiting');
+    let fb: HandshakeState | null = null;
+    try {
+      // A copy: a failed HandshakeState wipes its keys, and a genuine FB1 may still follow.
+      const e = { privateKey: h.ephemeral.privateKey.slice(), publicKey: h.ephemeral.publicKey.slice() };
+      fb = new HandshakeState({ protocolName: XXFALLBACK_PROTOCOL, initiator: true, prologue: this.#prologue, s: this.#static, e, randomBytes: this.#o.randomBytes });
+      fb.readMessage(body);
+    } catch (e) {
+      fb?.destroy();
+      // The IK state and our ephemeral are untouched: a genuine FB1 may still come.
+      return this.#drop('ERR_NOISE_HANDSHAKE', (e as Error).message);
+    }
+    const rs = fb.getRemoteStatic()!;
+    if (this.#pinned !== null && !equalBytes(this.#pinned, rs)) {
+      fb.destroy();
+      return this.#keyChangedSeen(rs);
+    }
+    // Resend the data the responder could not read, if it is allowed inside the handshake.
+    let payload: Uint8Array | null = h.payload;
+    h.payload = null;
+    if (payload !== null && (this.mode === 'authenticate' || XX3_OVERHEAD + payload.length > this.#maxFrameLen)) {
+      this.#queue.unshift(payload);
+      payload = null;
+    }
+    h.hs.destroy();
+    this.#finish(h, 'XXfallback', FrameKind.FB2, fb, rs, payload ?? this.#takeForFinal());
+  }
+
+  #onIk2(body: Uint8Array): void {
+    const h = this.#hs;
+    if (h === null || h.pattern !== 'IK') return this.#drop('ERR_NOISE_STATE', 'IK2 without an IK1 waiting');
+    let payload: Uint8Array;
+    try {
+      payload = h.hs.readMessage(body);
+    } catch (e) {
+      this.#drop('ERR_NOISE_HANDSHAKE', (e as Error).message);
+      this.#restartHandshake();
+      return;
+    }
+    this.#cancelTimer();
+    this.#hs = null;
+    h.ephemeral?.privateKey.fill(0);
+    this.#establish(h.hs, 'IK', this.#pinned!, undefined);
+    this.#session!.confirmed = true;
+    if (payload.length > 0) this.#o.deliver(payload);
+    this.#flushQueue();
+  }
+
+  /** Write XX3/FB2 with `payload`, establish the (unconfirmed) session, send, flush the queue. */
+  #finish(h: InitiatorHandshake, pattern: 'XX' | 'XXfallback', kind: number, hs: HandshakeState, rs: Uint8Array, payload: Uint8Array | null): void {
+    this.#cancelTimer();
+    this.#hs = null;
+    let frame: Uint8Array;
+    try {
+      frame = concatBytes(new Uint8Array([kind]), hs.writeMessage(payload ?? EMPTY));
+    } catch (e) {
+      this.#drop('ERR_NOISE_HANDSHAKE', (e as Error).message);
+      this.#hs = h;
+      if (payload !== null) this.#queue.unshift(payload);
+      this.#restartHandshake();
+      return;
+    }
+    h.ephemeral?.privateKey.fill(0);
+    this.#establish(hs, pattern, rs, undefined);
+    const s = this.#session!;
+    s.finalFrame = frame;
+    this.#o.send(frame);
+    this.#flushQueue();
+  }
+
+  /** The first queued plaintext if it may ride in XX3/FB2 (encrypt mode, fits the frame). */
+  #takeForFinal(): Uint8Array | null {
+    const first = this.#queue[0];
+    if (this.mode !== 'encrypt' || first === undefined || XX3_OVERHEAD + first.length > this.#maxFrameLen) return null;
+    return this.#queue.shift()!;
+  }
+
+  #keyChangedSeen(rs: Uint8Array): void {
+    const expected = this.#pinned!;
+    this.#keyChanged = true;
+    this.#abandonHandshake();
+    this.#drop('ERR_NOISE_KEY', 'gateway static key differs from the pinned one');
+    this.#emit({ type: 'key-changed', expectedFingerprint: fingerprint(expected), receivedFingerprint: fingerprint(rs), receivedKey: rs.slice() });
+  }
+
+  #onRefused(frame: Uint8Array): void {
+    if (frame.length !== 1) return this.#drop('ERR_NOISE_HANDSHAKE', 'REFUSED is one byte');
+    if (this.#hs === null && (this.#session === null || this.#session.confirmed)) {
+      return this.#drop('ERR_NOISE_STATE', 'REFUSED outside a handshake');
+    }
+    this.#abandonHandshake();
+    if (this.#session !== null) this.#endSession();
+    this.#queue = [];
+    this.#refusedUntilMs = this.#o.clock.now() + this.#retryMs(IK1_OVERHEAD) * BACKOFF_CAP * 4;
+    this.#emit({ type: 'refused', reason: 'by-peer' });
+    this.#persistNow();
+  }
+
+  #onUnknownSession(frame: Uint8Array): void {
+    if (frame.length !== 1) return this.#drop('ERR_NOISE_HANDSHAKE', 'UNKNOWN_SESSION is one byte');
+    const s = this.#session;
+    if (s === null) return; // a handshake is running or will run on the next send
+    if (!s.confirmed && s.finalFrame !== null) {
+      if (s.finalResends < FINAL_RESENDS_MAX) {
+        const now = this.#o.clock.now();
+        if (now - s.lastFinalResendMs >= this.#retryMs(s.finalFrame.length)) {
+          s.finalResends++;
+          s.lastFinalResendMs = now;
+          this.#o.send(s.finalFrame);
+        }
+        return;
+      }
+      this.#endSession();
+      this.#emit({ type: 'session-lost', reason: 'unconfirmed' });
+    } else {
+      this.#endSession();
+      this.#emit({ type: 'session-lost', reason: 'unknown-session' });
+    }
+    this.#persistNow();
+    if (this.#queue.length > 0 && this.#hs === null && !this.#keyChanged) this.#startHandshake();
+  }
+
+  // ───────────────────────────── sessions ─────────────────────────────
+
+  #establish(hs: HandshakeState, pattern: HandshakePatternName, rs: Uint8Array, name: string | undefined): void {
+    const old = this.#session;
+    const transport = SecureTransport.fromHandshake(hs, { ...this.#transportOptions(), ...this.#persistHook() });
+    hs.destroy();
+    old?.transport.destroy();
+    this.#session = { transport, remoteStatic: rs.slice(), pattern, confirmed: false, finalFrame: null, finalResends: 0, lastFinalResendMs: -Infinity };
+    this.#failuresInRow = 0;
+    this.#persistNow();
+    this.#emit({ type: 'established', pattern, remoteStatic: rs.slice(), fingerprint: fingerprint(rs), ...(name !== undefined ? { name } : {}) });
+  }
+
+  #endSession(): void {
+    const s = this.#session;
+    this.#session = null;
+    try {
+      s?.transport.destroy();
+    } catch { /* already closed */ }
+  }
+
+  #flushQueue(): void {
+    while (this.#session !== null && this.#queue.length > 0) this.#sendTransport(this.#session, this.#queue.shift()!);
+  }
+
+  #sendTransport(s: Session, plaintext: Uint8Array): void {
+    let frame: Uint8Array;
+    try {
+      frame = s.transport.seal(EMPTY, plaintext);
+    } catch (e) {
+      // Persist failed (transport closed itself) or nonces exhausted: fail closed, re-handshake.
+      this.#drop('ERR_NOISE_STATE', (e as Error).message);
+      if (this.#session === s) {
+        this.#endSession();
+        this.#emit({ type: 'session-lost', reason: 'persist-failed' });
+      }
+      return;
+    }
+    this.#o.send(frame);
+  }
+
+  #transportOptions() {
+    return {
+      mode: this.mode,
+      nonceBits: NONCE_BITS,
+      resyncWraps: RESYNC_WRAPS,
+      ...(this.#o.rekeyIntervalLog2 !== undefined ? { rekeyIntervalLog2: this.#o.rekeyIntervalLog2 } : {}),
+      ...(this.#o.persistMargin !== undefined ? { persistMargin: this.#o.persistMargin } : {}),
+      // A snapshot per newly highest received frame: a restart never drops the peer's frames.
+      receiveMargin: 1,
+    } as const;
+  }
+
+  #persistHook(): { persist?: (t: TransportSnapshot) => void } {
+    const persist = this.#o.persist;
+    if (persist === undefined) return {};
+    return { persist: (t) => persist(this.#snapshot(t)) };
+  }
+
+  /** Persist now (pin, session change, replay cache); the transport engages its margin. */
+  #persistNow(): void {
+    if (this.#o.persist === undefined) return;
+    try {
+      this.#o.persist(this.#snapshot(this.#session?.transport.exportState()));
+    } catch (e) {
+      // Without a durable snapshot a restart could reuse nonces: drop the session.
+      if (this.#session !== null) {
+        this.#endSession();
+        this.#emit({ type: 'session-lost', reason: 'persist-failed' });
+      }
+      this.#drop('ERR_NOISE_STATE', `persist failed: ${(e as Error).message}`);
+    }
+  }
+
+  #snapshot(transport: TransportSnapshot | undefined): SecureLinkSnapshot {
+    const s = this.#session;
+    return {
+      version: 1,
+      role: this.role,
+      mode: this.mode,
+      localStatic: toHex(this.#static.publicKey),
+      pinnedRemoteStatic: this.#pinned === null ? null : toHex(this.#pinned),
+      session: s === null || transport === undefined ? null : { remoteStatic: toHex(s.remoteStatic), pattern: s.pattern, transport },
+      seenEphemerals: [...this.#seen],
+    };
+  }
+
+  #restore(snap: SecureLinkSnapshot): void {
+    const fail = (message: string): void => this.#emit({ type: 'restore-failed', message });
+    if (snap === null || typeof snap !== 'object' || snap.version !== 1) return fail('unknown snapshot version');
+    if (snap.role !== this.role) return fail(`snapshot is of a ${String(snap.role)}, this link is the ${this.role}`);
+    if (snap.localStatic !== toHex(this.#static.publicKey)) return fail('snapshot belongs to another static key; starting fresh');
+    if (Array.isArray(snap.seenEphemerals)) this.#seen = snap.seenEphemerals.filter((x) => typeof x === 'string' && /^[0-9a-f]{32}$/.test(x)).slice(-SEEN_EPHEMERALS_MAX);
+    if (this.role === 'initiator' && this.#pinned === null && typeof snap.pinnedRemoteStatic === 'string' && /^[0-9a-f]{64}$/.test(snap.pinnedRemoteStatic)) {
+      this.#pinned = fromHex(snap.pinnedRemoteStatic);
+    }
+    const ss = snap.session;
+    if (ss === null || ss === undefined) return;
+    if (snap.mode !== this.mode) return fail(`snapshot session is in ${String(snap.mode)} mode, this link in ${this.mode}`);
+    if (typeof ss.remoteStatic !== 'string' || !/^[0-9a-f]{64}$/.test(ss.remoteStatic)) return fail('snapshot session has no valid remote static key');
+    const rs = fromHex(ss.remoteStatic);
+    if (this.role === 'initiator' && (this.#pinned === null || !equalBytes(this.#pinned, rs))) return fail('snapshot session is with a key that is not the pinned one; starting fresh');
+    if (this.role === 'responder' && this.#o.isAuthorized!(rs) === undefined) return fail('snapshot session is with a key no longer authorized; starting fresh');
+    let transport: SecureTransport;
+    try {
+      transport = SecureTransport.importState(ss.transport, this.#persistHook());
+    } catch (e) {
+      return fail((e as Error).message);
+    }
+    if (transport.nonceBits !== NONCE_BITS || transport.mode !== this.mode) {
+      transport.destroy();
+      return fail('snapshot transport has another frame format');
+    }
+    const pattern: HandshakePatternName = ss.pattern === 'IK' || ss.pattern === 'XXfallback' ? ss.pattern : 'XX';
+    this.#session = { transport, remoteStatic: rs, pattern, confirmed: true, finalFrame: null, finalResends: 0, lastFinalResendMs: -Infinity };
+  }
+
+  // ───────────────────────────── helpers ─────────────────────────────
+
+  #retryMs(frameLen: number): number {
+    const r = this.#o.handshakeRetryMs;
+    return Math.max(1, typeof r === 'number' ? r : r(frameLen));
+  }
+
+  #cancelTimer(): void {
+    this.#timer?.cancel();
+    this.#timer = null;
+  }
+
+  #drop(code: SecureLinkDropCode, detail: string): void {
+    const count = (this.#dropped.get(code) ?? 0) + 1;
+    this.#dropped.set(code, count);
+    this.#emit({ type: 'frames-dropped', code, count, detail });
+  }
+
+  #emit(e: SecureLinkEvent): void {
+    try {
+      this.#o.onEvent?.(e);
+    } catch { /* an observer's bug must not break the state machine */ }
+  }
+}
