@@ -4,8 +4,19 @@
  *
  * Stateful and Clock-driven; never logs, never does I/O itself: frames leave through
  * the injected `send` and arrive through `receive`. Time comes from the injected
- * Clock, randomness (initial Message ID, tokens, retransmission jitter) from
- * RandomBytes.
+ * Clock, randomness (retransmission jitter; in 'random' token mode also the initial
+ * Message ID and tokens) from RandomBytes.
+ *
+ * Frames are made by a WireCodec (default RFC 7252; the radio uses the compact form
+ * of compact.ts). Every frame is encoded when it is sent, retransmissions and re-sent
+ * replies included, so a stateful codec sees frames in sending order; sizes are fitted
+ * to maxFrameLen with the codec's state-independent `sizeBound`.
+ *
+ * Tokens ('sequence' mode, the default): every CON/NON this endpoint originates gets
+ * the next 32-bit sequence number S, its Message ID is S mod 2^16, and a request's
+ * token is the 4-byte S of its first message (block follow-ups keep it). Tokens are
+ * unique and increasing for the endpoint's life: the gateway derives Matrix txn ids
+ * from them (tokenSequence() in compact.ts); `nextSequence` / `sequenceStart` resume.
  *
  * Message layer (RFC 7252 §4):
  *  - Every request is CON. Retransmission (§4.2): first timeout = ackTimeoutMs ×
