@@ -12,10 +12,13 @@ import { HomeserverClient } from './homeserver-client.ts';
 import { getOptions } from '../coap/message.ts';
 import { Opt } from '../coap/numbers.ts';
 import type { Link } from '../link/link.ts';
+import type { Modem } from '../modem/modem.ts';
 
 export interface GatewayOptions {
   device?: string;
   link?: Link;
+  /** Build the modem dialect on the link (default: the transparent serial radio). */
+  createModem?: (link: Link) => Modem;
   homeserverUrl: string;
   /** Where to serve /_trickle/status (undefined: not served). */
   statusHost?: string;
@@ -51,6 +54,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const radio = await openRadioStack({
     ...(opts.device ? { device: opts.device } : {}),
     ...(opts.link ? { link: opts.link } : {}),
+    ...(opts.createModem ? { createModem: opts.createModem } : {}),
     baudRate: opts.baudRate, maxFrameLen: opts.maxFrameLen, radio: opts.radio,
     maxBodyBytes: opts.maxBodyBytes, logger: opts.logger,
   });

@@ -9,10 +9,13 @@ import { encodeHttpRequest, decodeCoapResponse } from '../matrix/http-coap.ts';
 import { matrixError, longPollTimeoutMs, type HttpRequestLike, type HttpResponseLike } from '../matrix/http.ts';
 import { LocalServer, type HttpExchangeRecord } from './http-server.ts';
 import type { Link } from '../link/link.ts';
+import type { Modem } from '../modem/modem.ts';
 
 export interface HostOptions {
   device?: string;
   link?: Link;
+  /** Build the modem dialect on the link (default: the transparent serial radio). */
+  createModem?: (link: Link) => Modem;
   listenHost: string;
   listenPort: number;
   baudRate: number;
@@ -57,6 +60,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   const radio = await openRadioStack({
     ...(opts.device ? { device: opts.device } : {}),
     ...(opts.link ? { link: opts.link } : {}),
+    ...(opts.createModem ? { createModem: opts.createModem } : {}),
     baudRate: opts.baudRate, maxFrameLen: opts.maxFrameLen, radio: opts.radio,
     maxBodyBytes: opts.maxBodyBytes, logger: opts.logger,
   });
