@@ -23,7 +23,12 @@ import { resolveChannel, getRegion, type ResolvedChannel } from '../scheduler/re
 import { TxQueue, coapAckTimeoutMs, DutyCycleError, type Priority } from '../scheduler/tx-queue.ts';
 import { DutyCycleLedger } from '../scheduler/duty-cycle.ts';
 import { unpackFrame } from '../scheduler/packing.ts';
-import { CoapEndpoint } from './endpoint.ts';
+import { CoapEndpoint, type CoapRequestInit, type CoapResponse, type RequestHandler, type RequestOptions } from './endpoint.ts';
+import { compactWireCodec, createCompactContext, type CompactContext } from './compact.ts';
+import { rfc7252Codec, type CoapMessage, type WireCodec } from './message.ts';
+import { Opt } from './numbers.ts';
+import { SecureLink, LINK_FRAME_OVERHEAD, type SecureLinkOptions, type SecureLinkEvent, type SecureLinkSnapshot } from '../secure/secure-link.ts';
+import type { KeyPair } from '../secure/dh.ts';
 
 /** The radio channel: LoRa settings for airtime, and the region whose rules bind us. */
 export interface RadioSettings {
@@ -55,13 +60,45 @@ export interface RadioStackOptions {
   logger: Logger;
   clock?: Clock;
   randomBytes?: RandomBytes;
+  /** On-air CoAP form: the compact form (default) or plain RFC 7252 (for comparison and debugging). */
+  codec?: 'compact' | 'rfc7252';
+  /** Noise security (on by default in the apps); omitted only for tests and benches of the layers above. */
+  security?: SecuritySettings;
+  /** Durable storage for the CoAP session (sequence numbers, compact context), so a restart resumes. */
+  stateStore?: StateStore<CoapSessionState>;
+}
+
+export interface SecuritySettings {
+  role: SecureLinkOptions['role'];
+  staticKeyPair: KeyPair;
+  remoteStaticPinned?: Uint8Array;
+  isAuthorized?: (remoteStatic: Uint8Array) => string | undefined;
+  /** 'encrypt' (default) or 'authenticate' (cleartext, authenticated: for amateur bands). */
+  mode: SecureLinkOptions['mode'];
+  persist?: (snapshot: SecureLinkSnapshot) => void;
+  restore?: SecureLinkSnapshot;
+  onEvent?: (e: SecureLinkEvent) => void;
+}
+
+export interface StateStore<T> {
+  load(): T | undefined;
+  save(value: T): void;
+}
+
+/** What a restart needs to go on with the same CoAP session: tokens never repeat, LSBs decode. */
+export interface CoapSessionState {
+  version: 1;
+  nextSequence: number;
+  compact: { txHi: number; txLo: number; txTokenHi: number; rxRef: number; rxTokenHi: number } | null;
 }
 
 export interface FrameRecord {
   direction: 'tx' | 'rx';
-  /** The CoAP message as handed to / received from the layer below. */
+  /** The CoAP message in its on-air form (compact or RFC 7252), before security. */
   compactBytes: number;
-  /** What crossed the serial line for it, framing included. */
+  /** What the radio transmits for it: the message plus the security envelope. */
+  onAirBytes: number;
+  /** What crossed the serial line for it: on-air bytes plus the modem's framing. */
   wireBytes: number;
   /** Token of the CoAP message, hex ('' for empty messages). */
   tokenHex: string;
@@ -73,7 +110,15 @@ export interface FrameRecord {
 export interface RadioStack {
   link: Link;
   modem: Modem;
-  endpoint: CoapEndpoint;
+  /** The current CoAP endpoint; a new secure session replaces it (use request/onRequest). */
+  readonly endpoint: CoapEndpoint;
+  secure: SecureLink | undefined;
+  request(req: CoapRequestInit, opts?: RequestOptions): Promise<CoapResponse>;
+  onRequest(handler: RequestHandler): void;
+  /** A new link session began (new handshake): per-session state above must start afresh. */
+  onSessionReset(listener: () => void): void;
+  /** Frames with the security layer's control kinds (handshakes), both directions. */
+  onControlFrame(listener: (direction: 'tx' | 'rx', onAirBytes: number) => void): void;
   channel: ResolvedChannel | undefined;
   /** Largest frame this channel and modem carry (CoAP sizes its blocks to it). */
   maxFrameLen: number;
@@ -88,46 +133,6 @@ export interface RadioStack {
   onFrameRecord(listener: (rec: FrameRecord) => void): void;
   status(): Record<string, unknown>;
   close(): Promise<void>;
-}
-
-/** Type, message id and token of a CoAP message in RFC 7252 layout (§3), without a full decode. */
-function peekHeader(frame: Uint8Array): { type: number; mid: number; tokenHex: string } {
-  const b0 = frame[0] ?? 0;
-  const tkl = b0 & 0x0f;
-  const mid = ((frame[2] ?? 0) << 8) | (frame[3] ?? 0);
-  const tokenHex = tkl === 0 || tkl > 8 || frame.length < 4 + tkl ? '' : toHex(frame.subarray(4, 4 + tkl));
-  return { type: (b0 >> 4) & 0x03, mid, tokenHex };
-}
-
-/** Scheduler class of an outgoing CoAP message (RFC 7252 layout). */
-export function priorityOf(frame: Uint8Array): Priority {
-  const { type } = peekHeader(frame);
-  const code = frame[1] ?? 0;
-  if (code === 0 || type === 3) return 'control'; // empty ACK, RST
-  // A Block1/Block2 option with NUM > 0 marks a follow-up block: bulk. Cheap scan of the options.
-  if (hasFollowUpBlock(frame)) return 'bulk';
-  return 'interactive';
-}
-
-function hasFollowUpBlock(frame: Uint8Array): boolean {
-  const tkl = (frame[0] ?? 0) & 0x0f;
-  let i = 4 + tkl;
-  let num = 0;
-  while (i < frame.length && frame[i] !== 0xff) {
-    const b = frame[i++]!;
-    let delta = b >> 4;
-    let len = b & 0x0f;
-    if (delta === 13) delta = 13 + (frame[i++] ?? 0); else if (delta === 14) { delta = 269 + (((frame[i] ?? 0) << 8) | (frame[i + 1] ?? 0)); i += 2; }
-    if (len === 13) len = 13 + (frame[i++] ?? 0); else if (len === 14) { len = 269 + (((frame[i] ?? 0) << 8) | (frame[i + 1] ?? 0)); i += 2; }
-    num += delta;
-    if ((num === 23 || num === 27) && len > 0) {
-      let v = 0;
-      for (let k = 0; k < len; k++) v = (v << 8) | (frame[i + k] ?? 0);
-      if (v >> 4 > 0) return true;
-    }
-    i += len;
-  }
-  return false;
 }
 
 export function resolveRadio(radio: RadioSettings): { channel: ResolvedChannel | undefined; lora: Omit<LoraParams, 'payloadBytes'> } {
@@ -157,30 +162,47 @@ function legalMaxFrameLen(limit: number, channel: ResolvedChannel | undefined, a
   return n;
 }
 
+/** Scheduler class of an outgoing CoAP message, read from the message itself. */
+export function priorityOfMessage(msg: CoapMessage): Priority {
+  if (msg.code === 0 || msg.type === 3) return 'control'; // empty ACK, RST
+  for (const o of msg.options) {
+    if ((o.number === Opt.BLOCK1 || o.number === Opt.BLOCK2) && o.value.length > 0) {
+      let v = 0;
+      for (const b of o.value) v = (v << 8) | b;
+      if (v >> 4 > 0) return 'bulk';
+    }
+  }
+  return 'interactive';
+}
+
 export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStack> {
   const log = opts.logger.child({ component: 'radio' });
   const clock = opts.clock ?? systemClock;
+  const randomBytes: RandomBytes = opts.randomBytes ?? ((n) => new Uint8Array(nodeRandomBytes(n)));
   const { channel, lora } = resolveRadio(opts.radio);
   const link = opts.link ?? await openSerialLink(opts.device ?? '', { baudRate: opts.baudRate });
   const modem = opts.createModem ? opts.createModem(link) : new TransparentModem(link, { maxFrameLen: opts.maxFrameLen });
-  const wireBytesOf = (frame: Uint8Array): number => { const o = modem.framingOverhead(frame); return frame.length + o.onAir + o.serial; };
+  const modemOverhead = (frame: Uint8Array) => modem.framingOverhead(frame);
   /** Airtime of a frame as the radio transmits it (the framing a transparent radio sends counts). */
   const airtimeOf = (frameLen: number, frame?: Uint8Array): number => {
-    const onAir = frameLen + modem.framingOverhead(frame ?? new Uint8Array(frameLen)).onAir;
+    const onAir = frameLen + modemOverhead(frame ?? new Uint8Array(frameLen)).onAir;
     return loraAirtimeMs({ ...lora, payloadBytes: Math.min(onAir, 255) }) * Math.max(1, Math.ceil(onAir / 255));
   };
   const maxFrameLen = legalMaxFrameLen(Math.min(opts.maxFrameLen, modem.capabilities.maxFrameLen), channel, airtimeOf);
+  const securityOverhead = opts.security ? LINK_FRAME_OVERHEAD : 0;
   const listeners: ((rec: FrameRecord) => void)[] = [];
+  const controlListeners: ((direction: 'tx' | 'rx', onAirBytes: number) => void)[] = [];
+  const resetListeners: (() => void)[] = [];
   const emit = (rec: FrameRecord) => { for (const l of listeners) l(rec); };
   let sendErrors = 0;
   let dutyCycleRefusals = 0;
+  let sessionResets = 0;
 
   const txQueue = channel ? new TxQueue({
     clock,
     rules: channel.rules,
     maxFrameLen,
     frameAirtimeMs: (n) => airtimeOf(n),
-    // Sync and bulk together may use at most 90 % of the hour, so ACKs and requests always find room.
     classShares: { sync: SYNC_SHARE, bulk: BULK_SHARE },
     transmit: async (frame) => {
       await modem.send(frame);
@@ -193,7 +215,6 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
     if (!txQueue) return 0;
     try { return txQueue.estimateWaitMs(len, 'interactive'); } catch { return 3_600_000; }
   };
-
   // The peer's transmissions as we heard them, on the same rules: predicts when it can answer.
   const peerLedger = channel ? new DutyCycleLedger(channel.rules) : undefined;
   const peerWaitFor = (len: number): number => {
@@ -203,6 +224,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
   };
 
   const transmit = (frame: Uint8Array, priority: Priority): void => {
+    if (frame[0]! >= 0x80 && opts.security) for (const l of controlListeners) l('tx', frame.length);
     const done = txQueue ? txQueue.enqueue(frame, { priority }) : modem.send(frame);
     done.catch((e: unknown) => {
       if (e instanceof DutyCycleError) { dutyCycleRefusals++; log.warn({ code: e.code, waitMs: e.retryAfterMs, len: frame.length }, 'frame held back by the duty cycle'); return; }
@@ -211,21 +233,121 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
     });
   };
 
-  const endpoint = new CoapEndpoint({
-    clock,
-    randomBytes: opts.randomBytes ?? ((n) => new Uint8Array(nodeRandomBytes(n))),
-    maxFrameLen,
-    ackTimeoutMs: (frameLen) => coapAckTimeoutMs({
-      ownWaitMs: waitFor(frameLen),
-      ownAirtimeMs: airtimeOf(frameLen),
-      ackAirtimeMs: airtimeOf(maxFrameLen),
-    }),
-    maxBodyBytes: opts.maxBodyBytes,
-    send: (frame) => {
-      emit({ direction: 'tx', compactBytes: frame.length, wireBytes: wireBytesOf(frame), ...peekHeader(frame) });
-      transmit(frame, priorityOf(frame));
-    },
-  });
+  // ── CoAP session: endpoint + on-air codec, persisted so a restart resumes ──
+  const saved = opts.stateStore?.load();
+  let compactCtx: CompactContext | undefined;
+  let endpoint!: CoapEndpoint;
+  let handler: RequestHandler | undefined;
+  /** Priority of the message being encoded right now (security hides the CoAP header below us). */
+  let currentPriority: Priority = 'interactive';
+  let lastTx: { type: number; mid: number; tokenHex: string } | undefined;
+
+  const persistCoap = (): void => {
+    if (!opts.stateStore) return;
+    const c = compactCtx;
+    opts.stateStore.save({
+      version: 1,
+      nextSequence: endpoint.nextSequence,
+      compact: c ? { txHi: c.tx.hi, txLo: c.tx.lo, txTokenHi: c.tx.tokenHi, rxRef: c.rx.ref, rxTokenHi: c.rx.tokenHi } : null,
+    });
+  };
+
+  const makeEndpoint = (resume: CoapSessionState | undefined): void => {
+    let inner: WireCodec;
+    if (opts.codec === 'rfc7252') {
+      compactCtx = undefined;
+      inner = rfc7252Codec;
+    } else {
+      compactCtx = createCompactContext();
+      if (resume?.compact) {
+        const r = resume.compact;
+        compactCtx.tx.hi = r.txHi; compactCtx.tx.lo = r.txLo; compactCtx.tx.tokenHi = r.txTokenHi;
+        compactCtx.rx.ref = r.rxRef; compactCtx.rx.tokenHi = r.rxTokenHi;
+      }
+      inner = compactWireCodec(compactCtx);
+    }
+    const codec: WireCodec = {
+      ...(inner.sizeBound ? { sizeBound: (m: CoapMessage) => inner.sizeBound!(m) + securityOverhead } : {}),
+      encode: (msg) => {
+        const bytes = inner.encode(msg);
+        currentPriority = priorityOfMessage(msg);
+        lastTx = { type: msg.type, mid: msg.mid, tokenHex: toHex(msg.token) };
+        return bytes;
+      },
+      decode: (bytes) => {
+        const msg = inner.decode(bytes);
+        const onAir = bytes.length + securityOverhead;
+        emit({ direction: 'rx', compactBytes: bytes.length, onAirBytes: onAir, wireBytes: onAir + modemOverhead(new Uint8Array(onAir)).onAir + modemOverhead(new Uint8Array(onAir)).serial, type: msg.type, mid: msg.mid, tokenHex: toHex(msg.token) });
+        persistCoap();
+        return msg;
+      },
+    };
+    const previous = endpoint as CoapEndpoint | undefined;
+    endpoint = new CoapEndpoint({
+      clock,
+      randomBytes,
+      maxFrameLen: maxFrameLen - securityOverhead,
+      wireCodec: codec,
+      ...(resume ? { sequenceStart: resume.nextSequence } : {}),
+      ackTimeoutMs: (frameLen) => coapAckTimeoutMs({
+        ownWaitMs: waitFor(frameLen + securityOverhead),
+        ownAirtimeMs: airtimeOf(frameLen + securityOverhead),
+        ackAirtimeMs: airtimeOf(maxFrameLen),
+      }),
+      maxBodyBytes: opts.maxBodyBytes,
+      send: (bytes) => {
+        const info = lastTx ?? { type: 0, mid: 0, tokenHex: '' };
+        const onAir = bytes.length + securityOverhead;
+        emit({ direction: 'tx', compactBytes: bytes.length, onAirBytes: onAir, wireBytes: onAir + modemOverhead(new Uint8Array(onAir)).onAir + modemOverhead(new Uint8Array(onAir)).serial, ...info });
+        persistCoap();
+        const priority = currentPriority;
+        if (secure) secure.send(bytes);
+        else transmit(bytes, priority);
+      },
+    });
+    endpoint.onDrop((d) => log.warn({ code: d.reason, len: d.frameLen, err: d.error?.message }, 'CoAP message dropped'));
+    if (handler) endpoint.onRequest(handler);
+    previous?.close();
+  };
+
+  const resetSession = (why: string): void => {
+    sessionResets++;
+    log.info({ why }, 'new link session: CoAP and Matrix session state start afresh');
+    makeEndpoint(undefined);
+    persistCoap();
+    for (const l of resetListeners) l();
+  };
+
+  let secure: SecureLink | undefined;
+  if (opts.security) {
+    const sec = opts.security;
+    secure = new SecureLink({
+      role: sec.role,
+      staticKeyPair: sec.staticKeyPair,
+      ...(sec.remoteStaticPinned ? { remoteStaticPinned: sec.remoteStaticPinned } : {}),
+      ...(sec.isAuthorized ? { isAuthorized: sec.isAuthorized } : {}),
+      mode: sec.mode,
+      clock,
+      randomBytes,
+      maxFrameLen,
+      handshakeRetryMs: (len) => coapAckTimeoutMs({ ownWaitMs: waitFor(len), ownAirtimeMs: airtimeOf(len), ackAirtimeMs: airtimeOf(97) }),
+      send: (frame) => transmit(frame, frame[0]! & 0x80 ? 'control' : currentPriority),
+      deliver: (plaintext) => endpoint.receive(plaintext),
+      onEvent: (e) => {
+        // A new handshake on the gateway side starts a new session before its 0-RTT payload is
+        // delivered; on the field kit, a lost session means the peer starts afresh too.
+        if (e.type === 'established' && sec.role === 'responder') resetSession(`${e.pattern} handshake with ${e.fingerprint}`);
+        if (e.type === 'session-lost' && sec.role === 'initiator') resetSession(`session lost: ${e.reason}`);
+        sec.onEvent?.(e);
+      },
+      ...(sec.persist ? { persist: sec.persist } : {}),
+      ...(sec.restore ? { restore: sec.restore } : {}),
+    });
+  }
+  // Resume the CoAP session only together with the secure session it belongs to.
+  const resumable = saved && saved.version === 1 && (!secure || secure.established) ? saved : undefined;
+  makeEndpoint(resumable);
+
   modem.onFrame((frame) => {
     if (peerLedger) {
       const airtimeMs = airtimeOf(frame.length, frame);
@@ -239,29 +361,44 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
       return;
     }
     for (const m of messages) {
-      emit({ direction: 'rx', compactBytes: m.length, wireBytes: m.length + (messages.length === 1 ? wireBytesOf(frame) - frame.length : 0), ...peekHeader(m) });
-      endpoint.receive(m);
+      if (secure) {
+        if (m[0]! >= 0x80) for (const l of controlListeners) l('rx', m.length);
+        secure.receive(m);
+      } else {
+        endpoint.receive(m);
+      }
     }
   });
-  modem.onDrop((code, detail) => log.warn({ code, ...detail }, 'frame dropped'));
-  endpoint.onDrop((d) => log.warn({ code: d.reason, len: d.frameLen, err: d.error?.message }, 'CoAP message dropped'));
+  modem.onDrop((code, detail) => {
+    if (code === 'ERR_AX25_NOT_OURS') log.debug({ code, ...detail }, 'frame for another station');
+    else log.warn({ code, ...detail }, 'frame dropped');
+  });
   modem.onClose((err) => {
     if (err) log.error({ code: (err as { code?: string }).code, port: link.name, err: err.message }, 'serial device closed');
   });
   if (channel) log.info({ band: channel.rules.subBandId, freqHz: channel.freqHz, dutyCycle: channel.rules.dutyCycle, regulation: channel.rules.regulation }, 'radio channel');
 
   return {
-    link, modem, endpoint, channel, maxFrameLen,
-    estimateWaitMs: waitFor,
-    estimatePeerWaitMs: peerWaitFor,
+    link, modem, channel, maxFrameLen, secure,
+    get endpoint() { return endpoint; },
+    request: (req, ro) => endpoint.request(req, ro),
+    onRequest: (h) => { handler = h; endpoint.onRequest(h); },
+    onSessionReset: (l) => { resetListeners.push(l); },
+    onControlFrame: (l) => { controlListeners.push(l); },
+    estimateWaitMs: (len) => waitFor(len + securityOverhead),
+    estimatePeerWaitMs: (len) => peerWaitFor(len + securityOverhead),
     onFrameRecord: (l) => { listeners.push(l); },
     status: () => ({
       device: link.name,
       dialect: modem.dialect,
+      codec: opts.codec ?? 'compact',
       channel: channel ? { region: channel.regionId, freqHz: channel.freqHz, bandwidthHz: channel.bandwidthHz, subBand: channel.rules.subBandId } : { region: 'none' },
       lora,
+      maxFrameLen,
       modem: modem.stats(),
       coap: endpoint.stats(),
+      security: secure ? { mode: opts.security!.mode, established: secure.established, ...secure.stats() } : null,
+      sessionResets,
       dutyCycle: txQueue ? txQueue.status() : null,
       peerDutyCycle: peerLedger ? { heardLastHour: peerLedger.usage(clock.now()), nextAllowedSendInMs: peerWaitFor(64) } : null,
       sendErrors,
@@ -269,6 +406,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
     }),
     async close() {
       endpoint.close();
+      secure?.close();
       txQueue?.close();
       await modem.close();
     },

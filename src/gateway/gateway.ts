@@ -5,7 +5,7 @@
 import { createServer, type Server } from 'node:http';
 import type { Logger } from '../log.ts';
 import { TrickleError } from '../errors.ts';
-import { openRadioStack, type RadioSettings, type RadioStack } from '../coap/radio-stack.ts';
+import { openRadioStack, type RadioSettings, type SecuritySettings, type StateStore, type CoapSessionState, type RadioStack } from '../coap/radio-stack.ts';
 import { decodeCoapRequest, encodeHttpResponse } from '../matrix/http-coap.ts';
 import { matrixError } from '../matrix/http.ts';
 import { HomeserverClient } from './homeserver-client.ts';
@@ -19,6 +19,12 @@ export interface GatewayOptions {
   link?: Link;
   /** Build the modem dialect on the link (default: the transparent serial radio). */
   createModem?: (link: Link) => Modem;
+  /** Noise security settings (built by the CLI from the key files); omitted = no security layer. */
+  security?: SecuritySettings;
+  /** Where the CoAP session is persisted so that a restart resumes it. */
+  coapStateStore?: StateStore<CoapSessionState>;
+  /** On-air CoAP form (default compact). */
+  codec?: 'compact' | 'rfc7252';
   homeserverUrl: string;
   /** Where to serve /_trickle/status (undefined: not served). */
   statusHost?: string;
@@ -55,6 +61,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     ...(opts.device ? { device: opts.device } : {}),
     ...(opts.link ? { link: opts.link } : {}),
     ...(opts.createModem ? { createModem: opts.createModem } : {}),
+    ...(opts.security ? { security: opts.security } : {}),
+    ...(opts.coapStateStore ? { stateStore: opts.coapStateStore } : {}),
+    ...(opts.codec ? { codec: opts.codec } : {}),
     baudRate: opts.baudRate, maxFrameLen: opts.maxFrameLen, radio: opts.radio,
     maxBodyBytes: opts.maxBodyBytes, logger: opts.logger,
   });
@@ -63,7 +72,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   let badRequests = 0;
   let dutyCycleRefusals = 0;
 
-  radio.endpoint.onRequest(async (req) => {
+  radio.onRequest(async (req) => {
     let httpReq;
     try {
       httpReq = decodeCoapRequest(req, { maxBodyBytes: opts.maxBodyBytes });

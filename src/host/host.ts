@@ -4,7 +4,7 @@
  */
 import type { Logger } from '../log.ts';
 import { TrickleError, isTrickleError } from '../errors.ts';
-import { openRadioStack, type RadioSettings, type RadioStack, type FrameRecord } from '../coap/radio-stack.ts';
+import { openRadioStack, type RadioSettings, type SecuritySettings, type StateStore, type CoapSessionState, type RadioStack, type FrameRecord } from '../coap/radio-stack.ts';
 import { encodeHttpRequest, decodeCoapResponse } from '../matrix/http-coap.ts';
 import { matrixError, longPollTimeoutMs, type HttpRequestLike, type HttpResponseLike } from '../matrix/http.ts';
 import { LocalServer, type HttpExchangeRecord } from './http-server.ts';
@@ -16,6 +16,12 @@ export interface HostOptions {
   link?: Link;
   /** Build the modem dialect on the link (default: the transparent serial radio). */
   createModem?: (link: Link) => Modem;
+  /** Noise security settings (built by the CLI from the key files); omitted = no security layer. */
+  security?: SecuritySettings;
+  /** Where the CoAP session is persisted so that a restart resumes it. */
+  coapStateStore?: StateStore<CoapSessionState>;
+  /** On-air CoAP form (default compact). */
+  codec?: 'compact' | 'rfc7252';
   listenHost: string;
   listenPort: number;
   baudRate: number;
@@ -61,6 +67,9 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     ...(opts.device ? { device: opts.device } : {}),
     ...(opts.link ? { link: opts.link } : {}),
     ...(opts.createModem ? { createModem: opts.createModem } : {}),
+    ...(opts.security ? { security: opts.security } : {}),
+    ...(opts.coapStateStore ? { stateStore: opts.coapStateStore } : {}),
+    ...(opts.codec ? { codec: opts.codec } : {}),
     baudRate: opts.baudRate, maxFrameLen: opts.maxFrameLen, radio: opts.radio,
     maxBodyBytes: opts.maxBodyBytes, logger: opts.logger,
   });
@@ -117,7 +126,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
         tokenOf.set(req, tokenHex);
         byToken.set(tokenHex, { framesSent: 0, framesReceived: 0, compactBytesSent: 0, compactBytesReceived: 0, wireBytesSent: 0, wireBytesReceived: 0 });
       };
-      const pending = radio.endpoint.request(coapReq, { responseTimeoutMs });
+      const pending = radio.request(coapReq, { responseTimeoutMs });
       capture = undefined;
       const res = await pending;
       return decodeCoapResponse(res, { maxBodyBytes: opts.maxBodyBytes });

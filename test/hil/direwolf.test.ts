@@ -6,7 +6,9 @@
  *
  * (a) the two modems exchange frames both ways; the airtime of each transmission is
  *     measured on the simulated channel and checked against the AX.25 bit count;
- * (b) the end-to-end path: matrix-js-sdk → host → KISS/Direwolf → gateway → Synapse, and back.
+ * (b) the end-to-end path: matrix-js-sdk → host → KISS/Direwolf → gateway → Synapse, and back,
+ *     with startHost/startGateway given the TCP link and a KissModem factory, as
+ *     `trickle host|gateway --modem kiss --kiss-tcp …` does.
  *
  * Direwolf missing: the tests fail with `apt-get install direwolf`, unless
  * TRICKLE_ALLOW_SKIP_DIREWOLF=1 allows skipping.
@@ -15,16 +17,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from 'node:net';
 import { createClient, Direction } from 'matrix-js-sdk';
 import { openTcpLink } from '../../src/link/tcp.ts';
-import { KissModem, type KissModemOptions } from '../../src/modem/kiss/kiss-modem.ts';
+import { DEFAULT_KISS_MAX_FRAME_LEN, KissModem, kissModemFactory, type KissModemOptions } from '../../src/modem/kiss/kiss-modem.ts';
 import { encodeKissDataFrame } from '../../src/modem/kiss/kiss.ts';
 import { ax25AirtimeMs, encodeAx25UiFrame, parseAx25Address, parseCallsign } from '../../src/modem/kiss/ax25.ts';
 import { toHex } from '../../src/util/bytes.ts';
 import { silentLogger } from '../../src/log.ts';
+import type { RadioSettings } from '../../src/coap/radio-stack.ts';
 import { startHost, type Host } from '../../src/host/host.ts';
 import { startGateway, type Gateway } from '../../src/gateway/gateway.ts';
 import { startSynapse, type SynapseHandle } from '../../scripts/synapse.ts';
 import {
-  direwolfAvailable, direwolfPath, direwolfSkipAllowed, noDirewolfMessage, startDirewolfPair, modemAsTransparentLink,
+  direwolfAvailable, direwolfPath, direwolfSkipAllowed, noDirewolfMessage, startDirewolfPair,
   type Burst, type DirewolfPair,
 } from '../helpers/direwolf.ts';
 import { freePort } from '../helpers/stack.ts';
@@ -154,22 +157,31 @@ describe.skipIf(!direwolfAvailable)(`end to end: matrix-js-sdk → host → KISS
   let pair: DirewolfPair;
   let host: Host;
   let gateway: Gateway;
-  let hostKiss: KissModem;
   let hostUrl = '';
-  const MAX_FRAME_LEN = 256;
+  const MAX_FRAME_LEN = DEFAULT_KISS_MAX_FRAME_LEN;
 
   beforeAll(async () => {
     hs = await startSynapse();
     pair = await startDirewolfPair({ callsigns: ['N0CALL-1', 'N0CALL-2'], direwolfPath });
-    hostKiss = new KissModem(await openTcpLink('127.0.0.1', pair.a.kissPort), { callsign: 'N0CALL-1', peer: 'N0CALL-2', ...FAST });
-    const gwModem = new KissModem(await openTcpLink('127.0.0.1', pair.b.kissPort), { callsign: 'N0CALL-2', peer: 'N0CALL-1', ...FAST });
     // 1200 bd AFSK: LoRa SF10/125 kHz (977 bit/s) is the closest the stack's airtime model
     // has; region 'none' since amateur bands have no duty-cycle limit.
-    const radio = { region: 'none', bandwidthHz: 125_000, sf: 10, codingRate: 5 };
+    const radio: RadioSettings = { region: 'none', bandwidthHz: 125_000, sf: 10, codingRate: 5 };
     const common = { baudRate: 9600, maxFrameLen: MAX_FRAME_LEN, radio, maxBodyBytes: 1 << 20, logger: silentLogger() };
-    gateway = await startGateway({ ...common, link: modemAsTransparentLink(gwModem, MAX_FRAME_LEN), homeserverUrl: hs.baseUrl, homeserverTimeoutMs: 60_000 });
+    // The stack puts the KissModem straight on the TCP link to each Direwolf: the bytes on
+    // air are exactly what `trickle … --modem kiss --kiss-tcp` sends.
+    gateway = await startGateway({
+      ...common,
+      link: await openTcpLink('127.0.0.1', pair.b.kissPort),
+      createModem: kissModemFactory({ callsign: 'N0CALL-2', peer: 'N0CALL-1', ...FAST }),
+      homeserverUrl: hs.baseUrl, homeserverTimeoutMs: 60_000,
+    });
     const port = await freePort();
-    host = await startHost({ ...common, link: modemAsTransparentLink(hostKiss, MAX_FRAME_LEN), listenHost: '127.0.0.1', listenPort: port, requestTimeoutMs: 120_000 });
+    host = await startHost({
+      ...common,
+      link: await openTcpLink('127.0.0.1', pair.a.kissPort),
+      createModem: kissModemFactory({ callsign: 'N0CALL-1', peer: 'N0CALL-2', ...FAST }),
+      listenHost: '127.0.0.1', listenPort: port, requestTimeoutMs: 120_000,
+    });
     hostUrl = `http://127.0.0.1:${port}`;
   });
 
@@ -211,11 +223,15 @@ describe.skipIf(!direwolfAvailable)(`end to end: matrix-js-sdk → host → KISS
     expect(bodies).toContain(hello);
 
     const elapsedMs = performance.now() - t0;
-    const hostModem = hostKiss.stats();
+    expect(host.radio.modem.dialect).toBe('kiss');
+    expect(gateway.radio.modem.dialect).toBe('kiss');
+    expect(host.radio.maxFrameLen).toBe(MAX_FRAME_LEN);
+    const hostModem = host.radio.modem.stats();
     const bursts = pair.bursts();
     const airtimeMs = bursts.reduce((s, x) => s + x.airtimeMs, 0);
     console.info(`[direwolf e2e] ${(elapsedMs / 1000).toFixed(1)} s for login, createRoom, invite, send, messages; ` +
-      `${bursts.length} transmissions, ${(airtimeMs / 1000).toFixed(1)} s on air; host sent ${hostModem.framesSent} frames, received ${hostModem.framesReceived}`);
+      `${bursts.length} transmissions, ${(airtimeMs / 1000).toFixed(1)} s on air; host sent ${hostModem.framesSent} frames, received ${hostModem.framesReceived}, ` +
+      `dropped ${JSON.stringify(hostModem.dropped)}`);
     const gw = gateway.status() as { requests?: { byRoute?: Record<string, number> } };
     expect(gw.requests?.byRoute?.['PUT /9']).toBe(1);
     expect(bursts.length).toBeGreaterThan(0);

@@ -84,6 +84,14 @@ export interface RfMediumOptions {
   noiseFigureDb?: number;
   /** Capture effect: a frame this many dB above all interferers survives a collision. Default off. */
   capture?: false | { thresholdDb?: number };
+  /**
+   * Extra delay before a transmission is declared over, after rounding its airtime up to whole
+   * ms. Node timers and Date.now() have 1 ms resolution and may fire up to ~1 ms early against
+   * a finer clock, so on the real clock (the default when no clock is injected: 1 ms) TX_DONE
+   * would otherwise sometimes precede the true airtime. The reported airtime stays exact.
+   * Default 0 with an injected clock.
+   */
+  realTimeGuardMs?: number;
 }
 
 export interface RfNodeOptions {
@@ -164,7 +172,8 @@ export class RfNode {
     if (this.left) throw new Error(`${this.name}: left the medium`);
     const airtimeMs = this.airtimeMs(frame.length, config);
     const tx = this.medium.startTransmission(this, frame.slice(), { ...config }, airtimeMs);
-    this.txEnd = this.medium.clock.setTimer(airtimeMs, () => {
+    const guard = this.medium.realTimeGuardMs;
+    this.txEnd = this.medium.clock.setTimer(guard > 0 ? Math.ceil(airtimeMs) + guard : airtimeMs, () => {
       this.txEnd = undefined;
       this.medium.endTransmission(tx);
       onDone(airtimeMs);
@@ -200,6 +209,8 @@ export class RfNode {
 export class RfMedium {
   readonly clock: Clock;
   readonly lossRate: number;
+  /** @internal */
+  readonly realTimeGuardMs: number;
   private readonly random: () => number;
   private readonly pathLossExponent: number;
   private readonly shadowingSigmaDb: number;
@@ -225,6 +236,7 @@ export class RfMedium {
     this.shadowingSigmaDb = options.shadowingSigmaDb ?? 0;
     this.noiseFigureDb = options.noiseFigureDb ?? 6;
     this.captureThresholdDb = options.capture ? (options.capture.thresholdDb ?? 6) : undefined;
+    this.realTimeGuardMs = options.realTimeGuardMs ?? (options.clock === undefined ? 1 : 0);
   }
 
   join(options: RfNodeOptions): RfNode {
