@@ -365,6 +365,9 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     `direwolf pair running (AFSK 1200 bd, ${pair.sampleRate} samples/s, files in ${pair.dir})\n` +
     `  A ${pair.a.callsign}: KISS over TCP on 127.0.0.1:${pair.a.kissPort} (pid ${pair.a.pid})\n` +
     `  B ${pair.b.callsign}: KISS over TCP on 127.0.0.1:${pair.b.kissPort} (pid ${pair.b.pid})\n` +
+    'Try it (a gateway on B, a field kit on A):\n' +
+    `  npm run trickle -- gateway --kiss-tcp 127.0.0.1:${pair.b.kissPort} --callsign ${pair.b.callsign} --peer ${pair.a.callsign} --region none --sf 10 --homeserver https://matrix.example.org\n` +
+    `  npm run trickle -- host --kiss-tcp 127.0.0.1:${pair.a.kissPort} --callsign ${pair.a.callsign} --peer ${pair.b.callsign} --region none --sf 10\n` +
     'Ctrl-C stops both and removes the files.\n');
   pair.onBurst((b) => process.stdout.write(`  burst from ${b.from.toUpperCase()}: ${b.airtimeMs.toFixed(0)} ms on air\n`));
   const stop = (): void => { void pair.close().then(() => process.exit(0)); };

@@ -32,6 +32,9 @@ export type ErrorCode =
   | 'ERR_AX25_NOT_UI'           // AX.25 frame other than UI (connected mode I/S/U frames): not ours to handle
   | 'ERR_AX25_PID'              // UI frame whose PID is not 0xF0 "no layer 3" (IP 0xCC, NET/ROM 0xCF, …)
   | 'ERR_AX25_NOT_OURS'         // valid UI frame for another destination (or our own source echoed back)
+  | 'ERR_MODEM_DEVICE'          // the device reported an error (RNode CMD_ERROR, a Meshtastic routing NAK other than the duty cycle)
+  | 'ERR_MODEM_NOT_OURS'        // valid packet for another application port, channel or node (Meshtastic): not ours to deliver
+  | 'ERR_PROTOBUF_DECODE'       // malformed protobuf from the device (Meshtastic serial API)
   // scheduler
   | 'ERR_DUTY_CYCLE'            // budget spent; retry later
   | 'ERR_DWELL_TIME'            // single transmission exceeds the dwell limit

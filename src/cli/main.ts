@@ -4,7 +4,9 @@
  * and a non-zero exit code, never a stack trace.
  */
 import { createLogger, type Logger } from '../log.ts';
-import { isTrickleError } from '../errors.ts';
+import { isTrickleError, TrickleError } from '../errors.ts';
+import { buildSecurity, coapStateStore, parseSecurityMode } from './security.ts';
+import { defaultStateDir } from './keys.ts';
 import { parseFlags, intFlag, hostPortFlag, requiredFlag } from './args.ts';
 import { startHost } from '../host/host.ts';
 import { startGateway } from '../gateway/gateway.ts';
@@ -17,7 +19,9 @@ const COMMON_USAGE = `  --baud N           UART speed of the modem (default 9600
   --bw HZ            LoRa bandwidth (default 125000)
   --sf N             LoRa spreading factor 5-12 (default 9)
   --cr N             LoRa coding rate 4/N, N = 5-8 (default 5)
-  --max-body-bytes N largest request or response body carried (default 16777216)`;
+  --max-body-bytes N largest request or response body carried (default 16777216)
+  --security MODE    encrypt (default), authenticate-only (amateur bands: cleartext, signed), none (tests)
+  --state-dir DIR    keys and session state (default $TRICKLE_STATE_DIR or ~/.local/state/trickle)`;
 
 const HOST_USAGE = `usage: trickle host --device PATH [--listen HOST:PORT]
   --device PATH      serial device of the radio modem, e.g. /dev/ttyUSB0
@@ -37,6 +41,7 @@ commands:
   gateway    run a gateway: performs requests from the radio against a homeserver
   demo       run the whole path locally with a throwaway Synapse (same as npm run demo)
   airtime    LoRa time on air and frames per hour for given radio settings
+  keys       this machine's key, authorized field kits, trusted gateways (trickle keys help)
   help       this text
 
 ${HOST_USAGE}
@@ -54,10 +59,21 @@ const COMMON_OPTIONS = {
   cr: { type: 'string' },
   'max-body-bytes': { type: 'string' },
   listen: { type: 'string' },
+  security: { type: 'string' },
+  'state-dir': { type: 'string' },
+  codec: { type: 'string' },
 } as const;
 
-function common(flags: Record<string, string | boolean | undefined>) {
+function common(flags: Record<string, string | boolean | undefined>, role: 'host' | 'gateway', logger: Logger) {
+  const stateDir = (flags['state-dir'] as string | undefined) ?? defaultStateDir();
+  const mode = parseSecurityMode(flags['security'] as string | undefined);
+  const codec = (flags['codec'] as string | undefined) ?? 'compact';
+  if (codec !== 'compact' && codec !== 'rfc7252') throw new TrickleError('ERR_CONFIG', 'config', `--codec must be compact (default) or rfc7252, got ${JSON.stringify(codec)}`);
+  const security = buildSecurity(role, stateDir, mode, logger);
   return {
+    ...(security ? { security } : {}),
+    coapStateStore: coapStateStore(stateDir, role, logger),
+    codec: codec as 'compact' | 'rfc7252',
     baudRate: intFlag(flags, 'baud', 9600, 50, 4_000_000),
     maxFrameLen: intFlag(flags, 'max-frame', 255, 32, 65_535),
     radio: {
@@ -95,7 +111,7 @@ async function run(argv: string[]): Promise<number> {
       const device = requiredFlag(flags, 'device', HOST_USAGE);
       const listen = hostPortFlag(flags, 'listen', '127.0.0.1:8008');
       const logger = createLogger();
-      const host = await startHost({ device, listenHost: listen.host, listenPort: listen.port, ...common(flags), requestTimeoutMs: 120_000, logger });
+      const host = await startHost({ device, listenHost: listen.host, listenPort: listen.port, ...common(flags, 'host', logger), requestTimeoutMs: 120_000, logger });
       return untilSignal(logger, () => host.close(), (cb) => host.radio.modem.onClose(cb));
     }
     case 'gateway': {
@@ -105,7 +121,7 @@ async function run(argv: string[]): Promise<number> {
       const listen = flags['listen'] === undefined ? undefined : hostPortFlag(flags, 'listen', '127.0.0.1:8009');
       const logger = createLogger();
       const gw = await startGateway({
-        device, homeserverUrl, ...common(flags), homeserverTimeoutMs: 60_000, logger,
+        device, homeserverUrl, ...common(flags, 'gateway', logger), homeserverTimeoutMs: 60_000, logger,
         ...(listen ? { statusHost: listen.host, statusPort: listen.port } : {}),
       });
       return untilSignal(logger, () => gw.close(), (cb) => gw.radio.modem.onClose(cb));
@@ -113,6 +129,10 @@ async function run(argv: string[]): Promise<number> {
     case 'demo': {
       const { runDemo } = await import('./demo.ts');
       return runDemo(rest);
+    }
+    case 'keys': {
+      const { runKeysCommand } = await import('./keys.ts');
+      return runKeysCommand(rest, (s) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`));
     }
     case 'airtime': {
       const { runAirtimeCommand } = await import('./airtime.ts');

@@ -47,8 +47,8 @@ describe('trickle CLI errors', () => {
     const deadPort = await freePort();
     const hp = await freePort();
     const procs: TrickleProcess[] = [
-      spawnTrickle(['gateway', '--region', 'none', '--device', pair.b, '--homeserver', `http://127.0.0.1:${deadPort}`]),
-      spawnTrickle(['host', '--region', 'none', '--device', pair.a, '--listen', `127.0.0.1:${hp}`]),
+      spawnTrickle(['gateway', '--region', 'none', '--security', 'none', '--device', pair.b, '--homeserver', `http://127.0.0.1:${deadPort}`]),
+      spawnTrickle(['host', '--region', 'none', '--security', 'none', '--device', pair.a, '--listen', `127.0.0.1:${hp}`]),
     ];
     cleanups.push(async () => { for (const p of procs) await p.stop(); await pair.close(); });
     await waitForHttp(`http://127.0.0.1:${hp}/_trickle/status`, 30_000, procs[1]);

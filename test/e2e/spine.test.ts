@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, ClientEvent, RoomEvent, type MatrixClient, type MatrixEvent } from 'matrix-js-sdk';
 import { startSynapse, type SynapseHandle } from '../../scripts/synapse.ts';
 import { encodeTransparentFrame } from '../../src/modem/transparent/transparent-modem.ts';
-import { createRadioPath, freePort, spawnTrickle, waitForHttp, type RadioPath, type TrickleProcess } from '../helpers/stack.ts';
+import { createRadioPath, freePort, pairedStateDirs, spawnTrickle, waitForHttp, type RadioPath, type TrickleProcess } from '../helpers/stack.ts';
 
 
 function waitFor<T>(what: string, ms: number, register: (done: (v: T) => void) => void): Promise<T> {
@@ -49,14 +49,17 @@ describe('spine: matrix-js-sdk through host, serial link and gateway to a real S
   let hostUrl = '';
   let gatewayStatusUrl = '';
   const clients: MatrixClient[] = [];
+  let state: Awaited<ReturnType<typeof pairedStateDirs>> | undefined;
 
   beforeAll(async () => {
     hs = await startSynapse();
+    state = await pairedStateDirs();
     radio = await createRadioPath();
     const gp = await freePort();
     const hp = await freePort();
-    gateway = spawnTrickle(['gateway', '--region', 'none', '--device', radio.gatewayDevice, '--homeserver', hs.baseUrl, '--listen', `127.0.0.1:${gp}`]);
-    host = spawnTrickle(['host', '--region', 'none', '--device', radio.hostDevice, '--listen', `127.0.0.1:${hp}`]);
+    // Security is on by default: Noise XX on first contact, then encrypted frames.
+    gateway = spawnTrickle(['gateway', '--region', 'none', '--state-dir', state.gatewayDir, '--device', radio.gatewayDevice, '--homeserver', hs.baseUrl, '--listen', `127.0.0.1:${gp}`]);
+    host = spawnTrickle(['host', '--region', 'none', '--state-dir', state.hostDir, '--device', radio.hostDevice, '--listen', `127.0.0.1:${hp}`]);
     hostUrl = `http://127.0.0.1:${hp}`;
     gatewayStatusUrl = `http://127.0.0.1:${gp}/_trickle/status`;
     await waitForHttp(`${hostUrl}/_trickle/status`, 30_000, host);
@@ -69,6 +72,7 @@ describe('spine: matrix-js-sdk through host, serial link and gateway to a real S
     await gateway?.stop();
     await radio?.close();
     await hs?.stop();
+    state?.cleanup();
   });
 
   it('logs in, creates a room, invites, sends and receives through the radio path, surviving line noise', async () => {
@@ -147,5 +151,8 @@ describe('spine: matrix-js-sdk through host, serial link and gateway to a real S
     expect(droppedAtHost).toBeGreaterThan(0);
     expect(droppedAtGateway).toBeGreaterThan(0);
     expect(hostStatus.radio.modem.dropped.ERR_FRAME_BAD_FCS).toBeGreaterThan(0);
+    // Every frame was encrypted: a session was established and the compact form was on air.
+    expect(hostStatus.radio.security.established).toBe(true);
+    expect(hostStatus.radio.codec).toBe('compact');
   }, 180_000);
 });

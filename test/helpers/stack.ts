@@ -90,3 +90,22 @@ export async function createRadioPath(): Promise<RadioPath> {
 }
 
 export { freePort };
+
+/**
+ * State directories for a field kit and a gateway that know each other: each has its own key
+ * pair, and the gateway's authorized_keys lists the kit (as `trickle keys add` writes it).
+ */
+export async function pairedStateDirs(kitName = 'test-kit'): Promise<{ hostDir: string; gatewayDir: string; cleanup(): void }> {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { loadOrCreateIdentity, runKeysCommand } = await import('../../src/cli/keys.ts');
+  const { encodePublicKey } = await import('../../src/secure/fingerprint.ts');
+  const root = mkdtempSync(join(tmpdir(), 'trickle-state-'));
+  const hostDir = join(root, 'host');
+  const gatewayDir = join(root, 'gateway');
+  const kit = loadOrCreateIdentity(hostDir).keyPair;
+  loadOrCreateIdentity(gatewayDir);
+  await runKeysCommand(['add', encodePublicKey(kit.publicKey), kitName, '--state-dir', gatewayDir], () => {});
+  return { hostDir, gatewayDir, cleanup: () => rmSync(root, { recursive: true, force: true }) };
+}

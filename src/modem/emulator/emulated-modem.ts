@@ -71,6 +71,7 @@ export class EmulatedModem {
   private configured = false;
   private cadBusy = false;
   private hung = false;
+  private everAttached = false;
   private bootMs: number;
   private stats: Omit<StatsFields, 'uptimeMs'> = zeroStats();
   private readonly clock: Clock;
@@ -115,13 +116,20 @@ export class EmulatedModem {
   get radio(): RadioFields | undefined { return this.configured ? { ...this.settings } : undefined; }
   get transmitting(): boolean { return this.node.transmitting; }
 
-  /** Serve the protocol on `link` (replacing any previous link). `reboot` also resets the firmware state. */
+  /**
+   * Serve the protocol on `link` (replacing any previous link). The first attach is the
+   * power-on; `reboot` resets the firmware state again (a USB re-plug power-cycles the board).
+   * Either way the firmware announces BOOT(POWER_ON), as the spec requires after every start.
+   */
   attach(link: Link, options: { reboot?: boolean } = {}): void {
+    const powerOn = options.reboot === true || !this.everAttached;
     if (options.reboot) this.resetState();
+    this.everAttached = true;
     this.link = link;
     this.deframer = new NativeDeframer();
     link.onData((chunk) => { if (this.link === link) this.onBytes(chunk); });
     link.onClose(() => { if (this.link === link) this.link = undefined; });
+    if (powerOn) this.send(nativeMessage('BOOT', { reason: BootReason.POWER_ON }));
   }
 
   /** Stop serving the current link (without closing it). */

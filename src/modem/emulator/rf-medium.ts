@@ -1,6 +1,6 @@
 /**
  * A simulated LoRa radio channel joining several emulated modems (see emulated-modem.ts).
- * The model is documented in firmware-protocol/spec/05-emulator.md; in short:
+ * The model is documented in firmware-protocol/spec/04-emulator.md; in short:
  *
  * - Time on air: `loraAirtime` of src/scheduler/airtime.ts (the Semtech formula) for the
  *   sender's settings. A transmission occupies [startMs, startMs + airtimeMs).

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
-  C_OUT_PATH, TS_OUT_PATH, generateCHeader, generateTypeScript, loadProtocolJson, resolveMessages, type ProtocolJson,
+  C_OUT_PATH, MD_OUT_PATH, TS_OUT_PATH, generateCHeader, generateMarkdown, generateTypeScript, loadProtocolJson, resolveMessages, type ProtocolJson,
 } from '../../../scripts/gen-firmware-protocol.ts';
 import {
   NativeDeframer, decodeNativeMessage, encodeNativeFrame, encodeNativeMessage, nativeMessage,
@@ -56,6 +56,10 @@ describe('generated protocol files', () => {
 
   it('firmware-protocol/generated/trickle_protocol.h is up to date too', () => {
     expect(readFileSync(C_OUT_PATH, 'utf8'), 'stale: run npx tsx scripts/gen-firmware-protocol.ts').toBe(generateCHeader(p));
+  });
+
+  it('firmware-protocol/spec/02-messages.md (the message tables) is up to date too', () => {
+    expect(readFileSync(MD_OUT_PATH, 'utf8'), 'stale: run npx tsx scripts/gen-firmware-protocol.ts').toBe(generateMarkdown(p));
   });
 
   it('the generator rejects an inconsistent protocol.json, naming the entry', () => {

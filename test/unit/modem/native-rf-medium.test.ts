@@ -1,7 +1,7 @@
 /**
  * The simulated RF medium behind the native-firmware emulator, on a fake clock: airtime from
  * the Semtech formula, path loss, half duplex, collisions (with and without capture), loss
- * rate, CAD. Model: firmware-protocol/spec/05-emulator.md.
+ * rate, CAD. Model: firmware-protocol/spec/04-emulator.md.
  */
 import { describe, expect, it } from 'vitest';
 import { FakeClock } from '../../helpers/fake-clock.ts';

@@ -1,0 +1,97 @@
+/**
+ * Builds the security settings of `trickle host` / `trickle gateway` from the state directory:
+ * this machine's identity, the pinned gateway key (field kit) or the authorized field kits
+ * (gateway), the persisted Noise session, and the persisted CoAP session. The state files are
+ * written with mode 0600 in a 0700 directory (util/state-file.ts).
+ */
+import { join } from 'node:path';
+import type { Logger } from '../log.ts';
+import { TrickleError } from '../errors.ts';
+import { readStateFile, writeStateFile } from '../util/state-file.ts';
+import { fingerprint, encodePublicKey } from '../secure/fingerprint.ts';
+import type { SecuritySettings, StateStore, CoapSessionState } from '../coap/radio-stack.ts';
+import {
+  authorizedKeysChecker, loadOrCreateIdentity, loadPinnedGatewayKey, readAuthorizedKeys,
+  recordOfferedGatewayKey, savePinnedGatewayKey, sessionStore,
+} from './keys.ts';
+
+export type SecurityMode = 'encrypt' | 'authenticate-only' | 'none';
+
+export function parseSecurityMode(raw: string | undefined): SecurityMode {
+  const v = raw ?? 'encrypt';
+  if (v === 'encrypt' || v === 'authenticate-only' || v === 'none') return v;
+  throw new TrickleError('ERR_CONFIG', 'config', `--security must be encrypt (default), authenticate-only (amateur bands, where encryption is not allowed) or none (tests only), got ${JSON.stringify(v)}`);
+}
+
+export function coapStateStore(stateDir: string, role: 'host' | 'gateway', log: Logger): StateStore<CoapSessionState> {
+  const path = join(stateDir, `coap-${role}.json`);
+  return {
+    load: () => {
+      try { return readStateFile(path, { private: true }) as CoapSessionState | undefined; } catch (e) {
+        log.warn({ err: (e as Error).message, path }, 'CoAP session state unreadable; starting a new session');
+        return undefined;
+      }
+    },
+    save: (value) => writeStateFile(path, value),
+  };
+}
+
+export function buildSecurity(role: 'host' | 'gateway', stateDir: string, mode: SecurityMode, log: Logger): SecuritySettings | undefined {
+  if (mode === 'none') {
+    log.warn('security is OFF (--security none): anyone in radio range can read and forge traffic; use this for tests only');
+    return undefined;
+  }
+  const onError = (e: Error) => log.error({ err: e.message }, 'state file problem');
+  const { keyPair, created } = loadOrCreateIdentity(stateDir);
+  const fp = fingerprint(keyPair.publicKey);
+  if (created) log.info({ fingerprint: fp, publicKey: encodePublicKey(keyPair.publicKey), stateDir }, 'created this machine\'s key pair');
+  else log.info({ fingerprint: fp, stateDir }, 'identity');
+  const linkMode = mode === 'authenticate-only' ? 'authenticate' : 'encrypt';
+  if (role === 'host') {
+    const store = sessionStore(stateDir, 'initiator', onError);
+    const pinned = loadPinnedGatewayKey(stateDir);
+    return {
+      role: 'initiator',
+      staticKeyPair: keyPair,
+      ...(pinned ? { remoteStaticPinned: pinned } : {}),
+      mode: linkMode,
+      persist: store.persist,
+      ...(store.restore ? { restore: store.restore } : {}),
+      onEvent: (e) => {
+        switch (e.type) {
+          case 'pinned': savePinnedGatewayKey(stateDir, e.remoteStatic); log.info({ fingerprint: e.fingerprint }, 'gateway key pinned (first contact)'); break;
+          case 'key-changed':
+            recordOfferedGatewayKey(stateDir, e.receivedKey);
+            log.error({ expected: e.expectedFingerprint, received: e.receivedFingerprint },
+              `the gateway's key CHANGED; nothing is sent until you accept it. Compare the fingerprint with the gateway operator, then run: trickle keys trust ${e.receivedFingerprint}`);
+            break;
+          case 'refused': log.error({ reason: e.reason }, 'the gateway refused this field kit: ask its operator to run "trickle keys add <your key> <name>" (see "trickle keys show")'); break;
+          case 'established': log.info({ pattern: e.pattern, fingerprint: e.fingerprint }, 'secure session established'); break;
+          case 'frames-dropped': log.warn({ code: e.code, count: e.count }, 'secure frame dropped'); break;
+          case 'handshake-failed': log.warn({ attempts: e.attempts }, 'handshake failed: is the gateway running and in range?'); break;
+          default: log.debug({ event: e.type }, 'secure link');
+        }
+      },
+    };
+  }
+  const store = sessionStore(stateDir, 'responder', onError);
+  if (readAuthorizedKeys(stateDir).length === 0) {
+    log.warn({ stateDir }, 'no field kit is authorized yet: add one with "trickle keys add <public key> <name>"');
+  }
+  return {
+    role: 'responder',
+    staticKeyPair: keyPair,
+    isAuthorized: authorizedKeysChecker(stateDir, onError),
+    mode: linkMode,
+    persist: store.persist,
+    ...(store.restore ? { restore: store.restore } : {}),
+    onEvent: (e) => {
+      switch (e.type) {
+        case 'refused': log.warn({ reason: e.reason, fingerprint: e.fingerprint }, 'refused a field kit that is not authorized'); break;
+        case 'established': log.info({ pattern: e.pattern, fingerprint: e.fingerprint, name: e.name }, 'secure session established'); break;
+        case 'frames-dropped': log.warn({ code: e.code, count: e.count }, 'secure frame dropped'); break;
+        default: log.debug({ event: e.type }, 'secure link');
+      }
+    },
+  };
+}
