@@ -1,25 +1,33 @@
 /**
  * `npm run bench:bytes [-- --json] [-- --out FILE]`: bytes per Matrix operation, measured on
  * real traffic — matrix-js-sdk 37.5.0 requests through `trickle host`, real Synapse answers
- * through `trickle gateway` — beside the same exchange as HTTPS+JSON and as MSC3079 (see
+ * through `trickle gateway`, over a socat PTY pair, with the defaults a user gets (compact
+ * CoAP, Noise security) — beside the same exchange as HTTPS+JSON and as MSC3079 (see
  * bench/models.ts for how those two are modelled).
  *
  * Columns (the JSON names are a contract):
- *   requestCompactBytes / responseCompactBytes  the CoAP messages before any security envelope,
- *                                               all frames of the exchange (blocks, ACKs)
- *   requestOnAirBytes / responseOnAirBytes      what the radio transmits for them (payload of the
- *                                               radio packets; no security envelope yet)
- *   framingOverheadBytes                        what a transparent serial radio adds (SLIP + CRC)
+ *   requestCompactBytes / responseCompactBytes  the CoAP messages before the security envelope,
+ *                                               every message of the exchange (blocks, ACKs)
+ *   requestOnAirBytes / responseOnAirBytes      what the radio transmits for them: the payload of
+ *                                               the radio packets (compact + security envelope)
+ *   framingOverheadBytes                        what a transparent serial radio adds on top
+ *                                               (SLIP + CRC-16), both directions
+ *   airtimeMsSF7 / SF9 / SF12                   LoRa time on air of all those packets, BW125 CR4/5
  *   httpsJsonBytes, msc3079Bytes                the reference encodings of the same exchange
+ * The handshake rows count every handshake message both ways (requestOnAirBytes), and
+ * `resume_after_restart` counts the handshake bytes a restart with an intact session costs.
  */
 import { writeFileSync } from 'node:fs';
 import { createClient, MatrixEvent, ReceiptType, Method, type MatrixClient } from 'matrix-js-sdk';
 import { startSynapse, type SynapseHandle } from '../scripts/synapse.ts';
-import { createMemoryLinkPair } from '../src/link/memory.ts';
+import { createPtyPair, type PtyPair } from '../src/link/pty.ts';
 import { silentLogger } from '../src/log.ts';
 import { startHost, type ExchangeReport, type Host } from '../src/host/host.ts';
 import { startGateway, type Gateway } from '../src/gateway/gateway.ts';
+import { buildSecurity, coapStateStore } from '../src/cli/security.ts';
+import { loraAirtimeMs } from '../src/scheduler/airtime.ts';
 import type { HttpRequestLike, HttpResponseLike } from '../src/matrix/http.ts';
+import { pairedStateDirs } from '../test/helpers/stack.ts';
 import { httpsJsonBytes, msc3079Bytes } from './models.ts';
 
 export interface OperationRow {
@@ -31,6 +39,9 @@ export interface OperationRow {
   responseOnAirBytes: number;
   framingOverheadBytes: number;
   frames: number;
+  airtimeMsSF7: number;
+  airtimeMsSF9: number;
+  airtimeMsSF12: number;
   httpsJsonBytes: number;
   msc3079Bytes: number;
 }
@@ -44,52 +55,89 @@ const asJson = args.includes('--json');
 const outIdx = args.indexOf('--out');
 const outFile = outIdx >= 0 ? args[outIdx + 1] : undefined;
 
+const airtime = (sizes: number[], sf: number): number =>
+  Math.round(sizes.reduce((a, n) => a + loraAirtimeMs({ payloadBytes: n, sf, bandwidthHz: 125_000, codingRate: 5 }), 0) * 10) / 10;
+
 const logger = silentLogger();
 let hs: SynapseHandle | undefined;
 let host: Host | undefined;
 let gateway: Gateway | undefined;
+let pair: PtyPair | undefined;
+const state = await pairedStateDirs('bench-kit');
 try {
   hs = await startSynapse();
-  const [hostLink, gatewayLink] = createMemoryLinkPair('bench');
+  pair = await createPtyPair();
   const radio = { baudRate: 9600, maxFrameLen: 255, radio: { region: 'none', bandwidthHz: 125_000, sf: 9, codingRate: 5 }, maxBodyBytes: 16 << 20 };
-  gateway = await startGateway({ link: gatewayLink, homeserverUrl: hs.baseUrl, ...radio, homeserverTimeoutMs: 60_000, logger });
-  host = await startHost({ link: hostLink, listenHost: '127.0.0.1', listenPort: 0, ...radio, requestTimeoutMs: 60_000, logger });
-  const hostUrl = `http://127.0.0.1:${host.port}`;
-
-  const exchanges: ExchangeReport[] = [];
+  gateway = await startGateway({
+    device: pair.b, homeserverUrl: hs.baseUrl, ...radio, homeserverTimeoutMs: 60_000, logger,
+    security: buildSecurity('gateway', state.gatewayDir, 'encrypt', logger)!, coapStateStore: coapStateStore(state.gatewayDir, 'gateway', logger),
+  });
   const performed: Performed[] = [];
-  host.onExchange((e) => exchanges.push(e));
   gateway.homeserver.onPerformed((req, res, responseWireBytes) => performed.push({ req, res, responseWireBytes }));
 
+  const exchanges: ExchangeReport[] = [];
+  let handshakeSizes: number[] = [];
+  const startTheHost = async (): Promise<Host> => {
+    const h = await startHost({
+      device: pair!.a, listenHost: '127.0.0.1', listenPort: 0, ...radio, requestTimeoutMs: 60_000, logger,
+      security: buildSecurity('host', state.hostDir, 'encrypt', logger)!, coapStateStore: coapStateStore(state.hostDir, 'host', logger),
+    });
+    h.onExchange((e) => exchanges.push(e));
+    h.radio.onControlFrame((_dir, n) => handshakeSizes.push(n));
+    return h;
+  };
+  host = await startTheHost();
+  let hostUrl = `http://127.0.0.1:${host.port}`;
+
   const rows: OperationRow[] = [];
+  const settle = () => new Promise((r) => setTimeout(r, 150)); // the last ACKs land
   const measure = async (name: string, op: () => Promise<unknown>): Promise<void> => {
+    await settle();
     exchanges.length = 0;
     performed.length = 0;
     await op();
-    await new Promise((r) => setTimeout(r, 50)); // let the last ACK frames land
+    await settle();
     if (exchanges.length === 0 || exchanges.length !== performed.length) {
       throw new Error(`${name}: ${exchanges.length} exchanges at the host but ${performed.length} at the homeserver`);
     }
     const sum = (f: (e: ExchangeReport) => number) => exchanges.reduce((a, e) => a + f(e), 0);
-    const reqCompact = sum((e) => e.compactBytesSent);
-    const resCompact = sum((e) => e.compactBytesReceived);
+    const sizes = exchanges.flatMap((e) => e.onAirMessages);
     rows.push({
       name,
       requests: exchanges.length,
-      requestCompactBytes: reqCompact,
-      requestOnAirBytes: reqCompact,
-      responseCompactBytes: resCompact,
-      responseOnAirBytes: resCompact,
-      framingOverheadBytes: sum((e) => e.wireBytesSent + e.wireBytesReceived) - reqCompact - resCompact,
+      requestCompactBytes: sum((e) => e.compactBytesSent),
+      requestOnAirBytes: sum((e) => e.onAirBytesSent),
+      responseCompactBytes: sum((e) => e.compactBytesReceived),
+      responseOnAirBytes: sum((e) => e.onAirBytesReceived),
+      framingOverheadBytes: sum((e) => e.wireBytesSent + e.wireBytesReceived - e.onAirBytesSent - e.onAirBytesReceived),
       frames: sum((e) => e.framesSent + e.framesReceived),
+      airtimeMsSF7: airtime(sizes, 7),
+      airtimeMsSF9: airtime(sizes, 9),
+      airtimeMsSF12: airtime(sizes, 12),
       httpsJsonBytes: exchanges.reduce((a, e, i) => a + httpsJsonBytes(e.httpRequestBytes, performed[i]!.responseWireBytes), 0),
       msc3079Bytes: performed.reduce((a, p) => a + msc3079Bytes(p.req, p.res), 0),
+    });
+  };
+  /** A handshake row: every control frame both ways while `op` runs (its request rides inside). */
+  const measureHandshake = async (name: string, op: () => Promise<unknown>): Promise<void> => {
+    handshakeSizes = [];
+    await op();
+    await settle();
+    const total = handshakeSizes.reduce((a, b) => a + b, 0);
+    rows.push({
+      name, requests: 0, requestCompactBytes: 0, requestOnAirBytes: total, responseCompactBytes: 0, responseOnAirBytes: 0,
+      framingOverheadBytes: 0, frames: handshakeSizes.length,
+      airtimeMsSF7: airtime(handshakeSizes, 7), airtimeMsSF9: airtime(handshakeSizes, 9), airtimeMsSF12: airtime(handshakeSizes, 12),
+      httpsJsonBytes: 0, msc3079Bytes: 0,
     });
   };
 
   await hs.registerUser('alice', 'alice-password');
   const bobAccount = await hs.registerUser('bob', 'bob-password');
   const bob = createClient({ baseUrl: hs.baseUrl, accessToken: bobAccount.accessToken, userId: bobAccount.userId });
+
+  // First contact: Noise XX (the first request, GET /versions, rides in its third message).
+  await measureHandshake('handshake_xx', () => fetch(`${hostUrl}/_matrix/client/versions`).then((r) => r.text()));
 
   let alice!: MatrixClient;
   await measure('login', async () => {
@@ -116,28 +164,48 @@ try {
   // sync_one_message: alice is up to date, bob says one thing, alice's next /sync carries it.
   const filterId = await alice.createFilter({ room: { timeline: { limit: 20 }, state: { lazy_load_members: true } } } as never);
   const first = await alice.http.authedRequest<{ next_batch: string }>(Method.Get, '/sync', { filter: filterId.filterId!, timeout: '0' });
-  await bob.sendTextMessage(roomId, 'Copy that, station on the hill.');
+  await bob.sendTextMessage(roomId, 'Hello World');
   await measure('sync_one_message', () => alice.http.authedRequest(Method.Get, '/sync', { filter: filterId.filterId!, since: first.next_batch, timeout: '30000' }));
+
+  // Restart the field kit with its stored session: no handshake at all.
+  await host.close();
+  host = await startTheHost();
+  hostUrl = `http://127.0.0.1:${host.port}`;
+  alice = createClient({ baseUrl: hostUrl, accessToken: alice.getAccessToken()!, userId: alice.getUserId()!, deviceId: alice.getDeviceId()! });
+  await measureHandshake('resume_after_restart', () => alice.sendTextMessage(roomId, 'back'));
+
+  // Restart it without its session but with the gateway's key pinned: one IK exchange, 0-RTT.
+  await host.close();
+  const { rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  rmSync(join(state.hostDir, 'session-host.json'), { force: true });
+  rmSync(join(state.hostDir, 'coap-host.json'), { force: true });
+  host = await startTheHost();
+  hostUrl = `http://127.0.0.1:${host.port}`;
+  await measureHandshake('handshake_ik', () => fetch(`${hostUrl}/_matrix/client/versions`).then((r) => r.text()));
 
   if (outFile) writeFileSync(outFile, `${JSON.stringify({ operations: rows }, null, 2)}\n`);
   if (asJson) {
     process.stdout.write(`${JSON.stringify({ operations: rows })}\n`);
   } else {
     const cols: [keyof OperationRow, string][] = [
-      ['name', 'operation'], ['requests', 'req'], ['requestCompactBytes', 'req compact'], ['requestOnAirBytes', 'req on air'],
+      ['name', 'operation'], ['requestCompactBytes', 'req compact'], ['requestOnAirBytes', 'req on air'],
       ['responseCompactBytes', 'resp compact'], ['responseOnAirBytes', 'resp on air'], ['framingOverheadBytes', 'SLIP+CRC'],
-      ['frames', 'frames'], ['httpsJsonBytes', 'HTTPS+JSON'], ['msc3079Bytes', 'MSC3079'],
+      ['frames', 'frames'], ['airtimeMsSF7', 'ms SF7'], ['airtimeMsSF9', 'ms SF9'], ['airtimeMsSF12', 'ms SF12'],
+      ['httpsJsonBytes', 'HTTPS+JSON'], ['msc3079Bytes', 'MSC3079'],
     ];
     const table = rows.map((r) => cols.map(([k]) => String(r[k])));
     const widths = cols.map(([, h], i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
     const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
     process.stdout.write(`${line(cols.map(([, h]) => h))}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n`);
     for (const t of table) process.stdout.write(`${line(t)}\n`);
-    process.stdout.write('\nbytes per operation, both directions where not split; real matrix-js-sdk requests, real Synapse responses.\n');
+    process.stdout.write('\nbytes per operation; real matrix-js-sdk requests, real Synapse responses; compact CoAP + Noise on a PTY link.\n');
   }
 } finally {
   await host?.close();
   await gateway?.close();
+  await pair?.close();
   await hs?.stop();
+  state.cleanup();
 }
 process.exit(0);

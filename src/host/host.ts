@@ -41,11 +41,23 @@ export interface HostOptions {
 export interface ExchangeReport extends HttpExchangeRecord {
   framesSent: number;
   framesReceived: number;
+  /** CoAP messages in their on-air form, before security. */
   compactBytesSent: number;
   compactBytesReceived: number;
+  /** What the radio transmitted: compact bytes plus the security envelope. */
+  onAirBytesSent: number;
+  onAirBytesReceived: number;
+  /** What crossed the serial line: on-air bytes plus the modem's framing. */
   wireBytesSent: number;
   wireBytesReceived: number;
+  /** On-air size of every message of the exchange, in order (for airtime). */
+  onAirMessages: number[];
 }
+
+const emptyCounts = (): Omit<ExchangeReport, keyof HttpExchangeRecord> => ({
+  framesSent: 0, framesReceived: 0, compactBytesSent: 0, compactBytesReceived: 0,
+  onAirBytesSent: 0, onAirBytesReceived: 0, wireBytesSent: 0, wireBytesReceived: 0, onAirMessages: [],
+});
 
 export interface Host {
   port: number;
@@ -92,8 +104,9 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     }
     const acc = byToken.get(tokenHex);
     if (!acc) return;
-    if (rec.direction === 'tx') { acc.framesSent++; acc.compactBytesSent += rec.compactBytes; acc.wireBytesSent += rec.wireBytes; }
-    else { acc.framesReceived++; acc.compactBytesReceived += rec.compactBytes; acc.wireBytesReceived += rec.wireBytes; }
+    acc.onAirMessages.push(rec.onAirBytes);
+    if (rec.direction === 'tx') { acc.framesSent++; acc.compactBytesSent += rec.compactBytes; acc.onAirBytesSent += rec.onAirBytes; acc.wireBytesSent += rec.wireBytes; }
+    else { acc.framesReceived++; acc.compactBytesReceived += rec.compactBytes; acc.onAirBytesReceived += rec.onAirBytes; acc.wireBytesReceived += rec.wireBytes; }
   });
   const exchangeListeners: ((rep: ExchangeReport) => void)[] = [];
   const tokenOf = new WeakMap<HttpRequestLike, string>();
@@ -124,7 +137,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     try {
       capture = (tokenHex) => {
         tokenOf.set(req, tokenHex);
-        byToken.set(tokenHex, { framesSent: 0, framesReceived: 0, compactBytesSent: 0, compactBytesReceived: 0, wireBytesSent: 0, wireBytesReceived: 0 });
+        byToken.set(tokenHex, emptyCounts());
       };
       const pending = radio.request(coapReq, { responseTimeoutMs });
       capture = undefined;
@@ -152,7 +165,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
       const tokenHex = tokenOf.get(req);
       const acc = tokenHex ? byToken.get(tokenHex) : undefined;
       if (tokenHex) setTimeout(() => byToken.delete(tokenHex), 60_000).unref();
-      const rep: ExchangeReport = { ...rec, ...(acc ?? { framesSent: 0, framesReceived: 0, compactBytesSent: 0, compactBytesReceived: 0, wireBytesSent: 0, wireBytesReceived: 0 }) };
+      const rep: ExchangeReport = { ...rec, ...(acc ?? emptyCounts()) };
       for (const l of exchangeListeners) l(rep);
     },
   });

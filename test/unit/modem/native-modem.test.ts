@@ -162,16 +162,15 @@ describe('NativeModem traffic', () => {
 
   it('counts and reports damaged input from the board, and keeps going', async () => {
     const b = bench();
-    const { emu, plug } = b.board();
+    const { emu } = b.board();
     const [host, dev] = createMemoryLinkPair('x');
     emu.attach(dev);
-    void plug;
     const ma = await b.start(host);
     const drops: string[] = [];
     ma.onDrop((code) => drops.push(code));
     const good = encodeNativeFrame(nativeMessage('RECEIVE', { rssiDbm: -50, snrQuarterDb: 20, frequencyErrorHz: 0, frame: Uint8Array.of(7) }));
     const bad = good.slice();
-    bad[3] ^= 0xff;
+    bad[3] = bad[3]! ^ 0xff;
     const frames: Uint8Array[] = [];
     ma.onFrame((f) => frames.push(f));
     await dev.write(bad);
