@@ -14,6 +14,12 @@ import { createLogger } from '../log.ts';
 import { createPtyPair, type PtyPair } from '../link/pty.ts';
 import { startHost, type ExchangeReport, type Host } from '../host/host.ts';
 import { startGateway, type Gateway } from '../gateway/gateway.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadOrCreateIdentity, runKeysCommand } from './keys.ts';
+import { buildSecurity, coapStateStore } from './security.ts';
+import { encodePublicKey } from '../secure/fingerprint.ts';
 
 const t0 = Date.now();
 const out = (s = '') => process.stdout.write(process.env['TRICKLE_DEMO_TIMES'] ? `[${((Date.now() - t0) / 1000).toFixed(1)}] ${s}\n` : `${s}\n`);
@@ -61,6 +67,8 @@ export async function runDemo(_argv: string[] = []): Promise<number> {
   let host: Host | undefined;
   const clients: MatrixClient[] = [];
   const exchanges: ExchangeReport[] = [];
+  let stateRoot: string | undefined;
+  let handshakeBytes = 0;
   try {
     out('Trickle demo: Matrix over a serial radio link, all on this machine.\n');
     out('1. Starting a throwaway Synapse homeserver (the first run installs it into ~/.cache/trickle) ...');
@@ -79,8 +87,24 @@ export async function runDemo(_argv: string[] = []): Promise<number> {
     out(`   Synapse is at ${hs.baseUrl}`);
     pair = await createPtyPair();
     out(`2. The "radio": a socat PTY pair, ${pair.a} <-> ${pair.b}`);
-    gateway = await startGateway({ device: pair.b, homeserverUrl: hs.baseUrl, baudRate: 9600, maxFrameLen: 255, radio: { region: 'none', bandwidthHz: 125_000, sf: 9, codingRate: 5 }, maxBodyBytes: 16 << 20, homeserverTimeoutMs: 60_000, logger });
-    host = await startHost({ device: pair.a, listenHost: '127.0.0.1', listenPort: 0, baudRate: 9600, maxFrameLen: 255, radio: { region: 'none', bandwidthHz: 125_000, sf: 9, codingRate: 5 }, maxBodyBytes: 16 << 20, requestTimeoutMs: 120_000, logger });
+    // Keys as an operator would make them: each end has its own identity, the gateway
+    // authorizes the field kit (`trickle keys add`), the kit pins the gateway on first contact.
+    stateRoot = mkdtempSync(join(tmpdir(), 'trickle-demo-'));
+    const hostDir = join(stateRoot, 'field-kit');
+    const gatewayDir = join(stateRoot, 'gateway');
+    const kitKey = loadOrCreateIdentity(hostDir).keyPair.publicKey;
+    loadOrCreateIdentity(gatewayDir);
+    await runKeysCommand(['add', encodePublicKey(kitKey), 'demo-kit', '--state-dir', gatewayDir], () => {});
+    const radio = { baudRate: 9600, maxFrameLen: 255, radio: { region: 'none', bandwidthHz: 125_000, sf: 9, codingRate: 5 }, maxBodyBytes: 16 << 20 };
+    gateway = await startGateway({
+      device: pair.b, homeserverUrl: hs.baseUrl, ...radio, homeserverTimeoutMs: 60_000, logger,
+      security: buildSecurity('gateway', gatewayDir, 'encrypt', logger)!, coapStateStore: coapStateStore(gatewayDir, 'gateway', logger),
+    });
+    host = await startHost({
+      device: pair.a, listenHost: '127.0.0.1', listenPort: 0, ...radio, requestTimeoutMs: 120_000, logger,
+      security: buildSecurity('host', hostDir, 'encrypt', logger)!, coapStateStore: coapStateStore(hostDir, 'host', logger),
+    });
+    host.radio.onControlFrame((_d, n) => { handshakeBytes += n; });
     host.onExchange((rep) => exchanges.push(rep));
     const hostUrl = `http://127.0.0.1:${host.port}`;
     out(`3. trickle gateway on ${pair.b} -> ${hs.baseUrl}`);
@@ -127,16 +151,17 @@ export async function runDemo(_argv: string[] = []): Promise<number> {
     await new Promise((r) => setTimeout(r, 200));
 
     out('5. Every request alice\'s client made, as HTTP on 127.0.0.1 and as it crossed the serial link:\n');
-    const header = ['#', 'request', 'status', 'HTTP bytes', 'CoAP bytes', 'serial bytes', 'frames'];
+    const header = ['#', 'request', 'status', 'HTTP bytes', 'CoAP bytes', 'on-air bytes', 'serial bytes', 'frames'];
     const rows = exchanges.map((e, i) => [
       String(i + 1), `${e.method} ${shortPath(e.path)}`, String(e.status),
       String(e.httpRequestBytes + e.httpResponseBytes),
       String(e.compactBytesSent + e.compactBytesReceived),
+      String(e.onAirBytesSent + e.onAirBytesReceived),
       String(e.wireBytesSent + e.wireBytesReceived),
       `${e.framesSent}/${e.framesReceived}`,
     ]);
     const sum = (f: (e: ExchangeReport) => number) => exchanges.reduce((a, e) => a + f(e), 0);
-    rows.push(['', 'total', '', String(sum((e) => e.httpRequestBytes + e.httpResponseBytes)), String(sum((e) => e.compactBytesSent + e.compactBytesReceived)), String(sum((e) => e.wireBytesSent + e.wireBytesReceived)), `${sum((e) => e.framesSent)}/${sum((e) => e.framesReceived)}`]);
+    rows.push(['', 'total', '', String(sum((e) => e.httpRequestBytes + e.httpResponseBytes)), String(sum((e) => e.compactBytesSent + e.compactBytesReceived)), String(sum((e) => e.onAirBytesSent + e.onAirBytesReceived)), String(sum((e) => e.wireBytesSent + e.wireBytesReceived)), `${sum((e) => e.framesSent)}/${sum((e) => e.framesReceived)}`]);
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
     const fmt = (r: string[]) => r.map((c, i) => (i === 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
     out(fmt(header));
@@ -144,8 +169,10 @@ export async function runDemo(_argv: string[] = []): Promise<number> {
     for (const r of rows) out(fmt(r));
     const modem = host.radio.modem.stats();
     out(`\nSerial link totals at the host: ${modem.wireBytesSent} bytes sent in ${modem.framesSent} frames, ${modem.wireBytesReceived} bytes received in ${modem.framesReceived} frames.`);
-    out('CoAP bytes are the CoAP messages (RFC 7252 + CBOR, blockwise in frames of at most 255 bytes);');
-    out('serial bytes add SLIP framing and a CRC-16 per frame. frames = sent/received by the host, ACKs included.');
+    out(`The Noise handshake (XX on first contact) took ${handshakeBytes} bytes on air in all, both ways.`);
+    out('CoAP bytes: the messages in Trickle\'s compact CoAP form (blockwise in frames of at most 255 bytes);');
+    out('on-air bytes add the Noise envelope (1-byte nonce + 16-byte tag); serial bytes add SLIP and a CRC-16.');
+    out('frames = messages sent/received by the host, ACKs included.');
     return 0;
   } finally {
     for (const c of clients) c.stopClient();
@@ -154,6 +181,7 @@ export async function runDemo(_argv: string[] = []): Promise<number> {
     await step('gateway', () => gateway?.close());
     await step('pty', () => pair?.close());
     await step('synapse', () => hs?.stop());
+    if (stateRoot) rmSync(stateRoot, { recursive: true, force: true });
   }
 }
 

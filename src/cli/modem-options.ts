@@ -52,7 +52,8 @@ export const MODEM_USAGE = `  --modem M          the radio's dialect: transparen
   --slottime-ms N    kiss: CSMA slot time 0-2550 ms, 10 ms steps (default 100)
   --txtail-ms N      kiss: transmitter tail 0-2550 ms (default: the TNC's own)
                      with kiss, --max-frame defaults to ${DEFAULT_KISS_MAX_FRAME_LEN} (AX.25 N1; at most ${MAX_KISS_MAX_FRAME_LEN});
-                     on amateur bands use --region none (no duty cycle) and --sf 10 (about 1200 bd)`;
+                     and --security defaults to authenticate-only (amateur bands: no encryption);
+                     use --region none (no duty cycle on amateur bands) and --sf 10 (about 1200 bd)`;
 
 /** Flags that only mean something with `--modem kiss`. */
 const KISS_ONLY_FLAGS = ['kiss-tcp', 'callsign', 'destination', 'peer', 'kiss-port', 'txdelay-ms', 'persist', 'slottime-ms', 'txtail-ms'] as const;
@@ -64,6 +65,11 @@ export interface ResolvedModemFlags {
   createModem?: (link: Link) => Modem;
   /** The `--max-frame` default for this dialect, when it differs from the command's own. */
   defaultMaxFrameLen?: number;
+  /**
+   * The `--security` default for this dialect when the command's own (encrypt) is not
+   * allowed: 'authenticate-only' for KISS, whose amateur bands forbid encryption.
+   */
+  defaultSecurity?: 'authenticate-only';
   /** One line for the startup log: which dialect, where, as whom. */
   describe: string;
 }
@@ -151,6 +157,11 @@ export async function resolveModemFlags(flags: ModemFlags): Promise<ResolvedMode
       'or --device PATH (a serial KISS TNC, e.g. /dev/ttyUSB0)', { key: 'kiss-tcp' });
   }
   const tcp = kissTcp === undefined ? undefined : parseKissTcp(kissTcp);
+  if (flags['security'] === 'encrypt') {
+    throw new ConfigError('--security encrypt is not allowed with --modem kiss: a KISS TNC transmits on amateur bands, where ' +
+      'messages may not be encoded to obscure their meaning (ITU RR 25.2A); use --security authenticate-only (the default ' +
+      'with --modem kiss: frames are signed, contents in clear)', { key: 'security', value: 'encrypt' });
+  }
 
   const source = parseCallsign(callsignRaw, '--callsign');
   const destinationRaw = stringFlag(flags, 'destination');
@@ -182,7 +193,7 @@ export async function resolveModemFlags(flags: ModemFlags): Promise<ResolvedMode
   const where = tcp ? `tcp:${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port}` : device!;
   const describe = `KISS TNC at ${where}, port ${port ?? 0}: ${formatAx25Address(source)}>${formatAx25Address(destination)}` +
     `${peer ? `, accepting only ${formatAx25Address(peer)}` : ''}`;
-  const result: ResolvedModemFlags = { createModem, defaultMaxFrameLen: DEFAULT_KISS_MAX_FRAME_LEN, describe };
+  const result: ResolvedModemFlags = { createModem, defaultMaxFrameLen: DEFAULT_KISS_MAX_FRAME_LEN, defaultSecurity: 'authenticate-only', describe };
   if (tcp) result.link = await openTcpLink(tcp.host, tcp.port);
   return result;
 }

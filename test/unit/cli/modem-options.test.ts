@@ -14,7 +14,7 @@ import { freePort } from '../../../scripts/synapse.ts';
 
 /** The flags as main.ts gets them: its own options with MODEM_FLAG_OPTIONS spread in. */
 function flagsOf(argv: string[]): ModemFlags {
-  return parseFlags(argv, { device: { type: 'string' }, 'max-frame': { type: 'string' }, ...MODEM_FLAG_OPTIONS }, 'usage').flags;
+  return parseFlags(argv, { device: { type: 'string' }, 'max-frame': { type: 'string' }, security: { type: 'string' }, ...MODEM_FLAG_OPTIONS }, 'usage').flags;
 }
 
 async function configError(argv: string[]): Promise<string> {
@@ -69,6 +69,10 @@ describe('resolveModemFlags: bad flags', () => {
     expect(await configError(['--device', '/dev/ttyUSB0', '--txdelay-ms', '300'])).toMatch(/^--txdelay-ms applies only/);
   });
 
+  it('refuses encryption with KISS (amateur bands)', async () => {
+    expect(await configError([...KISS, '--security', 'encrypt'])).toMatch(/^--security encrypt is not allowed with --modem kiss: .* use --security authenticate-only/);
+  });
+
   it('names the range of each number', async () => {
     expect(await configError([...KISS, '--kiss-port', '16'])).toMatch(/^--kiss-port must be an integer .* from 0 to 15, got "16"/);
     expect(await configError([...KISS, '--persist', '256'])).toMatch(/^--persist must be an integer .* from 0 to 255, got "256"/);
@@ -99,6 +103,7 @@ describe('resolveModemFlags: good flags', () => {
       '--txdelay-ms', '250', '--persist', '127', '--slottime-ms', '50', '--txtail-ms', '20', '--max-frame', '200']));
     expect(r.link).toBeUndefined();
     expect(r.defaultMaxFrameLen).toBe(256);
+    expect(r.defaultSecurity).toBe('authenticate-only');
     expect(r.describe).toBe('KISS TNC at /dev/ttyUSB0, port 2: N0CALL-1>TRICKL-3, accepting only N0CALL-2');
     const [link] = createMemoryLinkPair();
     const modem = r.createModem!(link) as KissModem;
