@@ -159,6 +159,9 @@ export async function runScenario(sc: Scenario, hours: number, seed: number): Pr
   for (const l of ch.rules.limits) {
     const rep = checkWindows(log, l);
     violations += rep.violations;
+    if (rep.violations > 0 && rep.worst) {
+      process.stderr.write(`${sc.name}: ${rep.violations} windows over ${l.kind} ${l.budgetMs} ms / ${l.windowMs} ms; worst at ${rep.worst.windowStartMs} ms holds ${rep.worst.airtimeMs} ms (${((rep.worst.airtimeMs - l.budgetMs) * 1000).toFixed(3)} µs over)\n`);
+    }
     maxRatio = Math.max(maxRatio, rep.maxWindowRatio);
   }
   if (ch.rules.maxFrameAirtimeMs !== null) violations += log.filter((t) => t.airtimeMs > ch.rules.maxFrameAirtimeMs!).length;

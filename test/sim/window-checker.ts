@@ -1,7 +1,8 @@
 /**
  * An independent, brute-force check of sliding-window airtime limits, written apart from
- * DutyCycleLedger on purpose (no shared code, plain floating point, no assumptions about order or
- * overlap): the sum of airtime over a window is piecewise linear in the window's position, so its
+ * DutyCycleLedger on purpose (no shared code, no assumptions about order or overlap). It sums in
+ * exact integer nanoseconds (every start and airtime is rounded to the nearest ns once; sums
+ * of floats drift by ~1 ns over thousands of frames, which would be noise, not law): the sum of airtime over a window is piecewise linear in the window's position, so its
  * maximum is reached at a window that starts where a transmission starts or ends where one ends.
  * Every such window is summed transmission by transmission.
  */
@@ -24,7 +25,7 @@ function sumIn(sorted: readonly Transmission[], maxAirtime: number, w: number, H
   let hi = sorted.length;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    if (sorted[mid]!.startMs > w - maxAirtime - 1e-9) hi = mid; else lo = mid + 1;
+    if (sorted[mid]!.startMs > w - maxAirtime) hi = mid; else lo = mid + 1;
   }
   let sum = 0;
   for (let i = lo; i < sorted.length; i++) {
@@ -36,10 +37,13 @@ function sumIn(sorted: readonly Transmission[], maxAirtime: number, w: number, H
   return sum;
 }
 
-export function checkWindows(txs: readonly Transmission[], rule: WindowRule, toleranceMs = 1e-6): WindowReport {
-  const sorted = [...txs].sort((a, b) => a.startMs - b.startMs);
+export function checkWindows(txs: readonly Transmission[], rule: WindowRule, toleranceMs = 0): WindowReport {
+  const ns = (ms: number): number => Math.round(ms * 1e6);
+  const sorted = [...txs].map((t) => ({ startMs: ns(t.startMs), airtimeMs: ns(t.airtimeMs) })).sort((a, b) => a.startMs - b.startMs);
   const maxAirtime = sorted.reduce((m, t) => Math.max(m, t.airtimeMs), 0);
-  const H = rule.windowMs;
+  const H = ns(rule.windowMs);
+  const budget = ns(rule.budgetMs);
+  const tolerance = ns(toleranceMs);
   const edges: number[] = [];
   for (const t of sorted) {
     edges.push(t.startMs); // window starting where a transmission starts
@@ -50,10 +54,10 @@ export function checkWindows(txs: readonly Transmission[], rule: WindowRule, tol
   let worst: WindowReport['worst'] = null;
   for (const w of edges) {
     const s = sumIn(sorted, maxAirtime, w, H);
-    if (s > rule.budgetMs + toleranceMs) violations++;
-    if (s > maxSum) { maxSum = s; worst = { windowStartMs: w, airtimeMs: s }; }
+    if (s > budget + tolerance) violations++;
+    if (s > maxSum) { maxSum = s; worst = { windowStartMs: w / 1e6, airtimeMs: s / 1e6 }; }
   }
-  return { windowsChecked: edges.length, violations, maxWindowRatio: rule.budgetMs > 0 ? maxSum / rule.budgetMs : 0, worst };
+  return { windowsChecked: edges.length, violations, maxWindowRatio: budget > 0 ? maxSum / budget : 0, worst };
 }
 
 /** Pairs of transmissions that overlap in time (one half-duplex radio must never do that). */

@@ -583,7 +583,8 @@ export class NativeModem implements Modem {
       await this.configure();
       if (this.stateValue === 'starting') this.setState('ready');
     } catch (err) {
-      await this.shutdown(err as Error);
+      // If the device went away meanwhile, the reconnection loop has taken over.
+      if (this.stateValue === 'starting') await this.shutdown(err as Error);
     } finally {
       open();
     }
