@@ -73,6 +73,10 @@ export type ErrorCode =
   | 'ERR_HANDLE_UNKNOWN'        // a session handle this side does not have
   // matrix / host / gateway
   | 'ERR_MATRIX_REQUEST'        // local request cannot be carried (bad method, body, …)
+  | 'ERR_MATRIX_BODY'           // payload does not fit its Content-Format (bad UTF-8 text message, event id not 32 bytes, unknown format)
+  | 'ERR_MATRIX_TOKEN_MISSING'  // gateway holds no session access token for a request that relies on it
+  | 'ERR_MATRIX_HANDLE_CONFLICT' // a response defines a handle number this side already holds for another string
+  | 'ERR_MATRIX_STATE'          // exported session state that cannot be imported
   | 'ERR_HOMESERVER_UNREACHABLE'
   | 'ERR_GATEWAY_UNREACHABLE'
   // config / cli

@@ -20,7 +20,7 @@ import type { Clock } from '../../util/clock.ts';
 import { NativeDeframer, encodeNativeFrame, nativeMessage } from '../native/codec.ts';
 import {
   BANDWIDTHS_HZ, BootReason, Chip, MESSAGE_LAYOUTS, MessageType, NativeErrorCode, Param, PROTOCOL_VERSION, RadioFlags, Features,
-  type ChipName, type MessageName, type NativeMessage, type RadioFields, type StatsFields,
+  type ChipName, type NativeMessage, type RadioFields, type StatsFields,
 } from '../native/protocol-generated.ts';
 import type { RfMedium, RfNode, RfPosition, RfRadioConfig } from './rf-medium.ts';
 
@@ -316,4 +316,3 @@ function wrap32<T extends Record<string, number>>(o: T): T {
 
 function clamp(v: number, lo: number, hi: number): number { return Math.min(hi, Math.max(lo, v)); }
 
-export type { MessageName };
