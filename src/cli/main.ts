@@ -11,6 +11,7 @@ import { parseFlags, intFlag, hostPortFlag, requiredFlag } from './args.ts';
 import { startHost } from '../host/host.ts';
 import { startGateway } from '../gateway/gateway.ts';
 import { DEFAULT_RADIO } from '../coap/radio-stack.ts';
+import { MODEM_FLAG_OPTIONS, MODEM_USAGE, resolveModemFlags, type ResolvedModemFlags } from './modem-options.ts';
 
 const COMMON_USAGE = `  --baud N           UART speed of the modem (default 9600)
   --max-frame N      largest radio frame payload in bytes (default 255)
@@ -21,15 +22,16 @@ const COMMON_USAGE = `  --baud N           UART speed of the modem (default 9600
   --cr N             LoRa coding rate 4/N, N = 5-8 (default 5)
   --max-body-bytes N largest request or response body carried (default 16777216)
   --security MODE    encrypt (default), authenticate-only (amateur bands: cleartext, signed), none (tests)
-  --state-dir DIR    keys and session state (default $TRICKLE_STATE_DIR or ~/.local/state/trickle)`;
+  --state-dir DIR    keys and session state (default $TRICKLE_STATE_DIR or ~/.local/state/trickle)
+${MODEM_USAGE}`;
 
-const HOST_USAGE = `usage: trickle host --device PATH [--listen HOST:PORT]
-  --device PATH      serial device of the radio modem, e.g. /dev/ttyUSB0
+const HOST_USAGE = `usage: trickle host (--device PATH | --kiss-tcp HOST:PORT --callsign CALL) [--listen HOST:PORT]
+  --device PATH      serial device of the radio modem (or KISS TNC), e.g. /dev/ttyUSB0
   --listen HOST:PORT where Matrix clients connect (default 127.0.0.1:8008)
 ${COMMON_USAGE}`;
 
-const GATEWAY_USAGE = `usage: trickle gateway --device PATH --homeserver URL [--listen HOST:PORT]
-  --device PATH      serial device of the radio modem, e.g. /dev/ttyUSB0
+const GATEWAY_USAGE = `usage: trickle gateway (--device PATH | --kiss-tcp HOST:PORT --callsign CALL) --homeserver URL [--listen HOST:PORT]
+  --device PATH      serial device of the radio modem (or KISS TNC), e.g. /dev/ttyUSB0
   --homeserver URL   the homeserver to talk to, e.g. https://matrix.example.org
   --listen HOST:PORT serve GET /_trickle/status here (default: not served)
 ${COMMON_USAGE}`;
@@ -62,11 +64,12 @@ const COMMON_OPTIONS = {
   security: { type: 'string' },
   'state-dir': { type: 'string' },
   codec: { type: 'string' },
+  ...MODEM_FLAG_OPTIONS,
 } as const;
 
-function common(flags: Record<string, string | boolean | undefined>, role: 'host' | 'gateway', logger: Logger) {
+function common(flags: Record<string, string | boolean | undefined>, role: 'host' | 'gateway', logger: Logger, modem: ResolvedModemFlags) {
   const stateDir = (flags['state-dir'] as string | undefined) ?? defaultStateDir();
-  const mode = parseSecurityMode(flags['security'] as string | undefined);
+  const mode = parseSecurityMode((flags['security'] as string | undefined) ?? modem.defaultSecurity);
   const codec = (flags['codec'] as string | undefined) ?? 'compact';
   if (codec !== 'compact' && codec !== 'rfc7252') throw new TrickleError('ERR_CONFIG', 'config', `--codec must be compact (default) or rfc7252, got ${JSON.stringify(codec)}`);
   const security = buildSecurity(role, stateDir, mode, logger);
@@ -74,8 +77,10 @@ function common(flags: Record<string, string | boolean | undefined>, role: 'host
     ...(security ? { security } : {}),
     coapStateStore: coapStateStore(stateDir, role, logger),
     codec: codec as 'compact' | 'rfc7252',
+    ...(modem.link ? { link: modem.link } : {}),
+    ...(modem.createModem ? { createModem: modem.createModem } : {}),
     baudRate: intFlag(flags, 'baud', 9600, 50, 4_000_000),
-    maxFrameLen: intFlag(flags, 'max-frame', 255, 32, 65_535),
+    maxFrameLen: intFlag(flags, 'max-frame', modem.defaultMaxFrameLen ?? 255, 32, 65_535),
     radio: {
       region: (flags['region'] as string | undefined) ?? DEFAULT_RADIO.region,
       ...(flags['freq'] !== undefined ? { freqHz: intFlag(flags, 'freq', 0, 1, 10_000_000_000) } : {}),
@@ -98,7 +103,7 @@ function untilSignal(logger: Logger, close: () => Promise<void>, onDeviceLost?: 
     process.once('SIGINT', () => stop(0));
     process.once('SIGTERM', () => stop(0));
     onDeviceLost?.((err) => {
-      if (err) { logger.error({ err: err.message }, 'the serial device went away; stopping'); stop(1); }
+      if (err) { logger.error({ err: err.message }, 'the radio link (serial device or KISS TNC) went away; stopping'); stop(1); }
     });
   });
 }
@@ -108,22 +113,32 @@ async function run(argv: string[]): Promise<number> {
   switch (cmd) {
     case 'host': {
       const { flags } = parseFlags(rest, COMMON_OPTIONS, HOST_USAGE);
-      const device = requiredFlag(flags, 'device', HOST_USAGE);
       const listen = hostPortFlag(flags, 'listen', '127.0.0.1:8008');
+      const modem = await resolveModemFlags(flags); // the last flag check: it connects to --kiss-tcp
       const logger = createLogger();
-      const host = await startHost({ device, listenHost: listen.host, listenPort: listen.port, ...common(flags, 'host', logger), requestTimeoutMs: 120_000, logger });
+      let host;
+      try {
+        const device = modem.link ? undefined : requiredFlag(flags, 'device', HOST_USAGE);
+        logger.info({ modem: modem.describe }, 'modem');
+        host = await startHost({ ...(device ? { device } : {}), listenHost: listen.host, listenPort: listen.port, ...common(flags, 'host', logger, modem), requestTimeoutMs: 120_000, logger });
+      } catch (e) { await modem.link?.close(); throw e; }
       return untilSignal(logger, () => host.close(), (cb) => host.radio.modem.onClose(cb));
     }
     case 'gateway': {
       const { flags } = parseFlags(rest, { ...COMMON_OPTIONS, homeserver: { type: 'string' } }, GATEWAY_USAGE);
-      const device = requiredFlag(flags, 'device', GATEWAY_USAGE);
       const homeserverUrl = requiredFlag(flags, 'homeserver', GATEWAY_USAGE);
       const listen = flags['listen'] === undefined ? undefined : hostPortFlag(flags, 'listen', '127.0.0.1:8009');
+      const modem = await resolveModemFlags(flags); // the last flag check: it connects to --kiss-tcp
       const logger = createLogger();
-      const gw = await startGateway({
-        device, homeserverUrl, ...common(flags, 'gateway', logger), homeserverTimeoutMs: 60_000, logger,
-        ...(listen ? { statusHost: listen.host, statusPort: listen.port } : {}),
-      });
+      let gw;
+      try {
+        const device = modem.link ? undefined : requiredFlag(flags, 'device', GATEWAY_USAGE);
+        logger.info({ modem: modem.describe }, 'modem');
+        gw = await startGateway({
+          ...(device ? { device } : {}), homeserverUrl, ...common(flags, 'gateway', logger, modem), homeserverTimeoutMs: 60_000, logger,
+          ...(listen ? { statusHost: listen.host, statusPort: listen.port } : {}),
+        });
+      } catch (e) { await modem.link?.close(); throw e; }
       return untilSignal(logger, () => gw.close(), (cb) => gw.radio.modem.onClose(cb));
     }
     case 'demo': {
@@ -161,4 +176,6 @@ try {
     process.stderr.write(`trickle: unexpected error: ${(e as Error).stack ?? String(e)}\n`);
     process.exitCode = 70;
   }
+  // Nothing may keep a failed start alive (an open serial port or KISS TCP socket).
+  process.exit(process.exitCode);
 }

@@ -76,7 +76,7 @@ export class EmulatedModem {
   private stats: Omit<StatsFields, 'uptimeMs'> = zeroStats();
   private readonly clock: Clock;
 
-  constructor(private readonly medium: RfMedium, options: EmulatedModemOptions) {
+  constructor(medium: RfMedium, options: EmulatedModemOptions) {
     const chip = options.chip ?? 'SX1262';
     const sx127x = SX127X.includes(chip);
     this.options = {
