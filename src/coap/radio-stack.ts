@@ -29,6 +29,16 @@ import { rfc7252Codec, type CoapMessage, type WireCodec } from './message.ts';
 import { Opt } from './numbers.ts';
 import { SecureLink, LINK_FRAME_OVERHEAD, type SecureLinkOptions, type SecureLinkEvent, type SecureLinkSnapshot } from '../secure/secure-link.ts';
 import type { KeyPair } from '../secure/dh.ts';
+import { CBOR_KEYMAP_V1_VERSION } from '../codec/keymap-v1.ts';
+import { COAP_PATH_ENUM_VERSION } from '../codec/paths-v1.ts';
+import { VALUES_V1_VERSION } from '../codec/values-v1.ts';
+import { COMPACT_RULES_VERSION } from './compact-rules-v1.ts';
+
+/**
+ * Everything both ends must share to read each other's messages. It is bound into the Noise
+ * prologue, so two ends with different tables cannot complete a handshake; both log it.
+ */
+export const WIRE_CONTEXT = `msc3079-keys-v${CBOR_KEYMAP_V1_VERSION} msc3079-paths-v${COAP_PATH_ENUM_VERSION} values-v${VALUES_V1_VERSION} compact-v${COMPACT_RULES_VERSION}`;
 
 /** The radio channel: LoRa settings for airtime, and the region whose rules bind us. */
 export interface RadioSettings {
@@ -327,6 +337,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
       ...(sec.remoteStaticPinned ? { remoteStaticPinned: sec.remoteStaticPinned } : {}),
       ...(sec.isAuthorized ? { isAuthorized: sec.isAuthorized } : {}),
       mode: sec.mode,
+      wireContext: WIRE_CONTEXT,
       clock,
       randomBytes,
       maxFrameLen,
@@ -338,6 +349,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
         // delivered; on the field kit, a lost session means the peer starts afresh too.
         if (e.type === 'established' && sec.role === 'responder') resetSession(`${e.pattern} handshake with ${e.fingerprint}`);
         if (e.type === 'session-lost' && sec.role === 'initiator') resetSession(`session lost: ${e.reason}`);
+        if (e.type === 'handshake-failed') log.error({ attempts: e.attempts, wireContext: WIRE_CONTEXT }, 'handshake failed: check that the peer is running, in range, and uses the same wire context (trickle version)');
         sec.onEvent?.(e);
       },
       ...(sec.persist ? { persist: sec.persist } : {}),
@@ -392,6 +404,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
       device: link.name,
       dialect: modem.dialect,
       codec: opts.codec ?? 'compact',
+      wireContext: WIRE_CONTEXT,
       channel: channel ? { region: channel.regionId, freqHz: channel.freqHz, bandwidthHz: channel.bandwidthHz, subBand: channel.rules.subBandId } : { region: 'none' },
       lora,
       maxFrameLen,

@@ -145,6 +145,11 @@ export interface SecureLinkOptions {
   readonly restore?: SecureLinkSnapshot;
   /** Wait before resending a handshake message of frameLen bytes (doubles per attempt, up to 4×). */
   readonly handshakeRetryMs: number | ((frameLen: number) => number);
+  /**
+   * Identifies everything both ends must share to read each other (e.g. "keys-v1 paths-v1
+   * compact-v1 dict:matrix-v1/1a2b3c4d"); bound into the Noise prologue (spec §6).
+   */
+  readonly wireContext?: string;
   /** Give up a handshake after this many transmissions of its first message (default 10). */
   readonly maxHandshakeAttempts?: number;
   /** Largest frame the radio carries; data rides in a handshake message only if it fits (default 255). */
@@ -230,7 +235,9 @@ export class SecureLink {
     this.#o = opts;
     this.#static = X25519.keyPairFromPrivate(opts.staticKeyPair.privateKey);
     if (!equalBytes(this.#static.publicKey, opts.staticKeyPair.publicKey)) throw new TypeError('staticKeyPair.publicKey does not belong to its private key');
-    this.#prologue = utf8.encode(`Trickle v1 ${opts.mode}`);
+    // The wire context (table versions, dictionary id) is bound into every handshake: two ends
+    // that would read each other's messages differently cannot complete one.
+    this.#prologue = utf8.encode(`Trickle v1 ${opts.mode}${opts.wireContext ? ` ${opts.wireContext}` : ''}`);
     this.#maxFrameLen = opts.maxFrameLen ?? 255;
     this.#maxAttempts = opts.maxHandshakeAttempts ?? 10;
     this.#maxQueued = opts.maxQueued ?? 32;
