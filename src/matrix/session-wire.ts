@@ -85,35 +85,45 @@ export function isHandleableQuery(key: string, value: string): boolean {
   return TOKEN_QUERY_KEYS.has(key) || SIGIL_ID.test(value);
 }
 
-/** String values at TOKEN_KEYS anywhere in a JSON value (iterative: depth cannot blow the stack). */
-export function tokenValues(root: unknown): Set<string> {
-  const out = new Set<string>();
+/**
+ * What a JSON body tells the numbering beyond its literal values: the string values at
+ * TOKEN_KEYS anywhere (tokens), and the map keys that are sigil ids (room ids in sync's
+ * rooms.join, event ids in receipts, user ids in device lists…), in a fixed depth-first
+ * order. Keys always travel literally (Trickle CBOR v1 replaces values only), so both ends
+ * see the same keys. Iterative: depth cannot blow the stack.
+ */
+export function bodyStrings(root: unknown): { tokens: Set<string>; keys: string[] } {
+  const tokens = new Set<string>();
+  const keys: string[] = [];
   const stack: unknown[] = [root];
   while (stack.length > 0) {
     const v = stack.pop();
     if (v === null || typeof v !== 'object') continue;
-    if (Array.isArray(v)) { for (const x of v) stack.push(x); continue; }
-    for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
-      if (typeof x === 'string') { if (TOKEN_KEYS.has(k)) out.add(x); } else stack.push(x);
+    if (Array.isArray(v)) { for (let i = v.length - 1; i >= 0; i--) stack.push(v[i]); continue; }
+    const entries = Object.entries(v as Record<string, unknown>);
+    for (const [k, x] of entries) {
+      if (SIGIL_ID.test(k)) keys.push(k);
+      if (typeof x === 'string' && TOKEN_KEYS.has(k)) tokens.add(x);
     }
+    for (let i = entries.length - 1; i >= 0; i--) stack.push(entries[i]![1]);
   }
-  return out;
+  return { tokens, keys };
 }
 
 /**
  * The numbering list of a response: the request's handle-able literals (already filtered, in
- * order), then the body's literals that are sigil ids or token values, each distinct string
- * once, in order of first occurrence.
+ * order), then the body's literal values that are sigil ids or token values (encoding order),
+ * then the body's sigil-id map keys (bodyStrings order); each distinct string once, at its
+ * first occurrence.
  */
-export function numberingList(requestLiterals: readonly string[], bodyLiterals: readonly string[], tokens: ReadonlySet<string>): string[] {
+export function numberingList(requestLiterals: readonly string[], bodyLiterals: readonly string[], body: unknown): string[] {
+  const { tokens, keys } = bodyStrings(body);
   const seen = new Set<string>();
   const out: string[] = [];
-  for (const s of requestLiterals) if (!seen.has(s)) { seen.add(s); out.push(s); }
-  for (const s of bodyLiterals) {
-    if (seen.has(s) || !(SIGIL_ID.test(s) || tokens.has(s))) continue;
-    seen.add(s);
-    out.push(s);
-  }
+  const add = (s: string): void => { if (!seen.has(s)) { seen.add(s); out.push(s); } };
+  for (const s of requestLiterals) add(s);
+  for (const s of bodyLiterals) if (SIGIL_ID.test(s) || tokens.has(s)) add(s);
+  for (const s of keys) add(s);
   return out;
 }
 

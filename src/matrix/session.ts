@@ -65,9 +65,12 @@
  *   JSON, the value of a since/from/to/filter query item.
  *   A response with Handle-Base H0 numbers its NUMBERING LIST H0, H0+1, …: first the handle-able
  *   literals of the REQUEST it answers (path segments after the first that are sigil ids and
- *   went literally, then literal query values as above), then the body's literal strings (in
- *   Trickle CBOR encoding order, the `onLiteral` hook) that are handle-able; each distinct string
- *   once, at its first occurrence. Strings that travelled as handle references are not listed.
+ *   went literally, then literal query values as above), then the body's literal string values
+ *   (in Trickle CBOR encoding order, the `onLiteral` hook) that are handle-able, then the body's
+ *   map KEYS that are sigil ids (depth-first, in key order: session-wire.ts bodyStrings) —
+ *   Trickle CBOR v1 never replaces keys, so room ids in sync's rooms.join travel literally, but
+ *   this is how the host learns their handles for Uri-Path; each distinct string once, at its
+ *   first occurrence. Values that travelled as handle references are not listed.
  *   Both ends compute the list from the same message, so numbering does not depend on other
  *   messages: a lost response's handles are never known to the host, and nothing else breaks.
  *   The host defines a message's handles only when the whole message decoded.
@@ -117,7 +120,7 @@ import {
   SESSION_ERROR_HANDLE_UNKNOWN, SESSION_ERROR_TOKEN_MISSING,
   TRICKLE_OPT_HANDLE_BASE, TRICKLE_OPT_NO_AUTH, TRICKLE_OPT_SESSION_ERROR,
   checkOptions, decodeBody, decodeText, encodeBody, escapeLiteral, formatQuery, handleRef, isHandleableQuery,
-  isSigilId, numberingList, parseQuery, parseWireValue, tokenValues, uintOptionValue,
+  isSigilId, numberingList, parseQuery, parseWireValue, uintOptionValue,
 } from './session-wire.ts';
 
 export { TRICKLE_OPT_HANDLE_BASE, TRICKLE_OPT_NO_AUTH, TRICKLE_OPT_SESSION_ERROR, HANDLE_LIMIT, HANDLE_WINDOW };
@@ -201,7 +204,6 @@ export class HostSession {
   private byHandle = new Map<number, string>();
   private byString = new Map<string, number>();
   private seen = 0;
-  private sweptFloor = 0;
   private confirmedToken: string | undefined;
   private txns = new Map<string, number>();
   // Not persisted: requests in flight that carried option 256, by issue number.
@@ -338,7 +340,7 @@ export class HostSession {
       resolveHandle: (n) => this.byHandle.get(n),
     });
     const base = uintOptionValue(msg.options, TRICKLE_OPT_HANDLE_BASE, 3);
-    if (base !== undefined) this.define(base, numberingList(sent.requestLiterals, body.literals, tokenValues(body.value)));
+    if (base !== undefined) this.define(base, numberingList(sent.requestLiterals, body.literals, body.value));
     if (codeClass(msg.code) === 2 || msg.payload.length > 0) this.confirmIfLatest(sent);
     return {
       kind: 'response',
@@ -405,10 +407,10 @@ export class HostSession {
     this.sweep();
   }
 
+  /** Numbers arrive in any order here: sweep when over RETAIN + RETAIN/8 (each sweep frees ≥ RETAIN/8). */
   private sweep(force = false): void {
+    if (!force && this.byHandle.size <= HANDLE_RETAIN + HANDLE_RETAIN / 8) return;
     const floor = this.seen - HANDLE_RETAIN;
-    if (!force && floor < this.sweptFloor + HANDLE_RETAIN / 8) return;
-    this.sweptFloor = floor;
     for (const [h, s] of this.byHandle) {
       if (h >= floor) continue;
       this.byHandle.delete(h);
@@ -454,7 +456,6 @@ export class HostSession {
     this.byHandle = byHandle;
     this.byString = byString;
     this.seen = st.seen;
-    this.sweptFloor = 0;
     this.confirmedToken = st.confirmedToken ?? undefined;
     this.txns = txns;
     this.inFlight.clear();
@@ -509,7 +510,6 @@ export class GatewaySession {
   private byHandle = new Map<number, { readonly s: string; readonly base: number }>();
   private byString = new Map<string, number[]>();
   private groups = new Map<number, Group>();
-  private sweptFloor = 0;
   private accessToken: string | undefined;
   private readonly requestLiterals = new WeakMap<HttpRequestLike, readonly string[]>();
 
@@ -646,7 +646,7 @@ export class GatewaySession {
     if (statusOption) options.push(statusOption);
     let definesHandles = 0;
     if (body.format !== 'event-id') {
-      const list = numberingList(forReq ? this.requestLiterals.get(forReq) ?? [] : [], body.literals, tokenValues(body.value));
+      const list = numberingList(forReq ? this.requestLiterals.get(forReq) ?? [] : [], body.literals, body.value);
       if (list.length > 0 && this.next + list.length <= HANDLE_LIMIT) {
         options.push(uintOption(TRICKLE_OPT_HANDLE_BASE, this.next));
         this.define(list);
@@ -694,10 +694,9 @@ export class GatewaySession {
     this.sweep();
   }
 
-  private sweep(force = false): void {
+  /** Numbers are assigned in ascending order, so both maps iterate oldest first: O(evicted). */
+  private sweep(): void {
     const floor = this.next - HANDLE_RETAIN;
-    if (!force && floor < this.sweptFloor + HANDLE_RETAIN / 8) return;
-    this.sweptFloor = floor;
     for (const [h, e] of this.byHandle) {
       if (h >= floor) break; // ascending insertion order
       this.byHandle.delete(h);
@@ -707,7 +706,10 @@ export class GatewaySession {
         if (rest.length > 0) this.byString.set(e.s, rest); else this.byString.delete(e.s);
       }
     }
-    for (const [base, g] of this.groups) if (base + g.count <= floor) this.groups.delete(base);
+    for (const [base, g] of this.groups) {
+      if (base + g.count > floor) break;
+      this.groups.delete(base);
+    }
   }
 
   /** The session access token the gateway holds (for the status page: present or not). */
@@ -759,7 +761,6 @@ export class GatewaySession {
     this.byString = byString;
     this.groups = groups;
     this.accessToken = st.accessToken ?? undefined;
-    this.sweptFloor = 0;
-    this.sweep(true);
+    this.sweep();
   }
 }
