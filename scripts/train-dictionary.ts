@@ -325,7 +325,8 @@ function fitCorpus(c: Corpus): Corpus {
     let worst = 0;
     let worstLen = -1;
     entries.forEach((e, i) => { const n = JSON.stringify(e).length; if (n > worstLen) { worst = i; worstLen = n; } });
-    entries.splice(worst, 1);
+    const [gone] = entries.splice(worst, 1);
+    process.stdout.write(`corpus over ${CORPUS_LIMIT_BYTES} B: left out one ${gone!.kind} of ${gone!.endpoint} (${worstLen} B)\n`);
   }
   return { ...c, entries };
 }

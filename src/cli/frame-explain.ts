@@ -81,7 +81,14 @@ function describeMessage(msg: CoapMessage, rfc7252: Uint8Array): string[] {
       const segs = getOptions(msg.options, Opt.URI_PATH).map((b) => utf8.decode(b));
       const query = getOptions(msg.options, Opt.URI_QUERY).map((b) => utf8.decode(b)).join('&');
       const method = ['', 'GET', 'POST', 'PUT', 'DELETE'][msg.code] ?? `method ${msg.code}`;
-      out.push(`HTTP: ${method} ${uriPathToHttpPath(segs, { clientVersion: 'v3' })}${query ? `?${query}` : ''}  (handles ~N and the omitted txn id are filled in by the gateway)`);
+      let path: string;
+      try {
+        path = uriPathToHttpPath(segs, { clientVersion: 'v3' });
+      } catch {
+        // send / redact / sendToDevice travel without their txn id: the gateway derives it from the token.
+        path = uriPathToHttpPath([...segs, '{txn}'], { clientVersion: 'v3' });
+      }
+      out.push(`HTTP: ${method} ${path}${query ? `?${query}` : ''}  (handles ~N and {txn} are filled in by the gateway)`);
     } catch (e) { out.push(`HTTP: (path not mappable: ${(e as Error).message})`); }
   } else if (msg.code !== 0) {
     try { out.push(`HTTP: status ${coapToHttpStatus(msg.code, msg.options)}`); } catch { /* not a response */ }

@@ -44,6 +44,7 @@ commands:
   demo       run the whole path locally with a throwaway Synapse (same as npm run demo)
   airtime    LoRa time on air and frames per hour for given radio settings
   keys       this machine's key, authorized field kits, trusted gateways (trickle keys help)
+  frame      frame explain <hex>: every layer of a captured frame
   help       this text
 
 ${HOST_USAGE}
@@ -148,6 +149,10 @@ async function run(argv: string[]): Promise<number> {
     case 'keys': {
       const { runKeysCommand } = await import('./keys.ts');
       return runKeysCommand(rest, (s) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`));
+    }
+    case 'frame': {
+      const { runFrameCommand } = await import('./frame-explain.ts');
+      return runFrameCommand(rest, (s) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`));
     }
     case 'airtime': {
       const { runAirtimeCommand } = await import('./airtime.ts');

@@ -287,21 +287,23 @@ const VOLATILE_KEYS: ReadonlySet<string> = new Set([
 ]);
 /** Keys whose string values are what people typed: their content belongs to no dictionary. */
 const USER_TEXT_KEYS: ReadonlySet<string> = new Set([
-  'body', 'formatted_body', 'displayname', 'name', 'topic', 'alias', 'status_msg', 'reason', 'room_alias_name',
+  'body', 'formatted_body', 'displayname', 'display_name', 'initial_device_display_name', 'name', 'topic', 'alias',
+  'status_msg', 'reason', 'room_alias_name', 'last_seen_ip', 'last_seen_user_agent',
 ]);
 
 /**
  * A Trickle CBOR v1 training sample for one JSON body, with the strings that must not be learnt
  * excluded: every sigil id (room, user, event, alias) as a key or a value and its 32-byte binary
- * form for event ids, every string containing one of `volatile` (the server name, local parts,
- * a homeserver URL), values of token and id keys, and user-typed text (message bodies, names,
+ * form for event ids, every string containing one of `volatile` in any case (the server name,
+ * local parts, a homeserver URL), values of token and id keys, and user-typed text (message bodies, names,
  * topics). What remains is the structure every deployment shares.
  */
 export function matrixTrainingSample(value: unknown, volatile: readonly string[] = []): TrainingSample {
   const te = new TextEncoder();
   const bytes = encodeTrickleCbor(value);
   const excluded = new Set<string>();
-  const isVolatile = (s: string): boolean => SIGIL.test(s) || volatile.some((v) => v.length > 0 && s.includes(v));
+  const lowered = volatile.filter((v) => v.length > 0).map((v) => v.toLowerCase());
+  const isVolatile = (s: string): boolean => SIGIL.test(s) || lowered.some((v) => s.toLowerCase().includes(v));
   const visit = (v: unknown, key: string | undefined): void => {
     if (typeof v === 'string') {
       if (isVolatile(v) || (key !== undefined && (VOLATILE_KEYS.has(key) || USER_TEXT_KEYS.has(key)))) excluded.add(v);

@@ -104,6 +104,17 @@
  *   confirmation at once. The host persists only a SHA-256 prefix of the confirmed token.
  *   Assumption (as compact.ts): a request the host gave up on is not delivered later.
  *
+ * PERSISTENCE (`mustPersist`)
+ *   Some state must be on disk before a message that depends on it leaves, or a restart from
+ *   an older snapshot could act wrongly: the host's txn map (else a client's retry after a host
+ *   restart gets a new token, hence a new homeserver txn id: a duplicate event) and the
+ *   clearing of its token confirmation (else it could omit a token the gateway no longer
+ *   holds: the request would run as another user); the gateway's handle numbering (else it
+ *   would reuse numbers the host holds for other strings) and its session token (same
+ *   identity hazard). Each object raises `mustPersist` when that happens; exportState() clears
+ *   it. The caller writes exportState() before sending whenever `mustPersist` is true, and may
+ *   write it any other time (losing the rest costs bytes, never correctness).
+ *
  * Pure: no I/O, no logging, clock-free. State is exported/imported as plain JSON.
  */
 import { sha256 } from '@noble/hashes/sha2.js';
@@ -211,6 +222,7 @@ export class HostSession {
   private lastTokenHash: string | undefined;
   private lastTokenChange = 0;
   private readonly inFlight = new Map<number, string>();
+  private persist = false;
 
   constructor(opts: HostSessionOptions = {}) {
     this.maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
@@ -270,7 +282,7 @@ export class HostSession {
       if (h !== this.confirmedToken) {
         options.push(stringOption(MSC3079_OPT_AUTHORIZATION, req.accessToken));
         tokenHash = h;
-        this.confirmedToken = undefined;
+        if (this.confirmedToken !== undefined) { this.confirmedToken = undefined; this.persist = true; }
       }
     } else {
       options.push({ number: TRICKLE_OPT_NO_AUTH, value: new Uint8Array(0) });
@@ -298,6 +310,7 @@ export class HostSession {
   /** Record the token sequence a txn request goes out with (before it is sent). */
   rememberTxn(txnKey: string, seq: number): void {
     if (!isUint(seq)) throw new TrickleError('ERR_MATRIX_REQUEST', 'matrix', `token sequence ${seq} is not a uint32`);
+    if (this.txns.get(txnKey) !== seq) this.persist = true;
     this.txns.delete(txnKey);
     this.txns.set(txnKey, seq);
     while (this.txns.size > this.maxTxns) this.txns.delete(this.txns.keys().next().value!);
@@ -418,11 +431,17 @@ export class HostSession {
     }
   }
 
+  /** Write exportState() before sending the next message (see PERSISTENCE). */
+  get mustPersist(): boolean {
+    return this.persist;
+  }
+
   status(): { handles: number; seen: number; tokenConfirmed: boolean; txns: number; inFlightWithToken: number } {
     return { handles: this.byHandle.size, seen: this.seen, tokenConfirmed: this.confirmedToken !== undefined, txns: this.txns.size, inFlightWithToken: this.inFlight.size };
   }
 
   exportState(): HostSessionState {
+    this.persist = false;
     return {
       v: SESSION_STATE_VERSION, role: 'host',
       handles: [...this.byHandle].map(([h, s]) => [h, s] as const),
@@ -461,6 +480,7 @@ export class HostSession {
     this.inFlight.clear();
     this.lastTokenHash = undefined;
     this.lastTokenChange = this.issued + 1;
+    this.persist = false;
     this.sweep(true);
   }
 }
@@ -511,6 +531,7 @@ export class GatewaySession {
   private byString = new Map<string, number[]>();
   private groups = new Map<number, Group>();
   private accessToken: string | undefined;
+  private persist = false;
   private readonly requestLiterals = new WeakMap<HttpRequestLike, readonly string[]>();
 
   constructor(opts: GatewaySessionOptions) {
@@ -565,7 +586,7 @@ export class GatewaySession {
     if (tokenOption !== undefined) {
       accessToken = decodeText(tokenOption, 'Authorization');
       if (accessToken === '') throw new WireError('ERR_COAP_OPTION', 'matrix', 'empty access token');
-      this.accessToken = accessToken;
+      if (this.accessToken !== accessToken) { this.accessToken = accessToken; this.persist = true; }
     }
 
     const used: number[] = [];
@@ -637,7 +658,7 @@ export class GatewaySession {
   /**
    * HTTP response → CoAP response parts. `forReq` is the object decodeRequest returned (its
    * handle-able literals are numbered first); omit it for answers to no decoded request.
-   * When the result defines handles (`definesHandles`), persist exportState() before sending.
+   * When it defines handles (`definesHandles` > 0) `mustPersist` is set: persist before sending.
    */
   encodeResponse(res: HttpResponseLike, forReq?: HttpRequestLike): CoapResponseParts & { readonly definesHandles: number } {
     const { code, statusOption } = httpStatusToCoap(res.status);
@@ -691,6 +712,7 @@ export class GatewaySession {
     });
     this.groups.set(base, { count: list.length, confirmed: false });
     this.next = base + list.length;
+    this.persist = true;
     this.sweep();
   }
 
@@ -717,11 +739,17 @@ export class GatewaySession {
     return this.accessToken !== undefined;
   }
 
+  /** Write exportState() before sending the response (see PERSISTENCE). */
+  get mustPersist(): boolean {
+    return this.persist;
+  }
+
   status(): { sessionId: string; handles: number; next: number; exhausted: boolean; hasAccessToken: boolean } {
     return { sessionId: this.sessionId, handles: this.byHandle.size, next: this.next, exhausted: this.exhausted, hasAccessToken: this.hasAccessToken };
   }
 
   exportState(): GatewaySessionState {
+    this.persist = false;
     return {
       v: SESSION_STATE_VERSION, role: 'gateway', sessionId: this.sessionId, next: this.next,
       handles: [...this.byHandle].map(([h, e]) => [h, e.s, e.base] as const),
@@ -761,6 +789,7 @@ export class GatewaySession {
     this.byString = byString;
     this.groups = groups;
     this.accessToken = st.accessToken ?? undefined;
+    this.persist = false;
     this.sweep();
   }
 }
