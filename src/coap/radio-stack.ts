@@ -75,7 +75,7 @@ export interface RadioStackOptions {
   /** Noise security (on by default in the apps); omitted only for tests and benches of the layers above. */
   security?: SecuritySettings;
   /** Durable storage for the CoAP session (sequence numbers, compact context), so a restart resumes. */
-  stateStore?: StateStore<CoapSessionState>;
+  coapStateStore?: StateStore<CoapSessionState>;
 }
 
 export interface SecuritySettings {
@@ -244,7 +244,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
   };
 
   // ── CoAP session: endpoint + on-air codec, persisted so a restart resumes ──
-  const saved = opts.stateStore?.load();
+  const saved = opts.coapStateStore?.load();
   let compactCtx: CompactContext | undefined;
   let endpoint!: CoapEndpoint;
   let handler: RequestHandler | undefined;
@@ -253,9 +253,9 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
   let lastTx: { type: number; mid: number; tokenHex: string } | undefined;
 
   const persistCoap = (): void => {
-    if (!opts.stateStore) return;
+    if (!opts.coapStateStore) return;
     const c = compactCtx;
-    opts.stateStore.save({
+    opts.coapStateStore.save({
       version: 1,
       nextSequence: endpoint.nextSequence,
       compact: c ? { txHi: c.tx.hi, txLo: c.tx.lo, txTokenHi: c.tx.tokenHi, rxRef: c.rx.ref, rxTokenHi: c.rx.tokenHi } : null,

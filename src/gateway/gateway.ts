@@ -5,34 +5,19 @@
 import { createServer, type Server } from 'node:http';
 import type { Logger } from '../log.ts';
 import { TrickleError } from '../errors.ts';
-import { openRadioStack, type RadioSettings, type SecuritySettings, type StateStore, type CoapSessionState, type RadioStack } from '../coap/radio-stack.ts';
+import { openRadioStack, type RadioStackOptions, type RadioStack } from '../coap/radio-stack.ts';
 import { decodeCoapRequest, encodeHttpResponse } from '../matrix/http-coap.ts';
 import { matrixError } from '../matrix/http.ts';
 import { HomeserverClient } from './homeserver-client.ts';
 import { getOptions } from '../coap/message.ts';
 import { Opt } from '../coap/numbers.ts';
-import type { Link } from '../link/link.ts';
-import type { Modem } from '../modem/modem.ts';
 
-export interface GatewayOptions {
-  device?: string;
-  link?: Link;
-  /** Build the modem dialect on the link (default: the transparent serial radio). */
-  createModem?: (link: Link) => Modem;
-  /** Noise security settings (built by the CLI from the key files); omitted = no security layer. */
-  security?: SecuritySettings;
-  /** Where the CoAP session is persisted so that a restart resumes it. */
-  coapStateStore?: StateStore<CoapSessionState>;
-  /** On-air CoAP form (default compact). */
-  codec?: 'compact' | 'rfc7252';
+/** The radio stack's options (device or link, modem, radio, security, …) plus the app's own. */
+export interface GatewayOptions extends RadioStackOptions {
   homeserverUrl: string;
   /** Where to serve /_trickle/status (undefined: not served). */
   statusHost?: string;
   statusPort?: number;
-  baudRate: number;
-  maxFrameLen: number;
-  radio: RadioSettings;
-  maxBodyBytes: number;
   homeserverTimeoutMs: number;
   /** An answer that would wait longer than this for the duty cycle is replaced by M_LIMIT_EXCEEDED (default 30 s). */
   maxDutyCycleWaitMs?: number;
@@ -57,16 +42,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     throw new TrickleError('ERR_CONFIG', 'config', `--homeserver must be an http:// or https:// URL, got ${opts.homeserverUrl}`);
   }
   const hs = new HomeserverClient({ baseUrl: opts.homeserverUrl, requestTimeoutMs: opts.homeserverTimeoutMs });
-  const radio = await openRadioStack({
-    ...(opts.device ? { device: opts.device } : {}),
-    ...(opts.link ? { link: opts.link } : {}),
-    ...(opts.createModem ? { createModem: opts.createModem } : {}),
-    ...(opts.security ? { security: opts.security } : {}),
-    ...(opts.coapStateStore ? { stateStore: opts.coapStateStore } : {}),
-    ...(opts.codec ? { codec: opts.codec } : {}),
-    baudRate: opts.baudRate, maxFrameLen: opts.maxFrameLen, radio: opts.radio,
-    maxBodyBytes: opts.maxBodyBytes, logger: opts.logger,
-  });
+  const radio = await openRadioStack(opts);
   /** Requests performed, by method and first Uri-Path segment (the MSC3079 path enum). */
   const byRoute: Record<string, number> = {};
   let badRequests = 0;

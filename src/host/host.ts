@@ -4,30 +4,15 @@
  */
 import type { Logger } from '../log.ts';
 import { TrickleError, isTrickleError } from '../errors.ts';
-import { openRadioStack, type RadioSettings, type SecuritySettings, type StateStore, type CoapSessionState, type RadioStack, type FrameRecord } from '../coap/radio-stack.ts';
+import { openRadioStack, type RadioStackOptions, type RadioStack, type FrameRecord } from '../coap/radio-stack.ts';
 import { encodeHttpRequest, decodeCoapResponse } from '../matrix/http-coap.ts';
 import { matrixError, longPollTimeoutMs, type HttpRequestLike, type HttpResponseLike } from '../matrix/http.ts';
 import { LocalServer, type HttpExchangeRecord } from './http-server.ts';
-import type { Link } from '../link/link.ts';
-import type { Modem } from '../modem/modem.ts';
 
-export interface HostOptions {
-  device?: string;
-  link?: Link;
-  /** Build the modem dialect on the link (default: the transparent serial radio). */
-  createModem?: (link: Link) => Modem;
-  /** Noise security settings (built by the CLI from the key files); omitted = no security layer. */
-  security?: SecuritySettings;
-  /** Where the CoAP session is persisted so that a restart resumes it. */
-  coapStateStore?: StateStore<CoapSessionState>;
-  /** On-air CoAP form (default compact). */
-  codec?: 'compact' | 'rfc7252';
+/** The radio stack's options (device or link, modem, radio, security, …) plus the app's own. */
+export interface HostOptions extends RadioStackOptions {
   listenHost: string;
   listenPort: number;
-  baudRate: number;
-  maxFrameLen: number;
-  radio: RadioSettings;
-  maxBodyBytes: number;
   /** Longest wait for an answer to an ordinary request, over the radio. */
   requestTimeoutMs: number;
   /**
@@ -75,16 +60,7 @@ const LONG_POLL_MARGIN_MS = 30_000;
 
 export async function startHost(opts: HostOptions): Promise<Host> {
   const log = opts.logger.child({ component: 'host' });
-  const radio = await openRadioStack({
-    ...(opts.device ? { device: opts.device } : {}),
-    ...(opts.link ? { link: opts.link } : {}),
-    ...(opts.createModem ? { createModem: opts.createModem } : {}),
-    ...(opts.security ? { security: opts.security } : {}),
-    ...(opts.coapStateStore ? { stateStore: opts.coapStateStore } : {}),
-    ...(opts.codec ? { codec: opts.codec } : {}),
-    baudRate: opts.baudRate, maxFrameLen: opts.maxFrameLen, radio: opts.radio,
-    maxBodyBytes: opts.maxBodyBytes, logger: opts.logger,
-  });
+  const radio = await openRadioStack(opts);
   const counters = { requests: 0, failures: 0, dutyCycleRefusals: 0 };
   // Per-exchange byte accounting: frames are attributed by their CoAP token.
   const byToken = new Map<string, Omit<ExchangeReport, keyof HttpExchangeRecord>>();

@@ -13,7 +13,7 @@ import {
   encodeTrickleCbor, decodeTrickleCbor, eventIdToBytes, eventIdFromBytes,
 } from '../codec/trickle-cbor-v1.ts';
 import { ContentFormat, Opt, TrickleContentFormat, TRICKLE_OPT_HTTP_STATUS, isCritical } from '../coap/numbers.ts';
-import { getOption, getOptions, decodeUint, stringOption, uintOption, type CoapOption } from '../coap/message.ts';
+import { getOption, decodeUint, stringOption, uintOption, type CoapOption } from '../coap/message.ts';
 import {
   CONTENT_FORMAT_OCTET_STREAM, MSC3079_OPT_AUTHORIZATION, TRICKLE_OPT_CONTENT_TYPE,
 } from './http-coap.ts';
@@ -379,4 +379,4 @@ export function formatQuery(pairs: readonly (readonly [string, string | undefine
   return pairs.map(([k, v]) => (v === undefined ? encodeURIComponent(k) : `${encodeURIComponent(k)}=${encodeURIComponent(v)}`)).join('&');
 }
 
-export { getOptions };
+

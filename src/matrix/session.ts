@@ -572,21 +572,23 @@ export class GatewaySession {
    * encodeError(e). Pass the returned object to encodeResponse as `forReq`.
    */
   decodeRequest(msg: IncomingCoapRequest): HttpRequestLike {
+    // The token before anything else can fail: the host takes any answer with a payload as
+    // proof that the gateway holds the token its request carried.
+    const tokenOptions = getOptions(msg.options, MSC3079_OPT_AUTHORIZATION);
+    if (tokenOptions.length > 1) throw new WireError('ERR_COAP_OPTION', 'matrix', 'request repeats the access token option');
+    let accessToken: string | undefined;
+    if (tokenOptions[0] !== undefined) {
+      accessToken = decodeText(tokenOptions[0], 'Authorization');
+      if (accessToken === '') throw new WireError('ERR_COAP_OPTION', 'matrix', 'empty access token');
+      if (this.accessToken !== accessToken) { this.accessToken = accessToken; this.persist = true; }
+    }
     if (!isRequestCode(msg.code)) throw new WireError('ERR_COAP_FORMAT', 'matrix', 'not a request');
     const method = CODE_METHODS.get(msg.code);
     if (!method) throw new WireError('ERR_MATRIX_REQUEST', 'matrix', `CoAP method ${msg.code} has no HTTP equivalent here`);
     checkOptions(msg.options, REQUEST_OPTIONS, 'request');
-    // The token first: whatever else fails, the host's next request may rely on it.
-    const tokenOption = getOption(msg.options, MSC3079_OPT_AUTHORIZATION);
     const noAuth = getOption(msg.options, TRICKLE_OPT_NO_AUTH);
-    if (noAuth !== undefined && (noAuth.length !== 0 || tokenOption !== undefined)) {
+    if (noAuth !== undefined && (noAuth.length !== 0 || accessToken !== undefined)) {
       throw new WireError('ERR_COAP_OPTION', 'matrix', 'No-Auth must be empty and cannot come with an access token');
-    }
-    let accessToken: string | undefined;
-    if (tokenOption !== undefined) {
-      accessToken = decodeText(tokenOption, 'Authorization');
-      if (accessToken === '') throw new WireError('ERR_COAP_OPTION', 'matrix', 'empty access token');
-      if (this.accessToken !== accessToken) { this.accessToken = accessToken; this.persist = true; }
     }
 
     const used: number[] = [];

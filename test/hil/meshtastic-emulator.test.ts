@@ -37,8 +37,11 @@ describe.skipIf(!socatAvailable)(`MeshtasticModem over PTYs against the Meshtast
   beforeAll(async () => {
     devices.push(await startMeshtasticDevice(medium, { name: 'mesh-a', nodeNum: A, preset, positionM: { xM: 0, yM: 0 } }));
     devices.push(await startMeshtasticDevice(medium, { name: 'mesh-b', nodeNum: B, preset, positionM: { xM: 800, yM: 0 } }));
-    // A node whose region budget is almost spent: 0.02 % of an hour = 720 ms of airtime.
-    devices.push(await startMeshtasticDevice(medium, { name: 'mesh-c', nodeNum: C, preset, positionM: { xM: 400, yM: 300 }, dutyCyclePct: 0.02 }));
+    // A node whose region budget is almost spent (0.02 % of an hour = 720 ms of airtime), on
+    // another channel so its transmissions do not collide with the a ⇄ b traffic.
+    devices.push(await startMeshtasticDevice(medium, {
+      name: 'mesh-c', nodeNum: C, preset, positionM: { xM: 400, yM: 300 }, dutyCyclePct: 0.02, frequencyHz: 868_100_000,
+    }));
     [a, b, c] = await Promise.all([
       openMeshtasticModem(devices[0]!.devicePath, { destination: B }),
       openMeshtasticModem(devices[1]!.devicePath, { destination: A }),

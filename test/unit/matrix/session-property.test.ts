@@ -90,6 +90,8 @@ describe('round trip (fast-check)', () => {
     const link = new Link('p1');
     let current: HttpResponseLike = ok({});
     link.homeserver = () => current;
+    let refs = 0;
+    let defined = 0;
     fc.assert(fc.property(requestArb, responseArb, fc.boolean(), (r, res, literalsOnly) => {
       let enc;
       try { enc = link.host.encodeRequest(r, { literalsOnly }); } catch (e) {
@@ -98,6 +100,7 @@ describe('round trip (fast-check)', () => {
         return;
       }
       const seq = ++link.seq;
+      refs += [...getOptions(enc.options, Opt.URI_PATH), ...getOptions(enc.options, Opt.URI_QUERY)].filter((o) => /(^|=)~\d+$/.test(utf8.decode(o))).length;
       const at = link.gateway.decodeRequest({ ...enc, token: sequenceToken(seq) });
       expect(normalise(at, { dropTxn: true })).toEqual(normalise(r, { dropTxn: true }));
       if (enc.txnKey) expect(at.path.endsWith(`/tp1.${seq}`)).toBe(true);
@@ -107,12 +110,15 @@ describe('round trip (fast-check)', () => {
       }
       current = res;
       const wire = link.gateway.encodeResponse(res, at);
+      defined += wire.definesHandles;
       const back = link.host.decodeResponse(wire, enc.sent);
       expect(back.kind).toBe('response');
       if (back.kind === 'response') sameResponse(res, back.response);
     }), { numRuns: 1500 });
-    // The session did use handles.
+    // The session did define and use handles.
     expect(link.host.status().handles).toBeGreaterThan(10);
+    expect(defined).toBeGreaterThan(100);
+    expect(refs).toBeGreaterThan(100);
   });
 
   it('damaged requests and responses give a TrickleError or a value, never another exception', () => {

@@ -10,7 +10,7 @@ import { GatewaySession, HostSession, HANDLE_LIMIT } from '../../../src/matrix/s
 import {
   HANDLE_RETAIN, HANDLE_WINDOW, TRICKLE_OPT_HANDLE_BASE, TRICKLE_OPT_NO_AUTH, TRICKLE_OPT_SESSION_ERROR,
 } from '../../../src/matrix/session-wire.ts';
-import { Link, eventId, json, ok, parse, req } from './support.ts';
+import { Link, eventId, ok, parse, req } from './support.ts';
 
 const TOKEN = 'syt_YWxpY2U_secretsecret_0abc12';
 const ROOM = '!kvAmAzfXgsDomFSLXW:example.org';
@@ -196,6 +196,20 @@ describe('access token once per session', () => {
     const switched = h.encodeRequest(req('GET', '/_matrix/client/v3/joined_rooms', { token: 'A' }));
     expect(text(switched.options, MSC3079_OPT_AUTHORIZATION)).toEqual(['A']);
     expect(h.status().tokenConfirmed).toBe(false); // a different token went out: the gateway's may change
+  });
+
+  it('the gateway holds the token even when the rest of the request is refused (its answer confirms it)', () => {
+    const h = new HostSession();
+    const g = new GatewaySession({ sessionId: 'a' });
+    const enc = h.encodeRequest(req('GET', '/_matrix/client/v3/joined_rooms', { token: TOKEN }));
+    const bad = { ...enc, options: [...enc.options, { number: 65013, value: new Uint8Array(0) }], token: sequenceToken(1) };
+    let err: unknown;
+    try { g.decodeRequest(bad); } catch (e) { err = e; }
+    const answer = g.encodeError(err);
+    expect(answer.payload.length).toBeGreaterThan(0);
+    expect(h.decodeResponse(answer, enc.sent).kind).toBe('response');
+    expect(h.status().tokenConfirmed).toBe(true);
+    expect(g.status().hasAccessToken).toBe(true);
   });
 
   it('marks token-less requests No-Auth, so the gateway never attaches its token to them', async () => {
