@@ -24,7 +24,7 @@ import { createPtyPair, type PtyPair } from '../src/link/pty.ts';
 import { silentLogger } from '../src/log.ts';
 import { startHost, type ExchangeReport, type Host } from '../src/host/host.ts';
 import { startGateway, type Gateway } from '../src/gateway/gateway.ts';
-import { buildSecurity, coapStateStore } from '../src/cli/security.ts';
+import { buildSecurity, stateStores } from '../src/cli/security.ts';
 import { loraAirtimeMs } from '../src/scheduler/airtime.ts';
 import type { HttpRequestLike, HttpResponseLike } from '../src/matrix/http.ts';
 import { pairedStateDirs } from '../test/helpers/stack.ts';
@@ -70,7 +70,7 @@ try {
   const radio = { baudRate: 9600, maxFrameLen: 255, radio: { region: 'none', bandwidthHz: 125_000, sf: 9, codingRate: 5 }, maxBodyBytes: 16 << 20 };
   gateway = await startGateway({
     device: pair.b, homeserverUrl: hs.baseUrl, ...radio, homeserverTimeoutMs: 60_000, logger,
-    security: buildSecurity('gateway', state.gatewayDir, 'encrypt', logger)!, coapStateStore: coapStateStore(state.gatewayDir, 'gateway', logger),
+    security: buildSecurity('gateway', state.gatewayDir, 'encrypt', logger)!, ...stateStores(state.gatewayDir, 'gateway', logger),
   });
   const performed: Performed[] = [];
   gateway.homeserver.onPerformed((req, res, responseWireBytes) => performed.push({ req, res, responseWireBytes }));
@@ -80,7 +80,7 @@ try {
   const startTheHost = async (): Promise<Host> => {
     const h = await startHost({
       device: pair!.a, listenHost: '127.0.0.1', listenPort: 0, ...radio, requestTimeoutMs: 60_000, logger,
-      security: buildSecurity('host', state.hostDir, 'encrypt', logger)!, coapStateStore: coapStateStore(state.hostDir, 'host', logger),
+      security: buildSecurity('host', state.hostDir, 'encrypt', logger)!, ...stateStores(state.hostDir, 'host', logger),
     });
     h.onExchange((e) => exchanges.push(e));
     h.radio.onControlFrame((_dir, n) => handshakeSizes.push(n));

@@ -20,7 +20,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadOrCreateIdentity, runKeysCommand } from './keys.ts';
-import { buildSecurity, coapStateStore } from './security.ts';
+import { buildSecurity, stateStores } from './security.ts';
 import { encodePublicKey } from '../secure/fingerprint.ts';
 
 const t0 = Date.now();
@@ -109,11 +109,11 @@ export async function runDemo(_argv: string[] = []): Promise<number> {
     const radio = { baudRate: 115_200, maxFrameLen: 255, radio: { region: 'none', bandwidthHz: 125_000, sf, codingRate: 5 }, maxBodyBytes: 16 << 20 };
     gateway = await startGateway({
       ...(await native(emu.gatewayDevice)), homeserverUrl: hs.baseUrl, ...radio, homeserverTimeoutMs: 60_000, logger,
-      security: buildSecurity('gateway', gatewayDir, 'encrypt', logger)!, coapStateStore: coapStateStore(gatewayDir, 'gateway', logger),
+      security: buildSecurity('gateway', gatewayDir, 'encrypt', logger)!, ...stateStores(gatewayDir, 'gateway', logger),
     });
     host = await startHost({
       ...(await native(emu.hostDevice)), listenHost: '127.0.0.1', listenPort: 0, ...radio, requestTimeoutMs: 120_000, logger,
-      security: buildSecurity('host', hostDir, 'encrypt', logger)!, coapStateStore: coapStateStore(hostDir, 'host', logger),
+      security: buildSecurity('host', hostDir, 'encrypt', logger)!, ...stateStores(hostDir, 'host', logger),
     });
     host.radio.onControlFrame((_d, n) => { handshakeBytes += n; });
     host.onExchange((rep) => exchanges.push(rep));

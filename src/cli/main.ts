@@ -5,7 +5,7 @@
  */
 import { createLogger, type Logger } from '../log.ts';
 import { isTrickleError, TrickleError } from '../errors.ts';
-import { buildSecurity, coapStateStore, parseSecurityMode } from './security.ts';
+import { buildSecurity, stateStores, parseSecurityMode } from './security.ts';
 import { defaultStateDir } from './keys.ts';
 import { parseFlags, intFlag, hostPortFlag, requiredFlag } from './args.ts';
 import { startHost } from '../host/host.ts';
@@ -76,7 +76,7 @@ function common(flags: Record<string, string | boolean | undefined>, role: 'host
   const security = buildSecurity(role, stateDir, mode, logger);
   return {
     ...(security ? { security } : {}),
-    coapStateStore: coapStateStore(stateDir, role, logger),
+    ...stateStores(stateDir, role, logger),
     codec: codec as 'compact' | 'rfc7252',
     ...(modem.link ? { link: modem.link } : {}),
     ...(modem.createModem ? { createModem: modem.createModem } : {}),

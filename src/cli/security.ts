@@ -23,17 +23,31 @@ export function parseSecurityMode(raw: string | undefined): SecurityMode {
   throw new TrickleError('ERR_CONFIG', 'config', `--security must be encrypt (default), authenticate-only (amateur bands, where encryption is not allowed) or none (tests only), got ${JSON.stringify(v)}`);
 }
 
-export function coapStateStore(stateDir: string, role: 'host' | 'gateway', log: Logger): StateStore<CoapSessionState> {
-  const path = join(stateDir, `coap-${role}.json`);
+function fileStore<T>(path: string, what: string, log: Logger): StateStore<T> {
   return {
     load: () => {
-      try { return readStateFile(path, { private: true }) as CoapSessionState | undefined; } catch (e) {
-        log.warn({ err: (e as Error).message, path }, 'CoAP session state unreadable; starting a new session');
+      try { return readStateFile(path, { private: true }) as T | undefined; } catch (e) {
+        log.warn({ err: (e as Error).message, path }, `${what} state unreadable; starting a new session`);
         return undefined;
       }
     },
     save: (value) => writeStateFile(path, value),
   };
+}
+
+/** The CoAP session (sequence numbers, compact context) of this end. */
+export function coapStateStore(stateDir: string, role: 'host' | 'gateway', log: Logger): StateStore<CoapSessionState> {
+  return fileStore<CoapSessionState>(join(stateDir, `coap-${role}.json`), 'CoAP session', log);
+}
+
+/** The Matrix session (handles, txn ids; on the gateway also the session's access token). */
+export function matrixStateStore(stateDir: string, role: 'host' | 'gateway', log: Logger): StateStore<unknown> {
+  return fileStore<unknown>(join(stateDir, `matrix-${role}.json`), 'Matrix session', log);
+}
+
+/** Everything an end persists, for startHost / startGateway. */
+export function stateStores(stateDir: string, role: 'host' | 'gateway', log: Logger): { coapStateStore: StateStore<CoapSessionState>; matrixStateStore: StateStore<unknown> } {
+  return { coapStateStore: coapStateStore(stateDir, role, log), matrixStateStore: matrixStateStore(stateDir, role, log) };
 }
 
 export function buildSecurity(role: 'host' | 'gateway', stateDir: string, mode: SecurityMode, log: Logger): SecuritySettings | undefined {

@@ -37,6 +37,10 @@
  *     0sssssss tttttttt tttttttt   S by 7 LSBs; token = the request token this end
  *                                  sent last with those 16 LSBs (window 2^16)   (3 bytes)
  *     1100LLLL S(4) token(L)       explicit
+ *   ntf (Observe notifications, CON; the token is the registration's request token)
+ *     0sssssss tttttttt tttttttt   S by 7 LSBs; token as in rsp; Observe = S mod 2^24   (3 bytes)
+ *     1100LLLL S(4) token(L)       explicit S and token; Observe = S mod 2^24
+ *     1101LLLL S(4) token(L) O(3)  explicit S, token, and the 24-bit Observe value
  *   ack (ACK and RST: they echo the peer's mid)
  *     0mmmmmmm                 the mid of the message this end sent last with those
  *                              7 LSBs (within its last 128); token implied: that
@@ -353,6 +357,13 @@ function encodeBody(rule: CompactRule, msg: CoapMessage, sorted: readonly CoapOp
         i++;
         break;
       }
+      case 'observe': {
+        // Carried by the 'ntf' header; only its presence and form are checked here.
+        const o = sorted[i];
+        if (!o || o.number !== f.option || observeValue(o.value) === undefined) return undefined;
+        i++;
+        break;
+      }
     }
   }
   if (i !== sorted.length) return undefined;
@@ -365,16 +376,30 @@ function encodeBody(rule: CompactRule, msg: CoapMessage, sorted: readonly CoapOp
 
 const URI_PATH = 11;
 const URI_QUERY = 15;
+const OBSERVE = 6;
+/** RFC 7641 §4.4: Observe values are 24-bit. */
+const OBSERVE_MOD = 2 ** 24;
+
+/** A canonical Observe value (< 2^24, ≤ 3 bytes, no leading zero byte), else undefined. */
+function observeValue(v: Uint8Array): number | undefined {
+  const n = canonicalUint(v);
+  return n !== undefined && n < OBSERVE_MOD ? n : undefined;
+}
 
 const RULES_BY_ID: ReadonlyMap<number, CompactRule> = new Map(COMPACT_RULES_V1.map((r) => [r.id, r]));
 
-/** The first rule (in table order, rule 0 last) that carries the message, and its body bytes. */
+/**
+ * The rule that carries the message, and its body bytes: the first specific rule in
+ * table order, else the first generic ('rfc7252' payload) one, rule 0 last.
+ */
 function chooseRule(msg: CoapMessage): { rule: CompactRule; body: number[] } {
   const sorted = sortOptions(msg.options);
-  for (const rule of COMPACT_RULES_V1) {
-    if (rule.id === RULE_RFC7252) continue;
-    const body = encodeBody(rule, msg, sorted);
-    if (body) return { rule, body };
+  for (const generic of [false, true]) {
+    for (const rule of COMPACT_RULES_V1) {
+      if (rule.id === RULE_RFC7252 || (rule.payload === 'rfc7252') !== generic) continue;
+      const body = encodeBody(rule, msg, sorted);
+      if (body) return { rule, body };
+    }
   }
   const rule = RULES_BY_ID.get(RULE_RFC7252)!;
   return { rule, body: encodeBody(rule, msg, sorted)! };
@@ -414,7 +439,21 @@ function encodeHeader(kind: HeaderKind, msg: CoapMessage, ctx: CompactContext, o
   }
   const s = ownSeq(msg, tx);
   const t = tokenSequence(msg.token);
-  if (kind === 'req') {
+  if (kind === 'ntf') {
+    const obs = observeValue(msg.options.find((o) => o.number === OBSERVE)?.value ?? EMPTY_BYTES) ?? 0;
+    const implied = obs === s % OBSERVE_MOD;
+    const back = t === undefined ? -1 : rel(rx.tokenHi, t);
+    if (implied && t !== undefined && back >= 0 && back < 0x8000 && lsbSafe(tx, s, 7, 16)) {
+      out.push(s & 0x7f, (t >>> 8) & 0xff, t & 0xff);
+    } else if (implied) {
+      explicitHeader(out, s, 4, msg.token);
+    } else {
+      out.push(0xd0 | msg.token.length);
+      push32(out, s);
+      for (const b of msg.token) out.push(b);
+      out.push(obs >>> 16, (obs >>> 8) & 0xff, obs & 0xff);
+    }
+  } else if (kind === 'req') {
     const d = t === undefined ? undefined : u32(s - t);
     if (d === 0 && lsbSafe(tx, s, 7, 16)) out.push(s & 0x7f);
     else if (d !== undefined && d < 64 && lsbSafe(tx, s, 8, 32)) out.push(0x80 | d, s & 0xff);
@@ -434,7 +473,7 @@ function encodeHeader(kind: HeaderKind, msg: CoapMessage, ctx: CompactContext, o
 
 /** Worst-case header bytes of a kind, for any state (explicit forms). */
 function headerBound(kind: HeaderKind, tokenLength: number): number {
-  return kind === 'ack' ? 3 + tokenLength : 5 + tokenLength;
+  return kind === 'ack' ? 3 + tokenLength : kind === 'ntf' ? 8 + tokenLength : 5 + tokenLength;
 }
 
 // ---------------------------------------------------------------------------
@@ -577,6 +616,8 @@ interface DecodedHeader {
   /** Undefined: implied by an ACK form, resolved once the code is known. */
   readonly token: Uint8Array;
   readonly seq: number | undefined;
+  /** 'ntf' headers: the Observe value. */
+  readonly observe?: number;
   readonly commit: () => void;
 }
 
@@ -604,7 +645,14 @@ function readHeader(kind: HeaderKind, code: number, r: Reader, ctx: CompactConte
   let s: number;
   let token: Uint8Array;
   let note: string;
-  if ((b0 & 0x80) === 0) {
+  let observe: number | undefined;
+  if (kind === 'ntf' && (b0 & 0xf0) === 0xd0 && (b0 & 0x0f) <= 8) {
+    s = r.u32('the sequence number');
+    token = r.take(b0 & 0x0f, 'the token');
+    const o = r.take(3, 'the Observe value');
+    observe = (o[0]! << 16) | (o[1]! << 8) | o[2]!;
+    note = `S ${s} (full), explicit token ${toHex(token) || '(none)'}, Observe ${observe}`;
+  } else if ((b0 & 0x80) === 0) {
     s = wlsb(rx.ref, b0 & 0x7f, 7, 16);
     if (kind === 'req') {
       token = sequenceToken(s);
@@ -632,11 +680,15 @@ function readHeader(kind: HeaderKind, code: number, r: Reader, ctx: CompactConte
   } else {
     throw reject('reserved-form', `reserved ${kind} header form 0x${b0.toString(16)}`);
   }
+  if (kind === 'ntf' && observe === undefined) {
+    observe = s % OBSERVE_MOD;
+    note += `, Observe ${observe} (S mod 2^24)`;
+  }
   const mid = s & 0xffff;
   r.note('header', start, `${note}; mid 0x${mid.toString(16).padStart(4, '0')}`);
   const t = tokenSequence(token);
   return {
-    mid, token, seq: s,
+    mid, token, seq: s, ...(observe !== undefined ? { observe } : {}),
     commit: () => {
       rx.ref = later(s, rx.ref);
       const old = rx.received.get(mid);
@@ -734,6 +786,12 @@ function decodeFrame(bytes: Uint8Array, ctx: CompactContext, commit: boolean, tr
             options.push({ number: URI_QUERY, value: q.value });
             r.note('Uri-Query', s0, q.note);
           }
+          break;
+        }
+        case 'observe': {
+          const v = header.observe ?? 0;
+          options.push({ number: OBSERVE, value: encodeUint(v) });
+          r.note('Observe', start, `${v} (in the header)`);
           break;
         }
         case 'uint': {

@@ -51,18 +51,55 @@
  *    save airtime). The handler runs once per request, never for follow-ups.
  *    The entry is dropped after its last block or after exchangeLifetimeMs idle;
  *    a follow-up for a missing entry gets 4.08.
+ *
+ * Observe (RFC 7641), both roles; the pure parts live in observe.ts:
+ *  - Client: observe() sends the request with Observe = 0 and delivers the first
+ *    response and every later notification for its token, in order; freshness
+ *    (§3.4) discards repeated and older Observe values (observe.ts explains why the
+ *    128-second rule is off by default). CON notifications are ACKed; a notification
+ *    for a token with no observation gets RST (§3.6), unless the caller re-attached it
+ *    with resumeObservation() after a restart. cancel() deregisters with Observe = 1
+ *    (§3.6); later notifications get RST.
+ *  - Server: a handler sees `observe` (0 register, 1 deregister) and accepts a
+ *    registration by answering 2.xx with `observe: true`. The first response then goes
+ *    as a separate CON (an empty ACK first), so the server knows it arrived before any
+ *    notification follows. notify() queues notifications; each registration has at
+ *    most one in flight (CON, unacknowledged, or a Block2 body not yet fetched to its
+ *    last block), so the client never sees them reordered; a caller-supplied merge
+ *    may fold queued ones together. The Observe value is the notification's own
+ *    sequence number S mod 2^24 when that is newer than the last (the compact form
+ *    then carries it in no bytes), else last + 1.
+ *  - A notification not ACKed after maxRetransmit (or whose Block2 body is not
+ *    fetched within exchangeLifetimeMs) is reported to onNotificationFailed and the
+ *    registration is KEPT, stalled with that notification at its head: RFC 7641 §4.5
+ *    would drop the observer, but a radio link loses frames for long stretches and a
+ *    silently dropped registration is a lost push (MSC3079's failure). A stalled
+ *    registration re-sends its head, with the same Observe value (a client that
+ *    already has it discards it as stale, so nothing is delivered twice), when a frame
+ *    from the peer shows the link is back ('on-receive', default) or on
+ *    retryNotifications(). The lead decides when to give up (removeObservation).
+ *    A RST for a notification cancels the registration (§3.6).
+ *  - Large notifications: block 0 rides in the notification (Block2, Size2); the
+ *    client fetches the rest with the registration token from the Block2 cache
+ *    (RFC 7959 §3.4), and the next notification waits until the last block is served.
+ *  - Registrations export/import as plain JSON (token hex, last sequence); clients
+ *    persist their token and re-attach with resumeObservation().
  */
 import type { Clock, RandomBytes, TimerHandle } from '../util/clock.ts';
 import { ConfigError, TrickleError, WireError, type ErrorCode } from '../errors.ts';
-import { concatBytes, equalBytes, toHex } from '../util/bytes.ts';
+import { concatBytes, equalBytes, fromHex, toHex } from '../util/bytes.ts';
 import {
-  ACK, CON, EMPTY, NON, Opt, RST, Response, codeToString, isRequestCode, isResponseCode, type CoapType,
+  ACK, CON, EMPTY, Method, NON, Opt, RST, Response, codeClass, codeToString, isRequestCode, isResponseCode, type CoapType,
 } from './numbers.ts';
 import {
   getOption, getUintOption, rfc7252Codec, uintOption, withoutOptions,
   type CoapMessage, type CoapOption, type WireCodec,
 } from './message.ts';
 import { sequenceToken } from './compact.ts';
+import {
+  OBSERVE_DEREGISTER, OBSERVE_MODULUS, OBSERVE_REGISTER, isFresh, nextObserveValue, parseObservationRecords,
+  type ObservationRecord,
+} from './observe.ts';
 import {
   BLOCK_NUM_MAX, blockOption, blockSize, chooseBlockSzx, decodeBlock, type BlockValue,
 } from './block.ts';
@@ -86,6 +123,12 @@ export interface CoapResponseInit {
   readonly code: number;
   readonly options?: readonly CoapOption[];
   readonly payload?: Uint8Array;
+  /**
+   * Only in the answer to a request with `observe: 0`: true accepts the registration
+   * (RFC 7641 §4.1, with a 2.xx code only). The response goes out as the first
+   * response with an Observe option; notify() sends the later ones.
+   */
+  readonly observe?: boolean;
 }
 
 /** A request as the handler sees it: block-wise reassembled, block options removed. */
@@ -95,6 +138,13 @@ export interface IncomingRequest {
   readonly payload: Uint8Array;
   readonly token: Uint8Array;
   readonly confirmable: boolean;
+  /**
+   * The request's Observe option (RFC 7641 §2): 0 asks to register (answer with
+   * `observe: true` to accept), 1 deregisters (the registration for this token is
+   * already gone when the handler runs); absent otherwise. The option itself is
+   * removed from `options`.
+   */
+  readonly observe?: 0 | 1;
 }
 
 export type RequestHandler = (req: IncomingRequest) => Promise<CoapResponseInit>;
@@ -108,6 +158,88 @@ export interface RequestOptions {
    */
   readonly responseTimeoutMs?: number;
 }
+
+/** Called with the first response and each later notification, with its Observe value, in order. */
+export type NotificationHandler = (res: CoapResponse, seq: number) => void;
+
+/** Why a client's observation ended other than by cancel(). */
+export interface ObservationEnd {
+  /**
+   * 'not-registered': the first response had no Observe option or was not 2.xx;
+   * 'ended-by-server': a notification without Observe (an error, RFC 7641 §3.2);
+   * 'failed': the registration request failed (see `error`).
+   */
+  readonly reason: 'not-registered' | 'ended-by-server' | 'failed';
+  readonly response?: CoapResponse;
+  readonly error?: TrickleError;
+}
+
+export interface ObserveOptions {
+  /** For the registration request and each Block2 fetch. Default: the endpoint's responseTimeoutMs. */
+  readonly responseTimeoutMs?: number;
+  readonly onEnd?: (end: ObservationEnd) => void;
+  /**
+   * A notification arrived as block 0 but the rest of its body could not be fetched.
+   * Nothing is delivered; the server sees the transfer stall and re-sends it (same
+   * Observe value, so it is not discarded as stale).
+   */
+  readonly onError?: (error: TrickleError) => void;
+}
+
+export interface ResumeObservationOptions extends ObserveOptions {
+  /**
+   * The registration's request (code and options; Observe is ignored), for Block2
+   * fetches of large notifications and for cancel(). Default: GET without options.
+   */
+  readonly request?: CoapRequestInit;
+  /** The last Observe value delivered before the restart: it and older ones are discarded. */
+  readonly lastSequence?: number;
+}
+
+export interface ObservationHandle {
+  /** The registration token: persist it (with the last sequence seen) to resume after a restart. */
+  readonly token: Uint8Array;
+  /**
+   * Forget the observation at once (later notifications get RST) and deregister with
+   * a GET carrying Observe = 1 (RFC 7641 §3.6). Resolves when that is answered or has
+   * failed; never rejects.
+   */
+  cancel(): Promise<void>;
+}
+
+export interface Observation extends ObservationHandle {
+  /**
+   * The first response (also delivered to onNotification when it registered).
+   * Rejects when the registration request fails (ERR_COAP_TIMEOUT, …, or
+   * ERR_COAP_CLOSED when cancelled before it was answered).
+   */
+  readonly first: Promise<CoapResponse>;
+}
+
+export interface NotifyOptions {
+  /**
+   * Fold a queued (not yet sent) notification and a newer one into one. Called only
+   * while an older notification of the same registration is queued behind the one in
+   * flight; the merged response takes the older one's place in the queue.
+   */
+  readonly merge?: (older: CoapResponse, newer: CoapResponse) => CoapResponseInit;
+}
+
+/** A server-side registration as observations() lists it. */
+export interface ServerObservationInfo {
+  readonly token: Uint8Array;
+  readonly tokenHex: string;
+  /** The last Observe value sent, or null before the first response went out. */
+  readonly sequence: number | null;
+  /** Notifications waiting behind the one in flight. */
+  readonly queued: number;
+  readonly inFlight: boolean;
+  /** The head notification failed and waits for a retry. */
+  readonly stalled: boolean;
+}
+
+/** Why a server-side registration ended. */
+export type ObservationEndedReason = 'reset' | 'deregistered' | 'final' | 'removed';
 
 /** Why a received frame was dropped: a WireError code, or 'unmatched' (a late or foreign ACK/RST/response). */
 export type CoapDropReason = ErrorCode | 'unmatched';
@@ -132,6 +264,10 @@ export interface CoapEndpointStats {
   sendErrors: number;
   /** Dropped received frames by reason. */
   dropped: Partial<Record<CoapDropReason, number>>;
+  /** Client: first responses and notifications delivered to observers. */
+  notifications: number;
+  /** Client: notifications discarded as not fresh (RFC 7641 §3.4): duplicates, re-sends, reordering. */
+  staleNotifications: number;
 }
 
 export interface CoapEndpointOptions {
@@ -194,6 +330,17 @@ export interface CoapEndpointOptions {
   readonly wireCodec?: WireCodec;
   /** Default for RequestOptions.responseTimeoutMs. Default exchangeLifetimeMs. */
   readonly responseTimeoutMs?: number;
+  /**
+   * Client: W of the RFC 7641 §3.4 freshness rule (the RFC's 128 s). Default Infinity:
+   * the 24-bit sequence alone decides (see observe.ts for why).
+   */
+  readonly observeFreshnessMs?: number;
+  /**
+   * Server: when a stalled registration re-sends its failed notification. 'on-receive'
+   * (default): as soon as any frame from the peer arrives; 'manual': only on
+   * retryNotifications().
+   */
+  readonly notificationRetry?: 'on-receive' | 'manual';
 }
 
 /** At most this many Block1 bodies are reassembled at once (each bounded by maxBodyBytes). */
@@ -246,11 +393,57 @@ interface ClientExchange {
   readonly responseTimeoutMs: number;
   readonly resolve: (r: CoapResponse) => void;
   readonly reject: (e: TrickleError) => void;
+  /** A deregistration (Observe = 1): a notification arriving for its token gets RST. */
+  readonly deregister?: boolean;
   b1Offset: number;
   b1Szx: number;
   b2: Block2Assembly | undefined;
   leg: Leg | undefined;
   done: boolean;
+}
+
+interface ClientObservation {
+  readonly token: Uint8Array;
+  readonly key: string;
+  /** The registration request without Observe and block options: for Block2 fetches and cancel(). */
+  readonly code: number;
+  readonly options: CoapOption[];
+  readonly onNotification: NotificationHandler;
+  readonly opts: ObserveOptions;
+  readonly responseTimeoutMs: number;
+  /** While the registration request is pending. */
+  registration: ClientExchange | undefined;
+  /** The newest Observe value accepted, and when (RFC 7641 §3.4). */
+  last: { value: number; atMs: number } | undefined;
+  /** A Block2 fetch of a notification's body. */
+  assembling: ClientExchange | undefined;
+  /** Notifications that arrived while `assembling`, in arrival order. */
+  readonly held: { msg: CoapMessage; atMs: number; frameLen: number }[];
+  ended: boolean;
+}
+
+interface QueuedNotification {
+  readonly res: CoapResponse;
+  /** The first response of a (re-)registration: never merged. */
+  readonly first: boolean;
+}
+
+interface InFlightNotification extends QueuedNotification {
+  /** Assigned at the first transmission, kept for re-sends. Undefined for a final (non-2.xx) one. */
+  observe: number | undefined;
+  /** Block 0 went out; the body is served from the Block2 cache. */
+  blocks: boolean;
+  tx: Transmission | undefined;
+  idleTimer: TimerHandle | undefined;
+  stalled: boolean;
+}
+
+interface ServerObservation {
+  readonly token: Uint8Array;
+  readonly key: string;
+  sequence: number | undefined;
+  readonly queue: QueuedNotification[];
+  inFlight: InFlightNotification | undefined;
 }
 
 interface Reassembly {
@@ -295,6 +488,8 @@ export class CoapEndpoint {
   private readonly defaultResponseTimeoutMs: number;
   private readonly codec: WireCodec;
   private readonly sequenceMode: boolean;
+  private readonly observeFreshnessMs: number;
+  private readonly retryOnReceive: boolean;
 
   /** 'random' mode: the next Message ID. */
   private nextMid: number;
@@ -305,6 +500,7 @@ export class CoapEndpoint {
   private readonly dropListeners = new Set<(d: CoapDrop) => void>();
   private readonly counters: CoapEndpointStats = {
     sent: 0, received: 0, retransmissions: 0, duplicates: 0, timeouts: 0, sendErrors: 0, dropped: {},
+    notifications: 0, staleNotifications: 0,
   };
   private nextPruneAt = 0;
 
@@ -324,6 +520,15 @@ export class CoapEndpoint {
   private readonly block2Cache = new Map<string, CachedResponse>();
   /** Server: handlers running (for their piggyback timers). */
   private readonly tasks = new Set<ServerTask>();
+  /** Client: our observations, by token (hex). */
+  private readonly clientObs = new Map<string, ClientObservation>();
+  /** Server: the peer's registrations, by token (hex). Kept (without timers) after close() for export. */
+  private readonly serverObs = new Map<string, ServerObservation>();
+  private readonly failedListeners = new Set<(token: Uint8Array, res: CoapResponse) => void>();
+  private readonly deliveredListeners = new Set<(token: Uint8Array, res: CoapResponse, seq: number | undefined) => void>();
+  private readonly endedListeners = new Set<(token: Uint8Array, reason: ObservationEndedReason) => void>();
+  /** Set when a received frame decoded: the peer is reachable (retry stalled notifications). */
+  private heardPeer = false;
 
   constructor(opts: CoapEndpointOptions) {
     this.clock = opts.clock;
@@ -365,6 +570,13 @@ export class CoapEndpoint {
     this.exchangeLifetimeMs = positive('exchangeLifetimeMs', opts.exchangeLifetimeMs, 2 * maxTransmitWait, 1);
     this.maxBodyBytes = positive('maxBodyBytes', opts.maxBodyBytes, 256 * 1024, 0);
     this.defaultResponseTimeoutMs = positive('responseTimeoutMs', opts.responseTimeoutMs, this.exchangeLifetimeMs, 1);
+    this.observeFreshnessMs = opts.observeFreshnessMs === Infinity ? Infinity
+      : positive('observeFreshnessMs', opts.observeFreshnessMs, Infinity, 0);
+    const retry = opts.notificationRetry ?? 'on-receive';
+    if (retry !== 'on-receive' && retry !== 'manual') {
+      throw new ConfigError(`coap: notificationRetry must be 'on-receive' or 'manual', got ${String(retry)}`, { key: 'notificationRetry' });
+    }
+    this.retryOnReceive = retry === 'on-receive';
     const r = this.randomBytes(2);
     this.nextMid = ((r[0] ?? 0) << 8) | (r[1] ?? 0);
   }
@@ -418,41 +630,496 @@ export class CoapEndpoint {
         return;
       }
       this.prune();
-      const token = this.freshToken();
-      const key = toHex(token);
-      const ex: ClientExchange = {
-        token, key, code: req.code,
+      let token: Uint8Array;
+      try {
+        token = this.freshToken();
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      this.startExchange({
+        token, key: toHex(token), code: req.code,
         options: withoutOptions(req.options, Opt.BLOCK1, Opt.BLOCK2, Opt.SIZE1, Opt.SIZE2),
         body: req.payload ?? EMPTY_BYTES,
         responseTimeoutMs, resolve, reject,
         b1Offset: 0, b1Szx: 0, b2: undefined, leg: undefined, done: false,
-      };
-      this.exchanges.set(key, ex);
-      try {
-        this.startRequest(ex);
-      } catch (e) {
-        this.failWith(ex, e);
-      }
+      });
     });
+  }
+
+  private startExchange(ex: ClientExchange): void {
+    this.exchanges.set(ex.key, ex);
+    try {
+      this.startRequest(ex);
+    } catch (e) {
+      this.failWith(ex, e);
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Observe: client (RFC 7641 §3)
+  // -------------------------------------------------------------------------
+
+  /**
+   * Register an observation: `req` goes out with Observe = 0 under a fresh token, and
+   * `onNotification` gets the first response and every later notification for that
+   * token, in order, each once (stale ones are discarded, RFC 7641 §3.4). A first
+   * response without Observe (the server did not register) or a failed request ends
+   * the observation (opts.onEnd). Persist `token` to resume after a restart.
+   */
+  observe(req: CoapRequestInit, onNotification: NotificationHandler, opts: ObserveOptions = {}): Observation {
+    let resolveFirst!: (r: CoapResponse) => void;
+    let rejectFirst!: (e: unknown) => void;
+    const first = new Promise<CoapResponse>((res, rej) => { resolveFirst = res; rejectFirst = rej; });
+    first.catch(() => { /* the caller may ignore `first`; the rejection is reported through onEnd too */ });
+    const responseTimeoutMs = opts.responseTimeoutMs ?? this.defaultResponseTimeoutMs;
+    let problem: TrickleError | undefined;
+    if (this.closed) problem = new TrickleError('ERR_COAP_CLOSED', 'coap', 'observe on a closed CoAP endpoint');
+    else if (!isRequestCode(req.code)) problem = new TrickleError('ERR_COAP_FORMAT', 'coap', `code ${codeToString(req.code)} is not a request method`);
+    else if (!(responseTimeoutMs > 0)) problem = new ConfigError(`coap: responseTimeoutMs must be > 0, got ${responseTimeoutMs}`, { key: 'responseTimeoutMs' });
+    let token: Uint8Array = EMPTY_BYTES;
+    if (!problem) {
+      this.prune();
+      try { token = this.freshToken(); } catch (e) { problem = e as TrickleError; }
+    }
+    if (problem) {
+      rejectFirst(problem);
+      return { token, first, cancel: () => Promise.resolve() };
+    }
+    const options = withoutOptions(req.options, Opt.OBSERVE, Opt.BLOCK1, Opt.BLOCK2, Opt.SIZE1, Opt.SIZE2);
+    const obs = this.addClientObservation(token, req.code, options, onNotification, opts, responseTimeoutMs, undefined);
+    const ex: ClientExchange = {
+      token, key: obs.key, code: req.code,
+      options: [...options, uintOption(Opt.OBSERVE, OBSERVE_REGISTER)],
+      body: req.payload ?? EMPTY_BYTES,
+      responseTimeoutMs,
+      resolve: (res) => {
+        obs.registration = undefined;
+        resolveFirst(stripForCaller(res));
+        this.registrationAnswered(obs, res);
+      },
+      reject: (e) => {
+        obs.registration = undefined;
+        rejectFirst(e);
+        if (obs.ended) return;
+        this.endClientObservation(obs);
+        safeCall(() => obs.opts.onEnd?.({ reason: 'failed', error: e }));
+      },
+      b1Offset: 0, b1Szx: 0, b2: undefined, leg: undefined, done: false,
+    };
+    obs.registration = ex;
+    this.startExchange(ex);
+    return { token: token.slice(), first, cancel: () => this.cancelClientObservation(obs) };
+  }
+
+  /**
+   * Re-attach an observation registered before a restart (its token persisted by the
+   * caller), so its notifications are delivered instead of answered with RST. In
+   * 'sequence' token mode resume the endpoint from its saved nextSequence too, so the
+   * token is never handed out again. Replaces an observation with the same token.
+   */
+  resumeObservation(token: Uint8Array | string, onNotification: NotificationHandler, opts: ResumeObservationOptions = {}): ObservationHandle {
+    const t = typeof token === 'string' ? fromHex(token) : token.slice();
+    if (this.closed) throw new TrickleError('ERR_COAP_CLOSED', 'coap', 'resumeObservation on a closed CoAP endpoint');
+    const req = opts.request ?? { code: Method.GET, options: [] };
+    const last = opts.lastSequence;
+    if (last !== undefined && (!Number.isInteger(last) || last < 0 || last >= OBSERVE_MODULUS)) {
+      throw new ConfigError(`coap: lastSequence must be an integer 0..2^24-1, got ${last}`, { key: 'lastSequence' });
+    }
+    const options = withoutOptions(req.options, Opt.OBSERVE, Opt.BLOCK1, Opt.BLOCK2, Opt.SIZE1, Opt.SIZE2);
+    const obs = this.addClientObservation(t, req.code, options, onNotification, opts,
+      opts.responseTimeoutMs ?? this.defaultResponseTimeoutMs, last);
+    return { token: t.slice(), cancel: () => this.cancelClientObservation(obs) };
+  }
+
+  private addClientObservation(
+    token: Uint8Array, code: number, options: CoapOption[], onNotification: NotificationHandler,
+    opts: ObserveOptions, responseTimeoutMs: number, lastSequence: number | undefined,
+  ): ClientObservation {
+    const key = toHex(token);
+    const old = this.clientObs.get(key);
+    if (old) this.endClientObservation(old);
+    const obs: ClientObservation = {
+      token, key, code, options, onNotification, opts, responseTimeoutMs,
+      registration: undefined,
+      last: lastSequence === undefined ? undefined : { value: lastSequence, atMs: this.clock.now() },
+      assembling: undefined, held: [], ended: false,
+    };
+    this.clientObs.set(key, obs);
+    return obs;
+  }
+
+  private endClientObservation(obs: ClientObservation): void {
+    obs.ended = true;
+    obs.held.length = 0;
+    if (this.clientObs.get(obs.key) === obs) this.clientObs.delete(obs.key);
+    if (obs.assembling) this.fail(obs.assembling, 'ERR_COAP_CLOSED', 'observation ended during a Block2 fetch');
+  }
+
+  private async cancelClientObservation(obs: ClientObservation): Promise<void> {
+    if (obs.ended) return;
+    const registering = obs.registration;
+    this.endClientObservation(obs);
+    if (registering) {
+      // Not answered yet: if the server registers anyway, its first response finds no
+      // observation here and gets RST, which removes the registration (§3.6).
+      this.fail(registering, 'ERR_COAP_CLOSED', 'observation cancelled before its first response');
+      return;
+    }
+    if (this.closed) return;
+    await new Promise<void>((resolve) => {
+      this.startExchange({
+        token: obs.token, key: obs.key, code: obs.code,
+        options: [...obs.options, uintOption(Opt.OBSERVE, OBSERVE_DEREGISTER)],
+        body: EMPTY_BYTES, responseTimeoutMs: obs.responseTimeoutMs,
+        resolve: () => resolve(), reject: () => resolve(), deregister: true,
+        b1Offset: 0, b1Szx: 0, b2: undefined, leg: undefined, done: false,
+      });
+    });
+  }
+
+  private registrationAnswered(obs: ClientObservation, res: CoapResponse): void {
+    if (obs.ended) return;
+    let seq: number | undefined;
+    try { seq = getUintOption(res.options, Opt.OBSERVE, 3); } catch { seq = undefined; }
+    const response = stripForCaller(res);
+    if (seq === undefined || codeClass(res.code) !== 2) {
+      this.endClientObservation(obs);
+      safeCall(() => obs.opts.onEnd?.({ reason: 'not-registered', response }));
+      return;
+    }
+    obs.last = { value: seq, atMs: this.clock.now() };
+    this.deliverNotification(obs, response, seq);
+  }
+
+  private deliverNotification(obs: ClientObservation, res: CoapResponse, seq: number): void {
+    this.counters.notifications++;
+    safeCall(() => obs.onNotification(res, seq));
+  }
+
+  /** A CON/NON response for an observed token, other than the registration's first response. */
+  private receiveNotification(obs: ClientObservation, msg: CoapMessage, entry: SeenEntry, frameLen: number): void {
+    if (msg.type === CON) entry.reply = this.sendEmpty(ACK, msg.mid);
+    const atMs = this.clock.now();
+    if (obs.assembling) {
+      obs.held.push({ msg, atMs, frameLen });
+      return;
+    }
+    this.processNotification(obs, msg, atMs, frameLen);
+  }
+
+  private processNotification(obs: ClientObservation, msg: CoapMessage, atMs: number, frameLen: number): void {
+    if (obs.ended) return;
+    let seq: number | undefined;
+    let block: BlockValue | undefined;
+    try {
+      seq = getUintOption(msg.options, Opt.OBSERVE, 3);
+      const b2 = getOption(msg.options, Opt.BLOCK2);
+      if (b2) block = decodeBlock(b2);
+    } catch (e) {
+      this.drop(e instanceof WireError ? e.code : 'ERR_COAP_OPTION', frameLen, e instanceof WireError ? e : undefined);
+      return;
+    }
+    if (seq === undefined || codeClass(msg.code) !== 2) {
+      // RFC 7641 §3.2, §4.2: a response without Observe ends the observation.
+      this.endClientObservation(obs);
+      const response = stripForCaller(msg);
+      safeCall(() => obs.opts.onEnd?.({ reason: 'ended-by-server', response }));
+      return;
+    }
+    if (!isFresh(obs.last, seq, atMs, this.observeFreshnessMs)) {
+      this.counters.staleNotifications++;
+      return;
+    }
+    const previous = obs.last;
+    obs.last = { value: seq, atMs };
+    if (!block || !block.more) {
+      if (block && block.num !== 0) { obs.last = previous; this.drop('ERR_COAP_BLOCK', frameLen); return; }
+      this.deliverNotification(obs, stripForCaller(msg), seq);
+      return;
+    }
+    if (this.exchanges.has(obs.key)) {
+      // Our own request with this token is still open (cannot happen but for a peer bug).
+      obs.last = previous;
+      this.drop('unmatched', frameLen);
+      return;
+    }
+    // Block 0 of a large notification: fetch the rest with the registration token (RFC 7959 §3.4).
+    const value = seq;
+    const ex: ClientExchange = {
+      token: obs.token, key: obs.key, code: obs.code, options: obs.options, body: EMPTY_BYTES,
+      responseTimeoutMs: obs.responseTimeoutMs,
+      resolve: (res) => {
+        obs.assembling = undefined;
+        if (!obs.ended) this.deliverNotification(obs, stripForCaller(res), value);
+        this.releaseHeld(obs);
+      },
+      reject: (e) => {
+        obs.assembling = undefined;
+        if (obs.ended) return;
+        obs.last = previous;
+        safeCall(() => obs.opts.onError?.(e));
+        this.releaseHeld(obs);
+      },
+      b1Offset: 0, b1Szx: 0, b2: undefined, leg: undefined, done: false,
+    };
+    const leg: Leg = { kind: 'plain', block: undefined, tx: undefined, responseTimer: undefined };
+    ex.leg = leg;
+    obs.assembling = ex;
+    this.exchanges.set(obs.key, ex);
+    try {
+      this.clientResponseBody(ex, leg, msg);
+    } catch (e) {
+      this.failWith(ex, e);
+    }
+  }
+
+  private releaseHeld(obs: ClientObservation): void {
+    while (!obs.ended && !obs.assembling && obs.held.length > 0) {
+      const h = obs.held.shift()!;
+      this.processNotification(obs, h.msg, h.atMs, h.frameLen);
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Observe: server (RFC 7641 §4)
+  // -------------------------------------------------------------------------
+
+  /**
+   * Queue a notification for a registration (token as bytes or hex). 2.xx responses
+   * carry the next Observe value; any other code is a final notification without
+   * Observe that ends the registration once delivered (RFC 7641 §3.2). Returns false
+   * when there is no such registration (or the endpoint is closed).
+   */
+  notify(token: Uint8Array | string, response: CoapResponseInit, opts: NotifyOptions = {}): boolean {
+    const obs = this.serverObs.get(typeof token === 'string' ? token.toLowerCase() : toHex(token));
+    if (!obs || this.closed) return false;
+    const res = normalizeResponse(response);
+    const tail = obs.queue[obs.queue.length - 1];
+    if (opts.merge && tail && !tail.first) {
+      let merged: CoapResponse;
+      try { merged = normalizeResponse(opts.merge(tail.res, res)); } catch { merged = normalizeResponse(undefined); }
+      obs.queue[obs.queue.length - 1] = { res: merged, first: false };
+    } else {
+      obs.queue.push({ res, first: false });
+    }
+    this.pumpObservation(obs);
+    return true;
+  }
+
+  /** The registrations this endpoint serves. */
+  observations(): ServerObservationInfo[] {
+    return [...this.serverObs.values()].map((o) => ({
+      token: o.token.slice(), tokenHex: o.key, sequence: o.sequence ?? null,
+      queued: o.queue.length, inFlight: o.inFlight !== undefined, stalled: o.inFlight?.stalled ?? false,
+    }));
+  }
+
+  /** The registrations as plain JSON, to import after a restart (works after close() too). */
+  exportObservations(): ObservationRecord[] {
+    return [...this.serverObs.values()].map((o) => ({ token: o.key, sequence: o.sequence ?? null }));
+  }
+
+  /**
+   * Restore registrations exported before a restart (validated; throws ConfigError
+   * for a bad record). An existing registration keeps the newer of the two sequences.
+   */
+  importObservations(records: readonly ObservationRecord[]): void {
+    for (const r of parseObservationRecords(records)) {
+      const obs = this.serverObs.get(r.token) ?? this.addServerObservation(fromHex(r.token));
+      if (r.sequence !== null && (obs.sequence === undefined || nextObserveValue(obs.sequence, r.sequence) === r.sequence)) {
+        obs.sequence = r.sequence;
+      }
+    }
+  }
+
+  /** Drop a registration (and its queue) without telling the peer; its next notification would not come. */
+  removeObservation(token: Uint8Array | string): boolean {
+    const obs = this.serverObs.get(typeof token === 'string' ? token.toLowerCase() : toHex(token));
+    if (!obs) return false;
+    this.endServerObservation(obs, 'removed');
+    return true;
+  }
+
+  /** Re-send the failed head notification of stalled registrations (all, or the one with this token). */
+  retryNotifications(token?: Uint8Array | string): void {
+    if (this.closed) return;
+    const key = token === undefined ? undefined : typeof token === 'string' ? token.toLowerCase() : toHex(token);
+    for (const obs of [...this.serverObs.values()]) {
+      if (key !== undefined && obs.key !== key) continue;
+      const nf = obs.inFlight;
+      if (nf?.stalled) {
+        nf.stalled = false;
+        this.transmitNotification(obs, nf);
+      }
+    }
+  }
+
+  /** A notification was given up (no ACK after maxRetransmit, or its Block2 body not fetched). */
+  onNotificationFailed(listener: (token: Uint8Array, response: CoapResponse) => void): () => void {
+    this.failedListeners.add(listener);
+    return () => { this.failedListeners.delete(listener); };
+  }
+
+  /**
+   * A notification (or first response) reached the client: ACKed, and for a large one
+   * its last block served. `seq` is its Observe value (undefined for a final one).
+   */
+  onNotificationDelivered(listener: (token: Uint8Array, response: CoapResponse, seq: number | undefined) => void): () => void {
+    this.deliveredListeners.add(listener);
+    return () => { this.deliveredListeners.delete(listener); };
+  }
+
+  /** A registration ended: RST from the client, deregistration, a final notification, or removeObservation(). */
+  onObservationEnded(listener: (token: Uint8Array, reason: ObservationEndedReason) => void): () => void {
+    this.endedListeners.add(listener);
+    return () => { this.endedListeners.delete(listener); };
+  }
+
+  private addServerObservation(token: Uint8Array): ServerObservation {
+    const obs: ServerObservation = { token: token.slice(), key: toHex(token), sequence: undefined, queue: [], inFlight: undefined };
+    this.serverObs.set(obs.key, obs);
+    return obs;
+  }
+
+  private endServerObservation(obs: ServerObservation, reason: ObservationEndedReason): void {
+    if (this.serverObs.get(obs.key) !== obs) return;
+    this.serverObs.delete(obs.key);
+    const nf = obs.inFlight;
+    obs.inFlight = undefined;
+    obs.queue.length = 0;
+    if (nf) {
+      nf.idleTimer?.cancel();
+      if (nf.tx) this.cancelTransmission(nf.tx);
+      if (nf.blocks) this.block2Cache.delete(obs.key);
+    }
+    for (const l of this.endedListeners) safeCall(() => l(obs.token.slice(), reason));
+  }
+
+  private pumpObservation(obs: ServerObservation): void {
+    if (this.closed || obs.inFlight || this.serverObs.get(obs.key) !== obs) return;
+    const next = obs.queue.shift();
+    if (!next) return;
+    const nf: InFlightNotification = { ...next, observe: undefined, blocks: false, tx: undefined, idleTimer: undefined, stalled: false };
+    obs.inFlight = nf;
+    this.transmitNotification(obs, nf);
+  }
+
+  /** (Re-)send a notification as CON: a fresh Message ID, its Observe value assigned once. */
+  private transmitNotification(obs: ServerObservation, nf: InFlightNotification): void {
+    const { mid, seq } = this.allocSeq();
+    const success = codeClass(nf.res.code) === 2;
+    if (success && nf.observe === undefined) {
+      nf.observe = nextObserveValue(obs.sequence, seq === undefined ? undefined : seq % OBSERVE_MODULUS);
+      obs.sequence = nf.observe;
+    }
+    let first: CoapResponse;
+    try {
+      const res = { ...nf.res, options: withoutOptions(nf.res.options, Opt.OBSERVE, Opt.BLOCK2, Opt.SIZE2) };
+      first = this.prepareResponse(obs.token, res, success ? [uintOption(Opt.OBSERVE, nf.observe!)] : [], undefined);
+    } catch {
+      first = { code: Response.INTERNAL_SERVER_ERROR, options: [], payload: EMPTY_BYTES };
+    }
+    nf.blocks = getOption(first.options, Opt.BLOCK2) !== undefined;
+    const msg: CoapMessage = { type: CON, code: first.code, mid, token: obs.token, options: first.options, payload: first.payload };
+    const tx = this.newTransmission(msg, undefined, {
+      onAck: () => {
+        nf.tx = undefined;
+        if (obs.inFlight !== nf) return;
+        if (!nf.blocks) { this.notificationDone(obs, nf); return; }
+        const cached = this.block2Cache.get(obs.key);
+        if (cached) cached.expiresAt = this.clock.now() + this.exchangeLifetimeMs;
+        this.armBlockIdle(obs, nf);
+      },
+      onReset: () => {
+        nf.tx = undefined;
+        // RFC 7641 §3.6: the client is no longer interested.
+        if (obs.inFlight === nf) this.endServerObservation(obs, 'reset');
+      },
+      onGiveUp: () => {
+        nf.tx = undefined;
+        if (obs.inFlight === nf) this.notificationFailed(obs, nf);
+      },
+    });
+    nf.tx = tx;
+    try {
+      this.startTransmission(tx);
+    } catch {
+      nf.tx = undefined;
+      this.notificationFailed(obs, nf);
+    }
+  }
+
+  private armBlockIdle(obs: ServerObservation, nf: InFlightNotification): void {
+    nf.idleTimer?.cancel();
+    nf.idleTimer = this.clock.setTimer(this.exchangeLifetimeMs, () => {
+      nf.idleTimer = undefined;
+      if (obs.inFlight === nf && !nf.stalled && !this.closed) this.notificationFailed(obs, nf);
+    });
+  }
+
+  private notificationDone(obs: ServerObservation, nf: InFlightNotification): void {
+    nf.idleTimer?.cancel();
+    nf.idleTimer = undefined;
+    obs.inFlight = undefined;
+    for (const l of this.deliveredListeners) safeCall(() => l(obs.token.slice(), nf.res, nf.observe));
+    if (nf.observe === undefined) {
+      this.endServerObservation(obs, 'final');
+      return;
+    }
+    this.pumpObservation(obs);
+  }
+
+  private notificationFailed(obs: ServerObservation, nf: InFlightNotification): void {
+    nf.idleTimer?.cancel();
+    nf.idleTimer = undefined;
+    if (nf.blocks) this.block2Cache.delete(obs.key);
+    nf.stalled = true;
+    for (const l of this.failedListeners) safeCall(() => l(obs.token.slice(), nf.res));
+  }
+
+  /** Server side of a Block2 follow-up for a token: a notification's body is being fetched. */
+  private notificationBlockServed(key: string, last: boolean): void {
+    const obs = this.serverObs.get(key);
+    const nf = obs?.inFlight;
+    if (!obs || !nf || !nf.blocks || nf.stalled) return;
+    // A follow-up proves block 0 arrived even if its ACK was lost.
+    if (nf.tx) { this.cancelTransmission(nf.tx); nf.tx = undefined; }
+    if (last) this.notificationDone(obs, nf);
+    else this.armBlockIdle(obs, nf);
   }
 
   /** Feed one received frame. Never throws; malformed frames are dropped and counted. */
   receive(frame: Uint8Array): void {
     if (this.closed) return;
     this.counters.received++;
+    this.heardPeer = false;
     try {
       this.prune();
       this.receiveFrame(frame);
+      // The peer is reachable again: re-send notifications that failed while it was not.
+      if (this.heardPeer && this.retryOnReceive) this.retryNotifications();
     } catch (e) {
       // Defensive: nothing above should throw, but a bug must not take the link down.
       this.drop(e instanceof TrickleError ? e.code : 'ERR_COAP_FORMAT', frame.length, e instanceof WireError ? e : undefined);
     }
   }
 
-  /** Cancel every timer, reject pending requests with ERR_COAP_CLOSED, forget all state. */
+  /**
+   * Cancel every timer, reject pending requests with ERR_COAP_CLOSED, forget all state
+   * but the server's registrations (without their queues), which exportObservations()
+   * still returns.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    for (const obs of [...this.clientObs.values()]) { obs.ended = true; obs.held.length = 0; }
+    this.clientObs.clear();
+    for (const obs of this.serverObs.values()) {
+      obs.inFlight?.idleTimer?.cancel();
+      obs.inFlight = undefined;
+      obs.queue.length = 0;
+    }
     for (const tx of this.outgoing.values()) tx.timer?.cancel();
     this.outgoing.clear();
     for (const task of this.tasks) { task.timer?.cancel(); task.done = true; }
@@ -500,16 +1167,21 @@ export class CoapEndpoint {
   }
 
   private allocMid(): number {
+    return this.allocSeq().mid;
+  }
+
+  /** The next Message ID and, in 'sequence' mode, the sequence number S it is the low 16 bits of. */
+  private allocSeq(): { mid: number; seq: number | undefined } {
     if (this.sequenceMode) {
       let seq = this.nextSeq;
       for (let i = 0; i < 0x10000 && this.outgoing.has(seq & 0xffff); i++) seq = (seq + 1) >>> 0;
       this.nextSeq = (seq + 1) >>> 0;
-      return seq & 0xffff;
+      return { mid: seq & 0xffff, seq };
     }
     let mid = this.nextMid;
     for (let i = 0; i < 0x10000 && this.outgoing.has(mid); i++) mid = (mid + 1) & 0xffff;
     this.nextMid = (mid + 1) & 0xffff;
-    return mid;
+    return { mid, seq: undefined };
   }
 
   private random01(): number {
@@ -601,6 +1273,7 @@ export class CoapEndpoint {
       }
       return;
     }
+    this.heardPeer = true;
 
     if (msg.type === ACK || msg.type === RST) {
       this.receiveAckOrReset(msg, frame.length);
@@ -731,7 +1404,19 @@ export class CoapEndpoint {
 
   private receiveSeparateResponse(msg: CoapMessage, entry: SeenEntry, frameLen: number): void {
     entry.done = true;
-    const ex = this.exchanges.get(toHex(msg.token));
+    const key = toHex(msg.token);
+    const ex = this.exchanges.get(key);
+    const obs = this.clientObs.get(key);
+    if (obs && (!obs.registration || ex !== obs.registration)) {
+      this.receiveNotification(obs, msg, entry, frameLen);
+      return;
+    }
+    if (ex?.deregister && getOption(msg.options, Opt.OBSERVE) !== undefined) {
+      // A notification overtaking our deregistration: RST it too (RFC 7641 §3.6).
+      if (msg.type === CON) entry.reply = this.sendEmpty(RST, msg.mid);
+      this.drop('unmatched', frameLen);
+      return;
+    }
     if (!ex || !ex.leg) {
       // §5.3.2: a response we cannot match is rejected (RST for CON, silence for NON).
       if (msg.type === CON) entry.reply = this.sendEmpty(RST, msg.mid);
@@ -815,7 +1500,8 @@ export class CoapEndpoint {
       return;
     }
     const next: BlockValue = { num: asm.received / size, more: false, szx: b2.szx };
-    this.sendLeg(ex, 'block2', next, [...ex.options, blockOption(Opt.BLOCK2, next)], EMPTY_BYTES);
+    // Follow-ups never carry Observe (RFC 7959 §3.4): they fetch, they do not (re-)register.
+    this.sendLeg(ex, 'block2', next, [...withoutOptions(ex.options, Opt.OBSERVE), blockOption(Opt.BLOCK2, next)], EMPTY_BYTES);
   }
 
   private finish(ex: ClientExchange): boolean {
@@ -955,6 +1641,7 @@ export class CoapEndpoint {
       options: [blockOption(Opt.BLOCK2, { num: offset / size, more, szx })],
       payload: chunk,
     });
+    this.notificationBlockServed(key, !more);
   }
 
   /** Answer at once: piggybacked in the ACK of a CON, or as a NON to a NON. */
@@ -983,19 +1670,71 @@ export class CoapEndpoint {
       });
     }
     const handler = this.handler;
+    let observe: 0 | 1 | undefined;
+    try {
+      const v = getUintOption(options, Opt.OBSERVE, 3);
+      if (v === OBSERVE_REGISTER || v === OBSERVE_DEREGISTER) observe = v;
+    } catch { /* a malformed Observe is ignored (elective option, RFC 7252 §5.4.1) */ }
+    // RFC 7641 §3.6 / §4.1: a deregistration removes the entry, then is processed as usual.
+    if (observe === OBSERVE_DEREGISTER) {
+      const old = this.serverObs.get(toHex(msg.token));
+      if (old) this.endServerObservation(old, 'deregistered');
+    }
     const incoming: IncomingRequest = {
-      code: msg.code, options, payload, token: msg.token, confirmable: msg.type === CON,
+      code: msg.code, options: withoutOptions(options, Opt.OBSERVE), payload, token: msg.token, confirmable: msg.type === CON,
+      ...(observe !== undefined ? { observe } : {}),
     };
     Promise.resolve()
       .then(() => (handler ? handler(incoming) : { code: Response.NOT_IMPLEMENTED }))
-      .then((r) => normalizeResponse(r), () => ({ code: Response.INTERNAL_SERVER_ERROR, options: [], payload: EMPTY_BYTES }))
-      .then((r) => {
+      .then((r) => ({ res: normalizeResponse(r), accept: observe === OBSERVE_REGISTER && (r as CoapResponseInit | undefined)?.observe === true }),
+        () => ({ res: normalizeResponse(undefined), accept: false }))
+      .then(({ res, accept }) => {
         try {
-          this.finishHandler(msg, entry, task, r, preferredSzx, extraResponseOptions);
+          if (observe === OBSERVE_REGISTER && this.finishRegistration(msg, entry, task, res, accept, extraResponseOptions)) return;
+          this.finishHandler(msg, entry, task, res, preferredSzx, extraResponseOptions);
         } catch {
           // Unreachable by construction; a handler's odd response must not become an unhandled rejection.
         }
       });
+  }
+
+  /**
+   * The handler answered a registration (Observe = 0). Accepted (2.xx, `observe:
+   * true`): the registration is added or updated (§4.1) and the first response queued
+   * as a separate CON (empty ACK now), so its delivery is known before any
+   * notification follows; true. Otherwise an existing registration for the token is
+   * removed and the answer goes out as usual; false.
+   */
+  private finishRegistration(
+    msg: CoapMessage, entry: SeenEntry, task: ServerTask, res: CoapResponse, accept: boolean, extra: CoapOption[],
+  ): boolean {
+    if (task.done || this.closed) return false;
+    const key = toHex(msg.token);
+    if (!accept || codeClass(res.code) !== 2 || msg.type !== CON) {
+      const old = this.serverObs.get(key);
+      if (old) this.endServerObservation(old, 'deregistered');
+      if (!accept || codeClass(res.code) !== 2) return false;
+      // A NON registration: the answer is a NON with Observe; no delivery to wait for.
+      const obs = this.addServerObservation(msg.token);
+      const v = nextObserveValue(obs.sequence, this.sequenceMode ? this.nextSeq % OBSERVE_MODULUS : undefined);
+      obs.sequence = v;
+      this.finishHandler(msg, entry, task, { ...res, options: [...res.options, uintOption(Opt.OBSERVE, v)] }, undefined, extra);
+      return true;
+    }
+    task.done = true;
+    task.timer?.cancel();
+    task.timer = undefined;
+    this.tasks.delete(task);
+    entry.done = true;
+    entry.expiresAt = this.clock.now() + this.exchangeLifetimeMs;
+    if (!task.ackSent) {
+      task.ackSent = true;
+      entry.reply = this.sendEmpty(ACK, msg.mid);
+    }
+    const obs = this.serverObs.get(key) ?? this.addServerObservation(msg.token);
+    obs.queue.unshift({ res: { code: res.code, options: [...res.options, ...extra], payload: res.payload }, first: true });
+    this.pumpObservation(obs);
+    return true;
   }
 
   private finishHandler(
@@ -1104,6 +1843,16 @@ export class CoapEndpoint {
     for (const [k, r] of this.reassembly) if (r.expiresAt <= now) this.reassembly.delete(k);
     for (const [k, c] of this.block2Cache) if (c.expiresAt <= now) this.block2Cache.delete(k);
   }
+}
+
+/** A response as an observer sees it: no Observe or block-wise options. */
+function stripForCaller(res: CoapResponse | CoapMessage): CoapResponse {
+  return { code: res.code, options: withoutOptions(res.options, Opt.OBSERVE, Opt.BLOCK1, Opt.BLOCK2, Opt.SIZE2), payload: res.payload };
+}
+
+/** Run a caller's callback; its failure is not the link's. */
+function safeCall(fn: () => void): void {
+  try { fn(); } catch { /* ignored */ }
 }
 
 function normalizeResponse(r: unknown): CoapResponse {

@@ -123,6 +123,8 @@ export interface RadioStack {
   /** The current CoAP endpoint; a new secure session replaces it (use request/onRequest). */
   readonly endpoint: CoapEndpoint;
   secure: SecureLink | undefined;
+  /** True when this start resumed the stored link session (the layers above may resume theirs). */
+  resumed: boolean;
   request(req: CoapRequestInit, opts?: RequestOptions): Promise<CoapResponse>;
   onRequest(handler: RequestHandler): void;
   /** A new link session began (new handshake): per-session state above must start afresh. */
@@ -391,7 +393,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
   if (channel) log.info({ band: channel.rules.subBandId, freqHz: channel.freqHz, dutyCycle: channel.rules.dutyCycle, regulation: channel.rules.regulation }, 'radio channel');
 
   return {
-    link, modem, channel, maxFrameLen, secure,
+    link, modem, channel, maxFrameLen, secure, resumed: resumable !== undefined,
     get endpoint() { return endpoint; },
     request: (req, ro) => endpoint.request(req, ro),
     onRequest: (h) => { handler = h; endpoint.onRequest(h); },

@@ -16,8 +16,9 @@
  *     number of DISTINCT samples that contain it (a repeat inside one message is DEFLATE's own
  *     business), or 0 below `minSampleCount`.
  *  3. Greedy selection: the window of `segmentBytes` bytes whose distinct d-mers weigh the most
- *     is taken, trimmed of zero-weight d-mers at either end, and the weights of all its d-mers
- *     are set to 0 — so overlapping or repeated material is never bought twice. Repeat until the
+ *     is taken, keeping only the bytes covered by d-mers that still weigh something (so it may
+ *     split into pieces), and the weights of its d-mers are set to 0 — so overlapping or repeated
+ *     material is never bought twice. Repeat until the
  *     dictionary is full or nothing left has weight. The weight of a segment of length L whose
  *     content occurs in n samples is about n·(L − d + 1): occurrences × (length − a constant), the
  *     value of a match in a message that would otherwise spell those bytes out.
@@ -61,7 +62,7 @@ export interface TrainedSegment {
   /** Offset in the final dictionary (-1 if it was cut off entirely by the size bound). */
   offset: number;
   length: number;
-  /** Weight when chosen: Σ distinct-sample counts of its not-yet-covered d-mers. */
+  /** Weight when chosen: Σ distinct-sample counts of its d-mers (each distinct d-mer once). */
   score: number;
 }
 
@@ -190,17 +191,22 @@ export function trainDictionary(samples: readonly (Uint8Array | TrainingSample)[
       for (let p = n - w; p < n; p++) { const id = f.ids[p]!; inWindow[id] = inWindow[id]! - 1; }
     });
     if (best.frag < 0) break;
+    // Keep only the bytes of the window's weighted d-mers: material already in the dictionary
+    // (zero weight) is cut out instead of being bought twice, which may split the window in pieces.
     const f = fragments[best.frag]!;
-    let a = best.first;
-    let b = best.first + best.count - 1;
-    while (a < b && weight[f.ids[a]!] === 0) a++;
-    while (b > a && weight[f.ids[b]!] === 0) b--;
-    const bytes = f.bytes.slice(a, b + d);
-    for (let p = a; p <= b; p++) weight[f.ids[p]!] = 0;
-    // Bytes shared with the previous pick's tail would be bought twice; the d-mers are already
-    // zeroed, so this only happens across windows of one fragment and costs at most d − 1 bytes.
-    chosen.push({ bytes, score: best.score });
-    total += bytes.length;
+    const pieces: { start: number; end: number; score: number }[] = [];
+    for (let p = best.first; p < best.first + best.count; p++) {
+      const id = f.ids[p]!;
+      const wgt = weight[id]!;
+      if (wgt === 0) continue;
+      weight[id] = 0;
+      const last = pieces[pieces.length - 1];
+      if (last && p <= last.end) { last.end = p + d; last.score += wgt; } else pieces.push({ start: p, end: p + d, score: wgt });
+    }
+    for (const piece of pieces) {
+      chosen.push({ bytes: f.bytes.slice(piece.start, piece.end), score: piece.score });
+      total += piece.end - piece.start;
+    }
   }
 
   // Most valuable last; cut at the front if over the target.
@@ -236,6 +242,11 @@ export interface OptimizeOptions {
   minSampleCount?: number;
   /** Samples to judge candidates on; default every fifth of `samples` (held out from training). */
   validation?: readonly Uint8Array[];
+  /**
+   * A candidate earlier in the grid (smaller dictionary first) wins when it is within this fraction
+   * of the best; default 0.005. A bigger dictionary that saves nothing is only more to agree on.
+   */
+  tolerance?: number;
 }
 
 export interface OptimizeResult extends TrainResult {
@@ -245,11 +256,12 @@ export interface OptimizeResult extends TrainResult {
 
 /**
  * Grid search over the trainer's parameters, judged by compressedSize() on validation samples.
- * The winner (smallest; ties to the earlier, i.e. smaller, candidate) is retrained on all samples
+ * The winner (the first in grid order, smaller dictionaries first, within `tolerance` of the best) is retrained on all samples
  * when `validation` was not given, so nothing is thrown away.
  */
 export function optimizeDictionary(samples: readonly (Uint8Array | TrainingSample)[], opts: OptimizeOptions = {}): OptimizeResult {
-  const sizes = opts.dictionaryBytes ?? [2048, 4096];
+  const sizes = [...(opts.dictionaryBytes ?? [2048, 4096])].sort((a, b) => a - b);
+  const tolerance = opts.tolerance ?? 0.005;
   const dmers = opts.dmerBytes ?? [4, 5, 6];
   const segs = opts.segmentBytes ?? [16, 32, 64];
   const minSampleCount = opts.minSampleCount ?? 2;
@@ -257,7 +269,7 @@ export function optimizeDictionary(samples: readonly (Uint8Array | TrainingSampl
   const train = heldOut ? samples.filter((_, i) => i % 5 !== 4) : samples;
   const validation = opts.validation ?? samples.filter((_, i) => i % 5 === 4).map((s) => asSample(s).bytes);
   const trials: OptimizeResult['trials'] = [];
-  let best: { params: Required<TrainOptions>; validationBytes: number; result: TrainResult } | undefined;
+  const results: { params: Required<TrainOptions>; validationBytes: number; result: TrainResult }[] = [];
   for (const dictionaryBytes of sizes) {
     for (const dmerBytes of dmers) {
       for (const segmentBytes of segs) {
@@ -265,11 +277,13 @@ export function optimizeDictionary(samples: readonly (Uint8Array | TrainingSampl
         const result = trainDictionary(train, { dictionaryBytes, dmerBytes, segmentBytes, minSampleCount });
         const validationBytes = compressedSize(validation, result.dictionary);
         trials.push({ params: result.params, validationBytes });
-        if (!best || validationBytes < best.validationBytes) best = { params: result.params, validationBytes, result };
+        results.push({ params: result.params, validationBytes, result });
       }
     }
   }
-  if (!best) throw new ConfigError('optimizeDictionary: the parameter grid is empty', { key: 'segmentBytes' });
+  if (results.length === 0) throw new ConfigError('optimizeDictionary: the parameter grid is empty', { key: 'segmentBytes' });
+  const smallest = Math.min(...results.map((r) => r.validationBytes));
+  const best = results.find((r) => r.validationBytes <= smallest * (1 + tolerance))!;
   const final = heldOut ? trainDictionary(samples, best.params) : best.result;
   return { ...final, trials };
 }

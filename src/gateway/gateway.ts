@@ -6,7 +6,9 @@ import { createServer, type Server } from 'node:http';
 import type { Logger } from '../log.ts';
 import { TrickleError } from '../errors.ts';
 import { openRadioStack, type RadioStackOptions, type RadioStack } from '../coap/radio-stack.ts';
-import { decodeCoapRequest, encodeHttpResponse } from '../matrix/http-coap.ts';
+import { GatewaySession } from '../matrix/session.ts';
+import { randomBytes } from 'node:crypto';
+import type { StateStore } from '../coap/radio-stack.ts';
 import { matrixError } from '../matrix/http.ts';
 import { HomeserverClient } from './homeserver-client.ts';
 import { getOptions } from '../coap/message.ts';
@@ -21,6 +23,8 @@ export interface GatewayOptions extends RadioStackOptions {
   homeserverTimeoutMs: number;
   /** An answer that would wait longer than this for the duty cycle is replaced by M_LIMIT_EXCEEDED (default 30 s). */
   maxDutyCycleWaitMs?: number;
+  /** Where the Matrix session (handles, access token, txn ids) is persisted; written 0600. */
+  matrixStateStore?: StateStore<unknown>;
   logger: Logger;
 }
 
@@ -48,14 +52,42 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   let badRequests = 0;
   let dutyCycleRefusals = 0;
 
+  // The Matrix session (handles, the session's access token, txn ids) lives as long as the link
+  // session; its state holds the access token, so the store writes it with mode 0600.
+  const newSessionId = (): string => BigInt(`0x${randomBytes(8).toString('hex')}`).toString(36);
+  const freshSession = (): { id: string; session: GatewaySession } => {
+    const id = newSessionId();
+    return { id, session: new GatewaySession({ sessionId: id, maxBodyBytes: opts.maxBodyBytes }) };
+  };
+  let current = freshSession();
+  const saved = (radio.resumed ? opts.matrixStateStore?.load() : undefined) as { sessionId?: string; state?: unknown } | undefined;
+  if (saved?.sessionId && saved.state !== undefined) {
+    try {
+      const restored = new GatewaySession({ sessionId: saved.sessionId, maxBodyBytes: opts.maxBodyBytes });
+      restored.importState(saved.state);
+      current = { id: saved.sessionId, session: restored };
+    } catch (e) { log.warn({ err: (e as Error).message }, 'Matrix session state unreadable; starting afresh'); }
+  }
+  const persistSession = (force = false): void => {
+    if (opts.matrixStateStore && (force || current.session.mustPersist)) {
+      opts.matrixStateStore.save({ sessionId: current.id, state: current.session.exportState() });
+    }
+  };
+  radio.onSessionReset(() => { current = freshSession(); persistSession(true); });
+
   radio.onRequest(async (req) => {
+    const { session } = current;
+    if (session.exhausted) {
+      log.info('Matrix session handles exhausted: the next link session starts afresh');
+    }
     let httpReq;
     try {
-      httpReq = decodeCoapRequest(req, { maxBodyBytes: opts.maxBodyBytes });
+      httpReq = session.decodeRequest(req);
     } catch (e) {
       badRequests++;
       log.warn({ code: (e as { code?: string }).code, err: (e as Error).message }, 'undecodable request');
-      return encodeHttpResponse(matrixError(400, 'M_BAD_JSON', `trickle gateway could not decode the request: ${(e as Error).message}`));
+      persistSession();
+      return session.encodeError(e);
     }
     const first = new TextDecoder().decode(getOptions(req.options, Opt.URI_PATH)[0] ?? new Uint8Array());
     const route = `${httpReq.method} /${first}`;
@@ -63,17 +95,18 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     log.debug({ method: httpReq.method, path: httpReq.path }, 'request');
     const res = await hs.perform(httpReq);
     log.debug({ status: res.status, len: res.body.length, path: httpReq.path }, 'response');
-    const encoded = encodeHttpResponse(res);
+    const encoded = session.encodeResponse(res, httpReq);
     // If our own duty-cycle budget cannot carry this answer soon, say so in a few bytes instead:
     // the host's client gets M_LIMIT_EXCEEDED with retry_after_ms rather than waiting.
     const waitMs = radio.estimateWaitMs(Math.min(encoded.payload.length + 16, radio.maxFrameLen));
     if (waitMs > (opts.maxDutyCycleWaitMs ?? 30_000)) {
       dutyCycleRefusals++;
       log.warn({ code: 'ERR_DUTY_CYCLE', waitMs, path: httpReq.path }, 'answer replaced: duty-cycle budget spent');
-      return encodeHttpResponse(matrixError(429, 'M_LIMIT_EXCEEDED',
+      return session.encodeResponse(matrixError(429, 'M_LIMIT_EXCEEDED',
         `trickle gateway: its radio's legal duty-cycle budget is spent; the next transmission is allowed in ${Math.ceil(waitMs / 1000)} s`,
         { retry_after_ms: Math.ceil(waitMs) }));
     }
+    persistSession(); // before the answer leaves: handle numbers must never be reused
     return encoded;
   });
 
@@ -81,6 +114,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     role: 'gateway',
     homeserver: hs.baseUrl,
     requests: { total: hs.requestsTotal, homeserverFailures: hs.failuresTotal, undecodable: badRequests, dutyCycleRefusals, byRoute: { ...byRoute } },
+    session: current.session.status(),
     radio: radio.status(),
   });
 

@@ -5,7 +5,8 @@
 import type { Logger } from '../log.ts';
 import { TrickleError, isTrickleError } from '../errors.ts';
 import { openRadioStack, type RadioStackOptions, type RadioStack, type FrameRecord } from '../coap/radio-stack.ts';
-import { encodeHttpRequest, decodeCoapResponse } from '../matrix/http-coap.ts';
+import { HostSession } from '../matrix/session.ts';
+import type { StateStore } from '../coap/radio-stack.ts';
 import { matrixError, longPollTimeoutMs, type HttpRequestLike, type HttpResponseLike } from '../matrix/http.ts';
 import { LocalServer, type HttpExchangeRecord } from './http-server.ts';
 
@@ -20,6 +21,8 @@ export interface HostOptions extends RadioStackOptions {
    * M_LIMIT_EXCEEDED and retry_after_ms, rather than left hanging (default 30 s).
    */
   maxDutyCycleWaitMs?: number;
+  /** Where the Matrix session (handles, txn ids, token state) is persisted, so a restart resumes it. */
+  matrixStateStore?: StateStore<unknown>;
   logger: Logger;
 }
 
@@ -87,17 +90,25 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   const exchangeListeners: ((rep: ExchangeReport) => void)[] = [];
   const tokenOf = new WeakMap<HttpRequestLike, string>();
 
+  // The Matrix session (handles, sticky access token, txn ids) lives as long as the link session.
+  let session = new HostSession({ maxBodyBytes: opts.maxBodyBytes });
+  const saved = radio.resumed ? opts.matrixStateStore?.load() : undefined;
+  if (saved !== undefined) {
+    try { session.importState(saved); } catch (e) { log.warn({ err: (e as Error).message }, 'Matrix session state unreadable; starting afresh'); }
+  }
+  const persistSession = (force = false): void => {
+    if (opts.matrixStateStore && (force || session.mustPersist)) opts.matrixStateStore.save(session.exportState());
+  };
+  radio.onSessionReset(() => {
+    session = new HostSession({ maxBodyBytes: opts.maxBodyBytes });
+    persistSession(true);
+  });
+
   const carry = async (req: HttpRequestLike): Promise<HttpResponseLike> => {
     counters.requests++;
-    let coapReq;
-    try {
-      coapReq = encodeHttpRequest(req);
-    } catch (e) {
-      return matrixError(400, 'M_UNRECOGNIZED', `trickle host cannot carry this request: ${(e as Error).message}`);
-    }
     // Refuse at once when either end's legal budget cannot carry the exchange soon: ours for the
     // request, the gateway's (mirrored from what we heard of it) for a short answer.
-    const ownWaitMs = radio.estimateWaitMs(Math.min(coapReq.payload.length + 16, radio.maxFrameLen));
+    const ownWaitMs = radio.estimateWaitMs(Math.min(req.body.length + 16, radio.maxFrameLen));
     const peerWaitMs = radio.estimatePeerWaitMs(ANSWER_ESTIMATE_BYTES);
     const waitMs = Math.max(ownWaitMs, peerWaitMs);
     if (waitMs > (opts.maxDutyCycleWaitMs ?? 30_000)) {
@@ -111,15 +122,25 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     const lp = longPollTimeoutMs(req);
     const responseTimeoutMs = lp === undefined ? opts.requestTimeoutMs : lp + LONG_POLL_MARGIN_MS;
     try {
-      capture = (tokenHex) => {
-        tokenOf.set(req, tokenHex);
-        byToken.set(tokenHex, emptyCounts());
-      };
-      const pending = radio.request(coapReq, { responseTimeoutMs });
-      capture = undefined;
-      const res = await pending;
-      return decodeCoapResponse(res, { maxBodyBytes: opts.maxBodyBytes });
+      const current = session;
+      const res = await current.carry(req, async (enc) => {
+        persistSession(); // before anything leaves: a restart must never reuse what was sent
+        capture = (tokenHex) => {
+          if (!tokenOf.has(req)) {
+            tokenOf.set(req, tokenHex);
+            byToken.set(tokenHex, emptyCounts());
+          }
+        };
+        const pending = radio.request(enc, { responseTimeoutMs });
+        capture = undefined;
+        return pending;
+      });
+      if (current === session) persistSession();
+      return res;
     } catch (e) {
+      if (isTrickleError(e, 'ERR_PATH_ENUM') || isTrickleError(e, 'ERR_MATRIX_REQUEST')) {
+        return matrixError(400, 'M_UNRECOGNIZED', `trickle host cannot carry this request: ${e.message}`);
+      }
       counters.failures++;
       if (isTrickleError(e, 'ERR_COAP_TIMEOUT')) {
         log.warn({ code: e.code, path: req.path }, 'no answer from the gateway');
@@ -154,7 +175,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   }
   log.info({ port, device: radio.link.name }, `Matrix clients can use http://${opts.listenHost}:${port} as their homeserver`);
 
-  const status = (): Record<string, unknown> => ({ role: 'host', requests: { ...counters }, radio: radio.status() });
+  const status = (): Record<string, unknown> => ({ role: 'host', requests: { ...counters }, session: session.status(), radio: radio.status() });
   return {
     port, radio,
     onExchange: (l) => { exchangeListeners.push(l); },

@@ -39,7 +39,7 @@ const DEFAULT_BOUNDS: BodyBounds = { maxBodyBytes: 16 * 1024 * 1024 };
 
 export interface CoapRequestParts {
   code: number;
-  options: CoapOption[];
+  options: readonly CoapOption[];
   payload: Uint8Array;
 }
 export type CoapResponseParts = CoapRequestParts;

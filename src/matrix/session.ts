@@ -82,7 +82,8 @@
  *   whole response arrived) — and N ≥ next − HANDLE_WINDOW. A string may hold several numbers
  *   (it was sent again before its first number was confirmed).
  *   Bounds: numbers < 2^21 (HANDLE_LIMIT); each side keeps numbers ≥ its high mark −
- *   2·HANDLE_WINDOW (65 536 live handles at most) and forgets older ones silently. A request
+ *   2·HANDLE_WINDOW and forgets older ones silently (the gateway at once: at most 65 536
+ *   live handles; the host, whose numbers may arrive out of order, in sweeps: at most 73 728). A request
  *   naming a handle the gateway no longer (or never) had is answered Session-Error "handle N
  *   unknown"; the host forgets N and resends the same request with literals only and the same
  *   token. When the gateway's numbers reach 2^21 it assigns no more (`exhausted`): start a

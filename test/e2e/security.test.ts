@@ -11,7 +11,7 @@ import { createPtyPair, type PtyPair } from '../../src/link/pty.ts';
 import { silentLogger } from '../../src/log.ts';
 import { startHost, type Host } from '../../src/host/host.ts';
 import { startGateway, type Gateway } from '../../src/gateway/gateway.ts';
-import { buildSecurity, coapStateStore } from '../../src/cli/security.ts';
+import { buildSecurity, stateStores } from '../../src/cli/security.ts';
 import { loadOrCreateIdentity } from '../../src/cli/keys.ts';
 import { freePort, pairedStateDirs } from '../helpers/stack.ts';
 
@@ -22,13 +22,13 @@ afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c();
 
 async function gatewayAt(pair: PtyPair, dir: string, homeserverUrl: string): Promise<Gateway> {
   const g = await startGateway({ device: pair.b, homeserverUrl, ...radio, homeserverTimeoutMs: 5_000, logger,
-    security: buildSecurity('gateway', dir, 'encrypt', logger)!, coapStateStore: coapStateStore(dir, 'gateway', logger) });
+    security: buildSecurity('gateway', dir, 'encrypt', logger)!, ...stateStores(dir, 'gateway', logger) });
   cleanups.push(() => g.close());
   return g;
 }
 async function hostAt(pair: PtyPair, dir: string, requestTimeoutMs = 20_000): Promise<Host> {
   const h = await startHost({ device: pair.a, listenHost: '127.0.0.1', listenPort: 0, ...radio, requestTimeoutMs, logger,
-    security: buildSecurity('host', dir, 'encrypt', logger)!, coapStateStore: coapStateStore(dir, 'host', logger) });
+    security: buildSecurity('host', dir, 'encrypt', logger)!, ...stateStores(dir, 'host', logger) });
   cleanups.push(() => h.close());
   return h;
 }

@@ -60,7 +60,7 @@ export interface RNodeEmulatorOptions {
   txPowerMinDbm?: number;
   txPowerMaxDbm?: number;
   /** The board takes and echoes these values instead of what it is asked (to test read-back checks). */
-  misreport?: Partial<Omit<RNodeEmulatorSettings, 'frequencyHz' | 'bandwidthHz'> & { frequencyHz: number; bandwidthHz: number }>;
+  misreport?: Partial<Record<'frequencyHz' | 'bandwidthHz' | 'txPowerDbm' | 'sf' | 'codingRate' | 'shortTermPct' | 'longTermPct', number>>;
   /** CMD_STAT_CHTM period while the radio is on; 0 turns the reports off. Default 1000 ms. */
   statsIntervalMs?: number;
   /** Packets the firmware holds before ERROR_QUEUE_FULL. Default 8. */

@@ -46,6 +46,7 @@ import type { Link } from '../../link/link.ts';
 import { LinkEvents } from '../../link/link-events.ts';
 import { openSerialLink } from '../../link/serial.ts';
 import { systemClock, type Clock, type TimerHandle } from '../../util/clock.ts';
+import { toHex } from '../../util/bytes.ts';
 import type { Modem, ModemCapabilities, ModemStats, ReceivedFrameMeta, SendReport } from '../modem.ts';
 import {
   DETECT_REQ, DETECT_RESP, LEAVE_BYTE, RADIO_STATE_OFF, RADIO_STATE_ON, RNODE_HW_MTU, RNODE_MIN_FIRMWARE, RNodeCmd, RNodeDecoder,
@@ -423,7 +424,7 @@ export class RNodeModem implements Modem {
       throw e;
     }
     if (detect.length !== 1 || detect[0] !== DETECT_RESP) {
-      throw new TrickleError('ERR_MODEM_CONFIG', 'modem', `${dev} answered CMD_DETECT with ${Buffer.from(detect).toString('hex') || 'nothing'}, not 0x46: not an RNode`, { device: dev });
+      throw new TrickleError('ERR_MODEM_CONFIG', 'modem', `${dev} answered CMD_DETECT with ${toHex(detect) || 'nothing'}, not 0x46: not an RNode`, { device: dev });
     }
     const fw = await this.command(RNodeCmd.FW_VERSION, Uint8Array.of(0x00), 'CMD_FW_VERSION');
     if (fw.length !== 2) throw new TrickleError('ERR_MODEM_CONFIG', 'modem', `${dev} sent a firmware version of ${fw.length} bytes (expected 2)`, { device: dev });
