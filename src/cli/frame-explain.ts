@@ -21,7 +21,9 @@ import { FrameKind } from '../secure/secure-link.ts';
 import { explainCompact, createCompactContext } from '../coap/compact.ts';
 import { decodeMessage, getOptions, getUintOption, type CoapMessage } from '../coap/message.ts';
 import { Opt, TYPE_NAMES, codeToString, optionName, isRequestCode, TrickleContentFormat, ContentFormat } from '../coap/numbers.ts';
-import { cborDiagnostic, decodeCborAsJson } from '../codec/cbor.ts';
+import { cborDiagnostic } from '../codec/cbor.ts';
+import { decompressBody, matrixDictionaryV1 } from '../codec/dictionary.ts';
+import { CONTENT_FORMAT_TRICKLE_CBOR_DEFLATE } from '../matrix/session-wire.ts';
 import { decodeTrickleCbor, eventIdFromBytes } from '../codec/trickle-cbor-v1.ts';
 import { uriPathToHttpPath } from '../codec/paths-v1.ts';
 import { coapToHttpStatus } from '../matrix/http-coap.ts';
@@ -46,12 +48,17 @@ function describePayload(msg: CoapMessage): string[] {
   const out: string[] = [`payload: ${msg.payload.length} bytes, Content-Format ${cf ?? '(none)'}`];
   try {
     if (cf === ContentFormat.CBOR) {
-      out.push(`  CBOR: ${cborDiagnostic(msg.payload)}`);
-      out.push(`  JSON: ${JSON.stringify(decodeCborAsJson(msg.payload))}`);
+      // Trickle CBOR v1 rides under Content-Format 60: handles and enums show as ~N and strings.
+      try { out.push(`  CBOR: ${cborDiagnostic(msg.payload)}`); } catch { /* Trickle extensions (simple values) are not plain CBOR */ }
+      out.push(`  JSON: ${JSON.stringify(decodeTrickleCbor(msg.payload, { resolveHandle: (n) => `~${n}` }))}`);
     } else if (cf === TrickleContentFormat.TEXT_MESSAGE) {
       out.push(`  JSON: ${JSON.stringify({ msgtype: 'm.text', body: utf8.decode(msg.payload) })}`);
     } else if (cf === TrickleContentFormat.EVENT_ID) {
       out.push(`  JSON: ${JSON.stringify({ event_id: eventIdFromBytes(msg.payload) })}`);
+    } else if (cf === CONTENT_FORMAT_TRICKLE_CBOR_DEFLATE) {
+      const inflated = decompressBody(msg.payload, matrixDictionaryV1(), 16 << 20);
+      out.push(`  DEFLATE with dictionary ${matrixDictionaryV1().id}: ${msg.payload.length} → ${inflated.length} bytes`);
+      out.push(`  Trickle CBOR (handles shown as ~N): ${JSON.stringify(decodeTrickleCbor(inflated, { resolveHandle: (n) => `~${n}` }))}`);
     } else if (cf !== undefined && cf >= 65000) {
       // Trickle CBOR: handles are per-session; they show as "~N".
       const v = decodeTrickleCbor(msg.payload, { resolveHandle: (n) => `~${n}` });

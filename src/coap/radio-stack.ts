@@ -33,12 +33,13 @@ import { CBOR_KEYMAP_V1_VERSION } from '../codec/keymap-v1.ts';
 import { COAP_PATH_ENUM_VERSION } from '../codec/paths-v1.ts';
 import { VALUES_V1_VERSION } from '../codec/values-v1.ts';
 import { COMPACT_RULES_VERSION } from './compact-rules-v1.ts';
+import { dictionaryContext } from '../codec/dictionary.ts';
 
 /**
  * Everything both ends must share to read each other's messages. It is bound into the Noise
  * prologue, so two ends with different tables cannot complete a handshake; both log it.
  */
-export const WIRE_CONTEXT = `msc3079-keys-v${CBOR_KEYMAP_V1_VERSION} msc3079-paths-v${COAP_PATH_ENUM_VERSION} values-v${VALUES_V1_VERSION} compact-v${COMPACT_RULES_VERSION}`;
+export const WIRE_CONTEXT = `msc3079-keys-v${CBOR_KEYMAP_V1_VERSION} msc3079-paths-v${COAP_PATH_ENUM_VERSION} values-v${VALUES_V1_VERSION} compact-v${COMPACT_RULES_VERSION} ${dictionaryContext()}`;
 
 /** The radio channel: LoRa settings for airtime, and the region whose rules bind us. */
 export interface RadioSettings {

@@ -102,9 +102,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     if (waitMs > (opts.maxDutyCycleWaitMs ?? 30_000)) {
       dutyCycleRefusals++;
       log.warn({ code: 'ERR_DUTY_CYCLE', waitMs, path: httpReq.path }, 'answer replaced: duty-cycle budget spent');
-      return session.encodeResponse(matrixError(429, 'M_LIMIT_EXCEEDED',
-        `trickle gateway: its radio's legal duty-cycle budget is spent; the next transmission is allowed in ${Math.ceil(waitMs / 1000)} s`,
-        { retry_after_ms: Math.ceil(waitMs) }));
+      // Short on purpose: this answer itself must fit what is left of the budget.
+      return session.encodeResponse(matrixError(429, 'M_LIMIT_EXCEEDED', 'gateway duty cycle spent', { retry_after_ms: Math.ceil(waitMs) }));
     }
     persistSession(); // before the answer leaves: handle numbers must never be reused
     return encoded;

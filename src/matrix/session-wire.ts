@@ -18,6 +18,7 @@ import {
   CONTENT_FORMAT_OCTET_STREAM, MSC3079_OPT_AUTHORIZATION, TRICKLE_OPT_CONTENT_TYPE,
 } from './http-coap.ts';
 import { isJsonContentType } from './http.ts';
+import { compressBody, decompressBody, matrixDictionaryV1 } from '../codec/dictionary.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Numbers (RFC 7252 §12.2 / §12.3 experimental ranges, 65000–65535)
@@ -54,6 +55,11 @@ export const SESSION_ERROR_TOKEN_MISSING = 2;
 export const CONTENT_FORMAT_TRICKLE_CBOR_V1 = ContentFormat.CBOR;
 export const CONTENT_FORMAT_TEXT_MESSAGE = TrickleContentFormat.TEXT_MESSAGE;
 export const CONTENT_FORMAT_EVENT_ID = TrickleContentFormat.EVENT_ID;
+/**
+ * Trickle CBOR v1 compressed with raw DEFLATE (RFC 1951) and the preset dictionary matrix-v1
+ * (src/codec/dictionaries/); an experimental Content-Format number (RFC 7252 §12.3, 65000–65535).
+ */
+export const CONTENT_FORMAT_TRICKLE_CBOR_DEFLATE = 65002;
 
 /** Handle numbers are < 2^21: the compact `param` field and the CBOR handle varint (3 bytes) both carry that. */
 export const HANDLE_LIMIT = 2 ** 21;
@@ -296,8 +302,18 @@ export function encodeBody(contentType: string | undefined, body: Uint8Array, sh
     if (e instanceof TrickleError) return octets(contentType, body);
     throw e;
   }
+  // Per message, DEFLATE with the preset dictionary only where it pays for the compact rule
+  // it loses (deflated bodies travel under a Content-Format the v1 rules do not shorten).
+  const deflated = payload.length > DEFLATE_MIN_INPUT ? compressBody(payload) : undefined;
+  if (deflated && deflated.length + DEFLATE_MIN_SAVING <= payload.length) {
+    return { options: [cf(CONTENT_FORMAT_TRICKLE_CBOR_DEFLATE)], payload: deflated, literals, value, format: 'cbor' };
+  }
   return { options: [cf(CONTENT_FORMAT_TRICKLE_CBOR_V1)], payload, literals, value, format: 'cbor' };
 }
+
+/** Bodies shorter than this are never worth deflating; a deflated body must save at least DEFLATE_MIN_SAVING bytes. */
+const DEFLATE_MIN_INPUT = 48;
+const DEFLATE_MIN_SAVING = 8;
 
 export interface BodyDecodeOptions {
   readonly allowTextMessage: boolean;
@@ -330,6 +346,13 @@ export function decodeBody(options: readonly CoapOption[], payload: Uint8Array, 
       if (payload.length === 0) throw bodyError('Content-Format CBOR with no payload');
       const literals: string[] = [];
       const value = decodeTrickleCbor(payload, { resolveHandle: o.resolveHandle, onLiteral: (s) => literals.push(s) }, { maxBytes: o.maxBodyBytes });
+      return { contentType: JSON_CT, body: jsonBytes(value), literals, value };
+    }
+    case CONTENT_FORMAT_TRICKLE_CBOR_DEFLATE: {
+      if (payload.length === 0) throw bodyError('Content-Format deflated CBOR with no payload');
+      const inflated = decompressBody(payload, matrixDictionaryV1(), o.maxBodyBytes);
+      const literals: string[] = [];
+      const value = decodeTrickleCbor(inflated, { resolveHandle: o.resolveHandle, onLiteral: (s) => literals.push(s) }, { maxBytes: o.maxBodyBytes });
       return { contentType: JSON_CT, body: jsonBytes(value), literals, value };
     }
     case CONTENT_FORMAT_TEXT_MESSAGE: {

@@ -137,6 +137,8 @@ export function compactEvent(e: MatrixEvent): MatrixEvent {
   if (isObject(e.unsigned)) {
     const u: JsonObject = { ...e.unsigned };
     for (const k of DROP_UNSIGNED) delete u[k];
+    const rb = u['redacted_because'];
+    if (isObject(rb) && typeof rb['type'] === 'string' && isObject(rb['content'])) u['redacted_because'] = compactEvent(rb as MatrixEvent);
     if (Object.keys(u).length > 0) out.unsigned = u; else delete out.unsigned;
   } else {
     delete out.unsigned;
@@ -397,8 +399,12 @@ export class SyncReducer {
 
       const un = jr['unread_notifications'];
       if (isObject(un)) {
-        const u = normUnread(un as UnreadNotificationCounts);
-        if (!jsonEqual(u, normUnread(mem.unread))) rd.unread_notifications = u;
+        // Only the counts that changed (the host keeps the other one); both when the room is new to the host.
+        const u = normUnread(un as UnreadNotificationCounts), last = normUnread(mem.unread);
+        const changed: UnreadNotificationCounts = {};
+        if (isNew || u.highlight_count !== last.highlight_count) changed.highlight_count = u.highlight_count!;
+        if (isNew || u.notification_count !== last.notification_count) changed.notification_count = u.notification_count!;
+        if (Object.keys(changed).length > 0) rd.unread_notifications = changed;
         mem.unread = u;
       }
       const th = jr['unread_thread_notifications'];
@@ -514,8 +520,7 @@ export function mergeRoomDelta(a: RoomDelta, b: RoomDelta): RoomDelta {
   if (ad) out.account_data = ad;
   const eph = mergeEphemeral(a.ephemeral, b.ephemeral);
   if (eph) out.ephemeral = eph;
-  const un = b.unread_notifications ?? a.unread_notifications;
-  if (un) out.unread_notifications = un;
+  if (a.unread_notifications || b.unread_notifications) out.unread_notifications = { ...(a.unread_notifications ?? {}), ...(b.unread_notifications ?? {}) };
   const th = b.unread_thread_notifications ?? a.unread_thread_notifications;
   if (th) out.unread_thread_notifications = th;
   if (a.summary || b.summary) out.summary = { ...(a.summary ?? {}), ...(b.summary ?? {}) };

@@ -108,7 +108,7 @@ export interface RoomDelta extends RoomChunk {
   ephemeral?: MatrixEvent[];
   unread_notifications?: UnreadNotificationCounts;
   unread_thread_notifications?: Record<string, UnreadNotificationCounts>;
-  /** Only the summary fields that changed. */
+  /** Only the summary fields that changed (likewise unread_notifications: only the counts that changed). */
   summary?: RoomSummary;
 }
 

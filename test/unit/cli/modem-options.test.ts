@@ -5,7 +5,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { createServer, type Server, type Socket } from 'node:net';
-import { MODEM_FLAG_OPTIONS, MODEM_USAGE, resolveModemFlags, parseKissTcp, type ModemFlags } from '../../../src/cli/modem-options.ts';
+import {
+  MODEM_FLAG_OPTIONS, MODEM_USAGE, resolveModemFlags, parseKissTcp, parseMeshNode, radioFromFlags, type ModemFlags,
+} from '../../../src/cli/modem-options.ts';
 import { parseFlags } from '../../../src/cli/args.ts';
 import { isTrickleError } from '../../../src/errors.ts';
 import { createMemoryLinkPair } from '../../../src/link/memory.ts';
@@ -14,7 +16,11 @@ import { freePort } from '../../../scripts/synapse.ts';
 
 /** The flags as main.ts gets them: its own options with MODEM_FLAG_OPTIONS spread in. */
 function flagsOf(argv: string[]): ModemFlags {
-  return parseFlags(argv, { device: { type: 'string' }, 'max-frame': { type: 'string' }, security: { type: 'string' }, ...MODEM_FLAG_OPTIONS }, 'usage').flags;
+  return parseFlags(argv, {
+    device: { type: 'string' }, 'max-frame': { type: 'string' }, security: { type: 'string' }, baud: { type: 'string' },
+    region: { type: 'string' }, freq: { type: 'string' }, bw: { type: 'string' }, sf: { type: 'string' }, cr: { type: 'string' },
+    ...MODEM_FLAG_OPTIONS,
+  }, 'usage').flags;
 }
 
 async function configError(argv: string[]): Promise<string> {
@@ -33,7 +39,7 @@ afterEach(async () => {
 
 describe('resolveModemFlags: bad flags', () => {
   it('names the allowed dialects', async () => {
-    expect(await configError(['--modem', 'ax25', '--device', '/dev/ttyUSB0'])).toBe('--modem must be one of transparent, kiss, got "ax25"');
+    expect(await configError(['--modem', 'ax25', '--device', '/dev/ttyUSB0'])).toBe('--modem must be one of transparent, kiss, native, rnode, meshtastic, got "ax25"');
   });
 
   it('requires a callsign for KISS, and says why', async () => {
@@ -94,8 +100,12 @@ describe('resolveModemFlags: bad flags', () => {
 describe('resolveModemFlags: good flags', () => {
   it('leaves the transparent radio to the stack by default', async () => {
     const r = await resolveModemFlags(flagsOf(['--device', '/dev/ttyUSB0']));
-    expect(r).toEqual({ describe: 'transparent serial radio on /dev/ttyUSB0' });
-    expect(await resolveModemFlags(flagsOf(['--modem', 'transparent', '--device', '/dev/ttyUSB0']))).toEqual(r);
+    expect(r.describe).toBe('transparent serial radio on /dev/ttyUSB0');
+    expect(r.link).toBeUndefined();
+    expect(r.createModem).toBeUndefined();
+    expect(r.radio).toEqual({ region: 'eu868', bandwidthHz: 125_000, sf: 9, codingRate: 5 });
+    const again = await resolveModemFlags(flagsOf(['--modem', 'transparent', '--device', '/dev/ttyUSB0']));
+    expect({ ...again, close: undefined }).toEqual({ ...r, close: undefined });
   });
 
   it('builds a KissModem for a serial KISS TNC with the flags given', async () => {
@@ -139,5 +149,78 @@ describe('resolveModemFlags: good flags', () => {
 
   it('documents every flag it takes', () => {
     for (const name of Object.keys(MODEM_FLAG_OPTIONS)) expect(MODEM_USAGE).toContain(`--${name} `);
+  });
+});
+
+describe('resolveModemFlags: native, rnode, meshtastic flags (checked before any device is opened)', () => {
+  const NOWHERE = '/nonexistent/trickle-test-tty';
+
+  it('needs --device for the boards it opens, and points at `trickle ports`', async () => {
+    for (const m of ['native', 'rnode']) {
+      expect(await configError(['--modem', m])).toMatch(new RegExp(`^--modem ${m} needs --device PATH, .*trickle ports`));
+    }
+    expect(await configError(['--modem', 'meshtastic', '--mesh-to', '!1234abcd'])).toMatch(/^--modem meshtastic needs --device PATH/);
+  });
+
+  it('refuses dialect flags with the wrong dialect, naming the flag', async () => {
+    expect(await configError(['--device', '/dev/ttyUSB0', '--tx-power', '14'])).toMatch(
+      /^--tx-power applies only to a board whose radio Trickle configures \(--modem native or rnode\); .*\(the modem is transparent by default\)/);
+    expect(await configError(['--modem', 'meshtastic', '--device', NOWHERE, '--mesh-to', 'broadcast', '--tx-power', '14'])).toMatch(
+      /^--tx-power applies only .*Meshtastic app \(lora.tx_power\) \(the modem is --modem meshtastic\)/);
+    expect(await configError(['--modem', 'native', '--device', NOWHERE, '--mesh-to', 'broadcast'])).toMatch(
+      /^--mesh-to applies only to a Meshtastic node; add --modem meshtastic \(the modem is --modem native\)/);
+    expect(await configError(['--modem', 'rnode', '--device', NOWHERE, '--callsign', 'N0CALL-1'])).toMatch(/^--callsign applies only to a KISS TNC/);
+    expect(await configError([...KISS, '--mesh-channel', '1'])).toMatch(/^--mesh-channel applies only to a Meshtastic node/);
+  });
+
+  it('checks --tx-power, --bw, --sf, --cr and --freq before opening the board', async () => {
+    const native = ['--modem', 'native', '--device', NOWHERE];
+    expect(await configError([...native, '--tx-power', '31'])).toBe('--tx-power must be an integer dBm with --modem native from -17 to 30, got "31"');
+    expect(await configError([...native, '--tx-power', '1.5'])).toMatch(/^--tx-power must be an integer dBm/);
+    expect(await configError(['--modem', 'rnode', '--device', NOWHERE, '--tx-power=-10'])).toBe(
+      '--tx-power must be an integer dBm with --modem rnode from -9 to 37, got "-10"');
+    expect(await configError([...native, '--bw', '100000'])).toMatch(/^--bw must be a LoRa bandwidth with --modem native: one of 7800, .*500000 Hz, got 100000/);
+    expect(await configError([...native, '--sf', '13'])).toBe('--sf must be a LoRa spreading factor from 5 to 12, got "13"');
+    expect(await configError([...native, '--cr', '9'])).toMatch(/^--cr must be the coding rate denominator/);
+    expect(await configError([...native, '--region', 'none'])).toMatch(/^--modem native with --region none needs --freq HZ/);
+    // The channel must be legal in the region before the board is told to use it.
+    const err = await resolveModemFlags(flagsOf([...native, '--freq', '915000000'])).catch((e: unknown) => e);
+    expect(isTrickleError(err, 'ERR_REGION_CHANNEL'), String(err)).toBe(true);
+    expect((err as Error).message).toMatch(/is outside every sub-band of EU/);
+  });
+
+  it('refuses a power above the sub-band limit (eu868 869.4-869.65 MHz: 500 mW; 868.0-868.6 MHz: 25 mW)', async () => {
+    const rnode = ['--modem', 'rnode', '--device', NOWHERE];
+    expect(await configError([...rnode, '--tx-power', '30'])).toMatch(/^--tx-power 30 dBm is above the 500 mW \(27 dBm\) limit of sub-band .*use --tx-power 27 or less/);
+    expect(await configError([...rnode, '--freq', '868100000', '--tx-power', '20'])).toMatch(/above the 25 mW \(14 dBm\) limit/);
+    // Within the limit the flags pass, and the device is what fails: nothing was opened before.
+    const err = await resolveModemFlags(flagsOf([...rnode, '--tx-power', '27'])).catch((e: unknown) => e);
+    expect(isTrickleError(err, 'ERR_LINK_NOT_FOUND'), String(err)).toBe(true);
+  });
+
+  it('requires --mesh-to and understands node numbers as the apps show them', async () => {
+    const mesh = ['--modem', 'meshtastic', '--device', NOWHERE];
+    expect(await configError(mesh)).toMatch(/^--modem meshtastic requires --mesh-to NODE: .*--mesh-to !1234abcd/);
+    expect(await configError([...mesh, '--mesh-to', 'everyone'])).toMatch(/^--mesh-to must be a Meshtastic node number .* or broadcast, got "everyone"/);
+    expect(await configError([...mesh, '--mesh-to', '!ffffffff'])).toMatch(/^--mesh-to must be/);
+    expect(await configError([...mesh, '--mesh-to', '0'])).toMatch(/^--mesh-to must be/);
+    expect(await configError([...mesh, '--mesh-to', 'broadcast', '--mesh-channel', '8'])).toBe('--mesh-channel must be a channel index on the node from 0 to 7, got "8"');
+    expect(await configError([...mesh, '--mesh-to', 'broadcast', '--max-frame', '234'])).toMatch(/^--max-frame must be an integer with --modem meshtastic .* from 1 to 233/);
+    expect(parseMeshNode('!1234ABCD')).toBe(0x1234abcd);
+    expect(parseMeshNode('0x0000c0de')).toBe(0xc0de);
+    expect(parseMeshNode('305441741')).toBe(0x1234abcd);
+    expect(parseMeshNode('Broadcast')).toBe('broadcast');
+  });
+
+  it('gives the scheduler the channel the radio gets: same flags, the dialect\'s preamble and defaults', () => {
+    const flags = flagsOf(['--region', 'us915', '--freq', '903900000', '--bw', '250000', '--sf', '8', '--cr', '6']);
+    expect(radioFromFlags(flags, 'transparent')).toEqual({ region: 'us915', freqHz: 903_900_000, bandwidthHz: 250_000, sf: 8, codingRate: 6 });
+    expect(radioFromFlags(flags, 'native')).toMatchObject({ sf: 8, bandwidthHz: 250_000, codingRate: 6, preambleSymbols: 8 });
+    // RNode firmware programs at least 18 symbols and 15 ms of preamble.
+    expect(radioFromFlags(flagsOf(['--sf', '7']), 'rnode').preambleSymbols).toBe(30);
+    expect(radioFromFlags(flagsOf(['--sf', '12']), 'rnode').preambleSymbols).toBe(18);
+    // A Meshtastic node keeps its own preset: LONG_FAST unless the flags describe another.
+    expect(radioFromFlags(flagsOf([]), 'meshtastic')).toEqual({ region: 'eu868', bandwidthHz: 250_000, sf: 11, codingRate: 5, preambleSymbols: 16 });
+    expect(radioFromFlags(flagsOf(['--sf', '7']), 'meshtastic')).toMatchObject({ sf: 7, bandwidthHz: 250_000 });
   });
 });
