@@ -130,8 +130,8 @@ export interface RadioStack {
   onRequest(handler: RequestHandler): void;
   /** A new link session began (new handshake): per-session state above must start afresh. */
   onSessionReset(listener: () => void): void;
-  /** Frames with the security layer's control kinds (handshakes), both directions. */
-  onControlFrame(listener: (direction: 'tx' | 'rx', onAirBytes: number) => void): void;
+  /** Frames with the security layer's control kinds (handshakes), both directions; `kind` is their first byte. */
+  onControlFrame(listener: (direction: 'tx' | 'rx', onAirBytes: number, kind: number) => void): void;
   channel: ResolvedChannel | undefined;
   /** Largest frame this channel and modem carry (CoAP sizes its blocks to it). */
   maxFrameLen: number;
@@ -204,7 +204,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
   const maxFrameLen = legalMaxFrameLen(Math.min(opts.maxFrameLen, modem.capabilities.maxFrameLen), channel, airtimeOf);
   const securityOverhead = opts.security ? LINK_FRAME_OVERHEAD : 0;
   const listeners: ((rec: FrameRecord) => void)[] = [];
-  const controlListeners: ((direction: 'tx' | 'rx', onAirBytes: number) => void)[] = [];
+  const controlListeners: ((direction: 'tx' | 'rx', onAirBytes: number, kind: number) => void)[] = [];
   const resetListeners: (() => void)[] = [];
   const emit = (rec: FrameRecord) => { for (const l of listeners) l(rec); };
   let sendErrors = 0;
@@ -237,7 +237,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
   };
 
   const transmit = (frame: Uint8Array, priority: Priority): void => {
-    if (frame[0]! >= 0x80 && opts.security) for (const l of controlListeners) l('tx', frame.length);
+    if (frame[0]! >= 0x80 && opts.security) for (const l of controlListeners) l('tx', frame.length, frame[0]!);
     const done = txQueue ? txQueue.enqueue(frame, { priority }) : modem.send(frame);
     done.catch((e: unknown) => {
       if (e instanceof DutyCycleError) { dutyCycleRefusals++; log.warn({ code: e.code, waitMs: e.retryAfterMs, len: frame.length }, 'frame held back by the duty cycle'); return; }
@@ -377,7 +377,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
     }
     for (const m of messages) {
       if (secure) {
-        if (m[0]! >= 0x80) for (const l of controlListeners) l('rx', m.length);
+        if (m[0]! >= 0x80) for (const l of controlListeners) l('rx', m.length, m[0]!);
         secure.receive(m);
       } else {
         endpoint.receive(m);

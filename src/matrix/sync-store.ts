@@ -537,7 +537,9 @@ export class SyncStore {
       if (first !== room.tl[0] || first.anchor !== undefined || room.prunedP > 0) limited = true;
     }
     const firstEntry = chosen[0];
-    const prevBatch = firstEntry ? this.beforeToken(firstEntry) : `trickle_b_${this.s.epoch}_end`;
+    let prevBatch = firstEntry ? this.beforeToken(firstEntry) : `trickle_b_${this.s.epoch}_end`;
+    // Nothing older is stored and the homeserver's token was pruned: say so at once.
+    if (firstEntry && firstEntry === room.tl[0] && firstEntry.anchor === undefined && room.prunedP > 0) prevBatch = this.contextToken(firstEntry.e.event_id ?? '');
     return { events: chosen.map((x) => x.e), limited, prevBatch };
   }
 
@@ -576,7 +578,7 @@ export class SyncStore {
       // Right before the boundary lies a homeserver gap: the page comes from the homeserver.
       const at = tl[i];
       if (at?.anchor !== undefined) return { kind: 'homeserver', from: at.anchor };
-      if (at?.gap) return { kind: 'context', eventId: at.e.event_id ?? '' };
+      if (at?.gap || (i === 0 && at !== undefined && room!.prunedP > 0)) return { kind: 'context', eventId: at.e.event_id ?? '' };
       let j = i - 1;
       for (; j >= 0 && chunk.length < limit; j--) {
         const x = tl[j]!;

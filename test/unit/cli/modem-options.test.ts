@@ -217,7 +217,7 @@ describe('resolveModemFlags: native, rnode, meshtastic flags (checked before any
     expect(radioFromFlags(flags, 'transparent')).toEqual({ region: 'us915', freqHz: 903_900_000, bandwidthHz: 250_000, sf: 8, codingRate: 6 });
     expect(radioFromFlags(flags, 'native')).toMatchObject({ sf: 8, bandwidthHz: 250_000, codingRate: 6, preambleSymbols: 8 });
     // RNode firmware programs at least 18 symbols and 15 ms of preamble.
-    expect(radioFromFlags(flagsOf(['--sf', '7']), 'rnode').preambleSymbols).toBe(30);
+    expect(radioFromFlags(flagsOf(['--sf', '7', '--bw', '500000']), 'rnode').preambleSymbols).toBe(59); // 0.256 ms symbols
     expect(radioFromFlags(flagsOf(['--sf', '12']), 'rnode').preambleSymbols).toBe(18);
     // A Meshtastic node keeps its own preset: LONG_FAST unless the flags describe another.
     expect(radioFromFlags(flagsOf([]), 'meshtastic')).toEqual({ region: 'eu868', bandwidthHz: 250_000, sf: 11, codingRate: 5, preambleSymbols: 16 });

@@ -111,6 +111,51 @@ export function scenario(): Step[] {
   ];
 }
 
+/**
+ * An RFC 7641 observation between the same two ends, from fresh contexts: registration,
+ * first response, notifications (both Observe rules and all 'ntf' header forms), a large
+ * notification fetched with the registration token, RST, deregistration. Vectors:
+ * test/unit/coap/compact-v1-observe.json (`npx tsx test/unit/coap/compact-scenario.ts observe`).
+ */
+export function observeScenario(): Step[] {
+  const sync = [...path('7'), ...query('since=~7', 'timeout=30000')];
+  const observe = (n: number): CoapOption => uintOption(Opt.OBSERVE, n);
+  return [
+    { name: 'register: sync with Observe = 0', from: 'A', rule: 'request',
+      msg: { type: CON, code: Method.GET, mid: 1, token: tok(1), options: [observe(0), ...sync], payload: E } },
+    { name: 'empty ACK of the registration', from: 'B', rule: 'ack',
+      msg: { type: ACK, code: EMPTY, mid: 1, token: E, options: [], payload: E } },
+    { name: 'first response (separate CON, Observe = S)', from: 'B', rule: 'notify-cbor',
+      msg: { type: CON, code: Response.CONTENT, mid: 1, token: tok(1), options: [observe(1), cf(ContentFormat.CBOR)], payload: cbor(30) } },
+    { name: 'its ACK', from: 'A', rule: 'ack',
+      msg: { type: ACK, code: EMPTY, mid: 1, token: E, options: [], payload: E } },
+    { name: 'notification, 40-byte CBOR delta', from: 'B', rule: 'notify-cbor',
+      msg: { type: CON, code: Response.CONTENT, mid: 2, token: tok(1), options: [observe(2), cf(ContentFormat.CBOR)], payload: cbor(40) } },
+    { name: 'ACK of the notification', from: 'A', rule: 'ack',
+      msg: { type: ACK, code: EMPTY, mid: 2, token: E, options: [], payload: E } },
+    { name: 'large notification, block 0', from: 'B', rule: 'notify-block2-first-cbor',
+      msg: { type: CON, code: Response.CONTENT, mid: 3, token: tok(1), options: [observe(3), cf(ContentFormat.CBOR), block(Opt.BLOCK2, 0, true, 3), uintOption(Opt.SIZE2, 200)], payload: cbor(128) } },
+    { name: 'ACK of block 0', from: 'A', rule: 'ack',
+      msg: { type: ACK, code: EMPTY, mid: 3, token: E, options: [], payload: E } },
+    { name: 'fetch block 1 with the registration token', from: 'A', rule: 'sync-block2',
+      msg: { type: CON, code: Method.GET, mid: 2, token: tok(1), options: [...sync, block(Opt.BLOCK2, 1, false, 3)], payload: E } },
+    { name: 'block 1', from: 'B', rule: 'ack-block2',
+      msg: { type: ACK, code: Response.CONTENT, mid: 2, token: tok(1), options: [block(Opt.BLOCK2, 1, false, 3)], payload: cbor(72) } },
+    { name: 're-sent notification keeps its Observe value (form 1101)', from: 'B', rule: 'notify-cbor',
+      msg: { type: CON, code: Response.CONTENT, mid: 4, token: tok(1), options: [observe(2), cf(ContentFormat.CBOR)], payload: cbor(40) } },
+    { name: 'ACK of the re-send', from: 'A', rule: 'ack',
+      msg: { type: ACK, code: EMPTY, mid: 4, token: E, options: [], payload: E } },
+    { name: 'notification for a foreign token (form 1100)', from: 'B', rule: 'notify-cbor',
+      msg: { type: CON, code: Response.CONTENT, mid: 5, token: Uint8Array.of(0xbe, 0xef), options: [observe(5), cf(ContentFormat.CBOR)], payload: cbor(4) } },
+    { name: 'RST: no such observation', from: 'A', rule: 'rst',
+      msg: { type: RST, code: EMPTY, mid: 5, token: E, options: [], payload: E } },
+    { name: 'deregister: Observe = 1', from: 'A', rule: 'request',
+      msg: { type: CON, code: Method.GET, mid: 3, token: tok(1), options: [observe(1), ...sync], payload: E } },
+    { name: 'its answer', from: 'B', rule: 'ack-content-cbor',
+      msg: { type: ACK, code: Response.CONTENT, mid: 3, token: tok(1), options: [cf(ContentFormat.CBOR)], payload: cbor(2) } },
+  ];
+}
+
 export interface VectorStep {
   name: string;
   from: 'A' | 'B';
@@ -124,10 +169,10 @@ export interface VectorStep {
 }
 
 /** Runs the scenario through two fresh contexts (initialSeq 0). */
-export function runScenario(): { steps: VectorStep[]; ctxA: CompactContext; ctxB: CompactContext } {
+export function runScenario(steps0: Step[] = scenario()): { steps: VectorStep[]; ctxA: CompactContext; ctxB: CompactContext } {
   const ctxA = createCompactContext();
   const ctxB = createCompactContext();
-  const steps = scenario().map((s) => {
+  const steps = steps0.map((s) => {
     const [tx, rx] = s.from === 'A' ? [ctxA, ctxB] : [ctxB, ctxA];
     const compact = encodeCompact(s.msg, tx);
     decodeCompact(compact, rx);
@@ -139,7 +184,14 @@ export function runScenario(): { steps: VectorStep[]; ctxA: CompactContext; ctxB
   return { steps, ctxA, ctxB };
 }
 
-if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1] && process.argv[2] === 'observe') {
+  process.stdout.write(`${JSON.stringify({
+    description: 'Compact CoAP header form, rules v1, the Observe rules (notify-cbor, notify-block2-first-cbor; '
+      + 'src/coap/compact-rules-v1.ts): one RFC 7641 observation between host (A) and gateway (B), in order, from two '
+      + 'fresh contexts (initialSeq 0). Same format as compact-v1.json. Regenerate only together with a new rules version.',
+    steps: runScenario(observeScenario()).steps,
+  }, null, 2)}\n`);
+} else if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   process.stdout.write(`${JSON.stringify({
     description: 'Compact CoAP header form, rules v1 (src/coap/compact-rules-v1.ts): one host (A) ⇄ gateway (B) session, '
       + 'in order, from two fresh contexts (initialSeq 0). Each step: the RFC 7252 message (hex) and its compact frame (hex). '
