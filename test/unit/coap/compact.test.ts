@@ -12,9 +12,11 @@ import {
 import { decodeMessage, encodeMessage, stringOption, uintOption, type CoapMessage } from '../../../src/coap/message.ts';
 import { ACK, CON, EMPTY, Method, Opt, Response, ContentFormat, TrickleContentFormat } from '../../../src/coap/numbers.ts';
 import { ChaChaPoly } from '../../../src/secure/cipher-functions.ts';
-import { runScenario, scenario, type VectorStep } from './compact-scenario.ts';
+import { observeScenario, runScenario, scenario, type Step, type VectorStep } from './compact-scenario.ts';
 
 const vectors = JSON.parse(readFileSync(new URL('../../vectors/coap/compact-v1.json', import.meta.url), 'utf8')) as { steps: VectorStep[] };
+/** The Observe rules' vectors (appended to v1 without changing a byte of the vectors above). */
+const observeVectors = JSON.parse(readFileSync(new URL('./compact-v1-observe.json', import.meta.url), 'utf8')) as { steps: VectorStep[] };
 
 const E = new Uint8Array(0);
 const path = (...s: string[]) => s.map((x) => stringOption(Opt.URI_PATH, x));
@@ -83,7 +85,7 @@ describe('compact rules v1: the static context', () => {
   });
 
   it('has a vector for every rule', () => {
-    const used = new Set(vectors.steps.map((s) => s.rule));
+    const used = new Set([...vectors.steps, ...observeVectors.steps].map((s) => s.rule));
     for (const r of COMPACT_RULES_V1) expect(used.has(r.name), r.name).toBe(true);
   });
 });
@@ -131,6 +133,81 @@ describe('compact form: vectors (test/vectors/coap/compact-v1.json)', () => {
     expect(x.fields[1]!.value).toMatch(/S 1 \(7 LSBs\), token = S/);
     expect(x.fields[3]!.value).toBe('handle ~3');
     expect(toHex(x.rfc7252)).toBe(vectors.steps[0]!.rfc7252);
+  });
+});
+
+describe('compact form: Observe notifications (test/unit/coap/compact-v1-observe.json)', () => {
+  const O = (n: number) => uintOption(Opt.OBSERVE, n);
+  /** Contexts just before step i of a scenario (sender, receiver). */
+  function before(steps: Step[], i: number): { tx: CompactContext; rx: CompactContext; step: Step } {
+    const a = createCompactContext();
+    const b = createCompactContext();
+    for (let j = 0; j < i; j++) {
+      const s = steps[j]!;
+      const [tx, rx] = s.from === 'A' ? [a, b] : [b, a];
+      decodeCompact(encodeCompact(s.msg, tx), rx);
+    }
+    const step = steps[i]!;
+    return step.from === 'A' ? { tx: a, rx: b, step } : { tx: b, rx: a, step };
+  }
+
+  it('the observation scenario still encodes to its frozen vectors byte for byte', () => {
+    expect(runScenario(observeScenario()).steps).toEqual(observeVectors.steps);
+  });
+
+  it.each(observeVectors.steps.map((s, i) => [i, s.name, s] as const))('step %i (%s): decodes to its RFC 7252 message', (i, _n, v) => {
+    const { tx, rx, step } = before(observeScenario(), i);
+    expect(compactRuleFor(step.msg).name).toBe(v.rule);
+    expect(toHex(encodeCompact(step.msg, tx))).toBe(v.compact);
+    expect(toHex(explainCompact(fromHex(v.compact), rx).rfc7252)).toBe(v.rfc7252);
+    expect(rfcHex(decodeCompact(fromHex(v.compact), rx))).toBe(v.rfc7252);
+    expect(v.compact.length / 2).toBeLessThanOrEqual(compactSizeBound(step.msg));
+    for (let n = 0; n < v.compact.length / 2; n++) {
+      // Every truncation fails or decodes to something else; never to this message.
+      try { expect(rfcHex(decodeCompact(fromHex(v.compact).subarray(0, n), cloneCompactContext(rx)))).not.toBe(v.rfc7252); }
+      catch (e) { expect(e).toBeInstanceOf(WireError); }
+    }
+  });
+
+  it('meets the budget: a notification with 40 bytes of CBOR has a 4-byte header, its ACK 2 bytes', () => {
+    const by = (name: string) => observeVectors.steps.find((s) => s.name === name)!;
+    expect(by('notification, 40-byte CBOR delta').compact.length / 2).toBe(4 + 40);
+    expect(by('notification, 40-byte CBOR delta').rfc7252.length / 2).toBe(53);
+    expect(by('ACK of the notification').compact.length / 2).toBe(2);
+    expect(by('re-sent notification keeps its Observe value (form 1101)').compact.length / 2).toBe(1 + 1 + 4 + 4 + 3 + 40);
+    const x = explainCompact(fromHex(by('notification, 40-byte CBOR delta').compact), before(observeScenario(), 4).rx);
+    expect(x.fields.map((f) => `${f.name}:${f.hex}`).slice(0, 4)).toEqual(['rule:39', 'header:020001', 'Observe:', 'Content-Format:']);
+  });
+
+  it('implies Observe = S mod 2^24 only in the short and 1100 forms; any other value rides in form 1101', () => {
+    const a = createCompactContext({ initialSeq: 0x12345670 });
+    const b = createCompactContext({ initialSeq: 0x12345670 });
+    const token = sequenceToken(0x12345670);
+    b.rx.tokenHi = 0x12345670; // B received that request
+    a.tx.tokenHi = 0x12345670;
+    const ntf = (mid: number, obs: number): CoapMessage => ({
+      type: CON, code: Response.CONTENT, mid, token, options: [O(obs), cf(ContentFormat.CBOR)], payload: Uint8Array.of(0xa0),
+    });
+    const s = 0x12345671;
+    const implied = encodeCompact(ntf(s & 0xffff, s % 2 ** 24), b);
+    expect(implied).toHaveLength(1 + 3 + 1);
+    expect(decodeCompact(implied, a).options[0]).toEqual(O(0x345671));
+    const other = encodeCompact(ntf((s + 1) & 0xffff, 7), b);
+    expect(other[1]! & 0xf0).toBe(0xd0);
+    expect(rfcHex(decodeCompact(other, a))).toBe(rfcHex(ntf((s + 1) & 0xffff, 7)));
+  });
+
+  it('leaves Observe values it cannot carry to the generic rules, and rejects reserved ntf forms', () => {
+    const ctx = createCompactContext();
+    const base = { type: CON, code: Response.CONTENT, mid: 1, token: sequenceToken(1), payload: Uint8Array.of(1) } as const;
+    // 2^24 is not an Observe value (RFC 7641 §2: 0–3 bytes); a leading zero byte is not canonical.
+    expect(compactRuleFor({ ...base, options: [{ number: Opt.OBSERVE, value: Uint8Array.of(1, 0, 0, 0) }, cf(60)] }).name).toBe('con-response');
+    expect(compactRuleFor({ ...base, options: [{ number: Opt.OBSERVE, value: Uint8Array.of(0, 5) }, cf(60)] }).name).toBe('con-response');
+    expect(compactRuleFor({ ...base, options: [cf(60)] }).name).toBe('con-content-cbor');
+    expectReject(() => decodeCompact(Uint8Array.of(0x39, 0xe0, 0, 0, 0, 1), ctx), 'reserved-form');
+    expectReject(() => decodeCompact(Uint8Array.of(0x39, 0xd9, 0, 0, 0, 1), ctx), 'reserved-form'); // token length 9
+    expectReject(() => decodeCompact(Uint8Array.of(0x39, 0xd0, 0, 0, 0, 1, 0, 0), ctx), 'truncated');
+    expectReject(() => decodeCompact(Uint8Array.of(0x39, 0x80), ctx), 'reserved-form');
   });
 });
 
