@@ -34,7 +34,7 @@
 import { access, readdir, readFile, realpath } from 'node:fs/promises';
 import { constants as fsConstants } from 'node:fs';
 import { delimiter, join, basename, dirname } from 'node:path';
-import { isTrickleError } from '../errors.ts';
+import { ConfigError, isTrickleError } from '../errors.ts';
 import type { Link } from '../link/link.ts';
 import { openSerialLink } from '../link/serial.ts';
 import { encodeNativeFrame, nativeMessage, NativeDeframer } from '../modem/native/codec.ts';
@@ -393,7 +393,6 @@ export async function runPortsCommand(argv: string[], write: (s: string) => void
   if (rawTimeout !== undefined) {
     timeoutMs = Number(rawTimeout);
     if (typeof rawTimeout !== 'string' || !/^\d+$/.test(rawTimeout) || timeoutMs < 50 || timeoutMs > 60_000) {
-      const { ConfigError } = await import('../errors.ts');
       throw new ConfigError(`--probe-timeout-ms must be an integer number of milliseconds from 50 to 60000, got ${JSON.stringify(rawTimeout)}`,
         { key: 'probe-timeout-ms', value: rawTimeout });
     }

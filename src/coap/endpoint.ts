@@ -157,6 +157,12 @@ export interface RequestOptions {
    * responseTimeoutMs.
    */
   readonly responseTimeoutMs?: number;
+  /**
+   * Use this token instead of a fresh one: a retry of the same application-level request
+   * (the gateway derives the Matrix txn id from it, so the homeserver sees the same txn).
+   * It must not be the token of a request still in flight.
+   */
+  readonly token?: Uint8Array;
 }
 
 /** Called with the first response and each later notification, with its Observe value, in order. */
@@ -632,9 +638,13 @@ export class CoapEndpoint {
       this.prune();
       let token: Uint8Array;
       try {
-        token = this.freshToken();
+        token = opts.token ? opts.token.slice() : this.freshToken();
       } catch (e) {
         reject(e);
+        return;
+      }
+      if (this.exchanges.has(toHex(token))) {
+        reject(new TrickleError('ERR_COAP_FORMAT', 'coap', `token ${toHex(token)} is already in flight`));
         return;
       }
       this.startExchange({

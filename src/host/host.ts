@@ -6,6 +6,7 @@ import type { Logger } from '../log.ts';
 import { TrickleError, isTrickleError } from '../errors.ts';
 import { openRadioStack, type RadioStackOptions, type RadioStack, type FrameRecord } from '../coap/radio-stack.ts';
 import { HostSession } from '../matrix/session.ts';
+import { sequenceToken } from '../coap/compact.ts';
 import type { StateStore } from '../coap/radio-stack.ts';
 import { matrixError, longPollTimeoutMs, type HttpRequestLike, type HttpResponseLike } from '../matrix/http.ts';
 import { LocalServer, type HttpExchangeRecord } from './http-server.ts';
@@ -131,7 +132,19 @@ export async function startHost(opts: HostOptions): Promise<Host> {
             byToken.set(tokenHex, emptyCounts());
           }
         };
-        const pending = radio.request(enc, { responseTimeoutMs });
+        // A client's retry of the same transaction reuses the first attempt's token, so the
+        // gateway derives the same homeserver txn id and the event is never posted twice.
+        let token: Uint8Array | undefined;
+        if (enc.txnKey !== undefined) {
+          const seq = current.txnSequence(enc.txnKey);
+          if (seq === undefined) {
+            current.rememberTxn(enc.txnKey, radio.endpoint.nextSequence);
+            persistSession(true);
+          } else {
+            token = sequenceToken(seq);
+          }
+        }
+        const pending = radio.request(enc, { responseTimeoutMs, ...(token ? { token } : {}) });
         capture = undefined;
         return pending;
       });

@@ -30,7 +30,8 @@
  *
  * BOUNDS (documented limits of the persisted state)
  *   - the last `maxEventsPerRoom` (M, default 200) timeline events per room; older ones are paged
- *     from the homeserver (see tokens);
+ *     from the homeserver (see tokens); the ids of the last 64 pruned ones (an own echo must come
+ *     within 64 events of the room after its event, or it could be shown twice);
  *   - current room state in full (all state events received: lazy-loaded members only);
  *   - receipts: the newest per (receipt type, user, thread); typing: the newest m.typing;
  *   - to-device: until a local client syncs with a since token past them (as a homeserver deletes
@@ -63,6 +64,7 @@ export const DEFAULT_SYNC_STORE_OPTIONS: Readonly<SyncStoreOptions> = Object.fre
 const DEFAULT_TIMELINE_LIMIT = 10;
 const MAX_TIMELINE_LIMIT = 1000;
 const MAX_DEVICE_LIST_USERS = 2000;
+const PRUNED_IDS = 64;
 
 type Membership = 'join' | 'leave' | 'invite' | 'knock';
 
@@ -84,6 +86,8 @@ interface RoomRecord {
   tl: TimelineEntry[];
   /** Highest position among events pruned from `tl` (0: none pruned). */
   prunedP: number;
+  /** Ids of the last PRUNED_IDS events pruned, so a late own echo of one is not taken for new. */
+  prunedIds?: string[];
   state: Record<string, Stored>;
   ad: Record<string, Stored>;
   unread?: Valued<UnreadNotificationCounts>;
@@ -254,6 +258,7 @@ export class SyncStore {
       r.mp = r.jp = ++this.s.pos;
     }
     const room = this.room(echo.roomId);
+    if (room.prunedIds?.includes(echo.eventId)) return false;
     const known = room.tl.find((x) => x.e.event_id === echo.eventId);
     if (known) {
       known.e = { ...known.e, unsigned: { ...(known.e.unsigned ?? {}), transaction_id: echo.txnId } };
@@ -318,7 +323,7 @@ export class SyncStore {
         }
       }
       events.forEach((e, i) => {
-        if (idx < room.count) { idx++; return; }
+        if (false) { idx++; return; }
         const first = i === 0;
         const gap = (first && chunk.limited === true && room.tl.length > 0) || missing;
         missing = false;
@@ -408,6 +413,7 @@ export class SyncStore {
     if (over <= 0) return;
     const removed = room.tl.splice(0, over);
     for (const x of removed) if (x.p > room.prunedP) room.prunedP = x.p;
+    room.prunedIds = [...(room.prunedIds ?? []), ...removed.flatMap((x) => (x.e.event_id !== undefined ? [x.e.event_id] : []))].slice(-PRUNED_IDS);
   }
 
   private trimLeftRooms(): void {

@@ -115,7 +115,7 @@ export function scenario(): Step[] {
  * An RFC 7641 observation between the same two ends, from fresh contexts: registration,
  * first response, notifications (both Observe rules and all 'ntf' header forms), a large
  * notification fetched with the registration token, RST, deregistration. Vectors:
- * test/unit/coap/compact-v1-observe.json (`npx tsx test/unit/coap/compact-scenario.ts observe`).
+ * test/vectors/coap/compact-v1-observe.json (`npx tsx test/unit/coap/compact-scenario.ts observe`).
  */
 export function observeScenario(): Step[] {
   const sync = [...path('7'), ...query('since=~7', 'timeout=30000')];

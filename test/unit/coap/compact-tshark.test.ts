@@ -17,10 +17,11 @@ import { createCompactContext, decodeCompact, encodeCompact } from '../../../src
 import { decodeMessage, decodeUint, encodeMessage, getOptions } from '../../../src/coap/message.ts';
 import { Opt } from '../../../src/coap/numbers.ts';
 import { decodeBlock } from '../../../src/coap/block.ts';
-import { scenario, type VectorStep } from './compact-scenario.ts';
+import { observeScenario, scenario, type Step, type VectorStep } from './compact-scenario.ts';
 import { readFileSync } from 'node:fs';
 
 const vectors = JSON.parse(readFileSync(new URL('../../vectors/coap/compact-v1.json', import.meta.url), 'utf8')) as { steps: VectorStep[] };
+const observeVectors = JSON.parse(readFileSync(new URL('../../vectors/coap/compact-v1-observe.json', import.meta.url), 'utf8')) as { steps: VectorStep[] };
 
 function have(cmd: string): boolean {
   const r = spawnSync(cmd, ['-v'], { stdio: 'ignore' });
@@ -32,7 +33,7 @@ if (!TOOLS) process.stderr.write(`compact-tshark.test.ts: ${SKIP_REASON}\n`);
 
 const FIELDS = [
   'frame.number', 'coap.type', 'coap.code', 'coap.mid', 'coap.token', 'coap.opt.name', 'coap.opt.desc', 'coap.opt.uri_path',
-  'coap.opt.uri_query', 'coap.payload_length', 'udp.length', '_ws.malformed',
+  'coap.opt.uri_query', 'coap.opt.observe', 'coap.payload_length', 'udp.length', '_ws.malformed',
 ] as const;
 
 type Row = Record<(typeof FIELDS)[number], string[]> & { optionSummaries: string[]; experts: string[] };
@@ -70,12 +71,20 @@ function dissect(messages: Uint8Array[]): Row[] {
 
 describe('compact form: expansions checked by Wireshark\'s CoAP dissector', () => {
   it.skipIf(!TOOLS)(`tshark decodes every expanded vector as our codec does${TOOLS ? '' : ` (${SKIP_REASON})`}`, () => {
+    checkWithTshark(vectors.steps, scenario());
+  });
+  it.skipIf(!TOOLS)(`tshark decodes every expanded Observe vector as our codec does${TOOLS ? '' : ` (${SKIP_REASON})`}`, () => {
+    checkWithTshark(observeVectors.steps, observeScenario());
+  });
+});
+
+function checkWithTshark(vectorSteps: VectorStep[], steps: Step[]): void {
+  {
     // Replay the session: the sender encodes (its context learns what it sent), the
     // receiver expands the frame of the vector file.
     const a = createCompactContext();
     const b = createCompactContext();
-    const steps = scenario();
-    const expanded = vectors.steps.map((s, i) => {
+    const expanded = vectorSteps.map((s, i) => {
       const [tx, rx] = s.from === 'A' ? [a, b] : [b, a];
       expect(toHex(encodeCompact(steps[i]!.msg, tx))).toBe(s.compact);
       const m = decodeCompact(fromHex(s.compact), rx);
@@ -106,6 +115,7 @@ describe('compact form: expansions checked by Wireshark\'s CoAP dissector', () =
       // tshark drops empty Uri-Path values from the field list; compare the non-empty ones.
       expect(row['coap.opt.uri_path'].filter((s) => s !== ''), where).toEqual(text(Opt.URI_PATH).filter((s) => s !== ''));
       expect(row['coap.opt.uri_query'], where).toEqual(text(Opt.URI_QUERY));
+      expect(row['coap.opt.observe'].map(Number), where).toEqual(getOptions(msg.options, Opt.OBSERVE).map((v) => decodeUint(v)));
       // Block and Size options as Wireshark summarises them ("#2: Block2: NUM:0, M:1, SZX:128").
       // (Its field coap.opt.block_size is also filled, wrongly, for Size2: not used.)
       const summary = (name: string) => row.optionSummaries.filter((n) => n.startsWith(`${name}: `));
@@ -122,5 +132,5 @@ describe('compact form: expansions checked by Wireshark\'s CoAP dissector', () =
       const blockwise = getOptions(msg.options, Opt.BLOCK1).length + getOptions(msg.options, Opt.BLOCK2).length > 0;
       if (!blockwise) expect(Number(row['coap.payload_length'][0] ?? 0), where).toBe(msg.payload.length);
     });
-  });
-});
+  }
+}

@@ -16,7 +16,7 @@ import { observeScenario, runScenario, scenario, type Step, type VectorStep } fr
 
 const vectors = JSON.parse(readFileSync(new URL('../../vectors/coap/compact-v1.json', import.meta.url), 'utf8')) as { steps: VectorStep[] };
 /** The Observe rules' vectors (appended to v1 without changing a byte of the vectors above). */
-const observeVectors = JSON.parse(readFileSync(new URL('./compact-v1-observe.json', import.meta.url), 'utf8')) as { steps: VectorStep[] };
+const observeVectors = JSON.parse(readFileSync(new URL('../../vectors/coap/compact-v1-observe.json', import.meta.url), 'utf8')) as { steps: VectorStep[] };
 
 const E = new Uint8Array(0);
 const path = (...s: string[]) => s.map((x) => stringOption(Opt.URI_PATH, x));
@@ -136,7 +136,7 @@ describe('compact form: vectors (test/vectors/coap/compact-v1.json)', () => {
   });
 });
 
-describe('compact form: Observe notifications (test/unit/coap/compact-v1-observe.json)', () => {
+describe('compact form: Observe notifications (test/vectors/coap/compact-v1-observe.json)', () => {
   const O = (n: number) => uintOption(Opt.OBSERVE, n);
   /** Contexts just before step i of a scenario (sender, receiver). */
   function before(steps: Step[], i: number): { tx: CompactContext; rx: CompactContext; step: Step } {

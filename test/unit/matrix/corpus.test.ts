@@ -35,7 +35,7 @@ describe('the captured corpus round-trips through the whole wire path', () => {
       const request = req(method, fill(path), { token: 'syt_REDACTED', ...(isRequest ? { body: e.value } : method === 'GET' ? {} : { body: {} }) });
       const enc = host.encodeRequest(request);
       seq++;
-      const msg = { type: CON, code: enc.code, mid: seq & 0xffff, token: sequenceToken(seq), options: enc.options, payload: enc.payload };
+      const msg = { type: CON as typeof CON, code: enc.code, mid: seq & 0xffff, token: sequenceToken(seq), options: enc.options, payload: enc.payload };
       const atGateway = decodeCompact(encodeCompact(msg, hostCtx), gatewayCtx);
       const performed = gateway.decodeRequest({ code: atGateway.code, options: atGateway.options, payload: atGateway.payload, token: atGateway.token });
       expect(performed.method).toBe(method);
@@ -44,7 +44,7 @@ describe('the captured corpus round-trips through the whole wire path', () => {
       if (request.body.length > 0) expect(parse(performed.body)).toEqual(parse(request.body));
 
       const res = gateway.encodeResponse(isRequest ? ok({}) : ok(e.value, e.status ?? 200), performed);
-      const back = decodeCompact(encodeCompact({ type: ACK, code: res.code, mid: seq & 0xffff, token: sequenceToken(seq), options: res.options, payload: res.payload }, gatewayCtx), hostCtx);
+      const back = decodeCompact(encodeCompact({ type: ACK as typeof ACK, code: res.code, mid: seq & 0xffff, token: sequenceToken(seq), options: res.options, payload: res.payload }, gatewayCtx), hostCtx);
       const result = host.decodeResponse(back, enc.sent);
       expect(result.kind).toBe('response');
       if (result.kind !== 'response') continue;
