@@ -10,10 +10,9 @@ import { defaultStateDir } from './keys.ts';
 import { parseFlags, intFlag, hostPortFlag, requiredFlag } from './args.ts';
 import { startHost } from '../host/host.ts';
 import { startGateway } from '../gateway/gateway.ts';
-import { DEFAULT_RADIO } from '../coap/radio-stack.ts';
 import { MODEM_FLAG_OPTIONS, MODEM_USAGE, resolveModemFlags, type ResolvedModemFlags } from './modem-options.ts';
 
-const COMMON_USAGE = `  --baud N           UART speed of the modem (default 9600)
+const COMMON_USAGE = `  --baud N           UART speed of the modem (default 9600; 115200 with --modem native, rnode, meshtastic)
   --max-frame N      largest radio frame payload in bytes (default 255)
   --region R         eu868 (default), us915, as923, or none for a cable/loopback with no airtime rules
   --freq HZ          channel centre frequency (default: the region's default, 869525000 in eu868)
@@ -45,6 +44,7 @@ commands:
   airtime    LoRa time on air and frames per hour for given radio settings
   keys       this machine's key, authorized field kits, trusted gateways (trickle keys help)
   frame      frame explain <hex>: every layer of a captured frame
+  ports      serial devices and which modem dialect answers on each (trickle ports --help)
   help       this text
 
 ${HOST_USAGE}
@@ -82,13 +82,7 @@ function common(flags: Record<string, string | boolean | undefined>, role: 'host
     ...(modem.createModem ? { createModem: modem.createModem } : {}),
     baudRate: intFlag(flags, 'baud', 9600, 50, 4_000_000),
     maxFrameLen: intFlag(flags, 'max-frame', modem.defaultMaxFrameLen ?? 255, 32, 65_535),
-    radio: {
-      region: (flags['region'] as string | undefined) ?? DEFAULT_RADIO.region,
-      ...(flags['freq'] !== undefined ? { freqHz: intFlag(flags, 'freq', 0, 1, 10_000_000_000) } : {}),
-      bandwidthHz: intFlag(flags, 'bw', DEFAULT_RADIO.bandwidthHz, 7_800, 500_000),
-      sf: intFlag(flags, 'sf', DEFAULT_RADIO.sf, 5, 12),
-      codingRate: intFlag(flags, 'cr', DEFAULT_RADIO.codingRate, 5, 8),
-    },
+    radio: modem.radio,
     maxBodyBytes: intFlag(flags, 'max-body-bytes', 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
   };
 }
@@ -122,7 +116,7 @@ async function run(argv: string[]): Promise<number> {
         const device = modem.link ? undefined : requiredFlag(flags, 'device', HOST_USAGE);
         logger.info({ modem: modem.describe }, 'modem');
         host = await startHost({ ...(device ? { device } : {}), listenHost: listen.host, listenPort: listen.port, ...common(flags, 'host', logger, modem), requestTimeoutMs: 120_000, logger });
-      } catch (e) { await modem.link?.close(); throw e; }
+      } catch (e) { await modem.close(); throw e; }
       return untilSignal(logger, () => host.close(), (cb) => host.radio.modem.onClose(cb));
     }
     case 'gateway': {
@@ -139,7 +133,7 @@ async function run(argv: string[]): Promise<number> {
           ...(device ? { device } : {}), homeserverUrl, ...common(flags, 'gateway', logger, modem), homeserverTimeoutMs: 60_000, logger,
           ...(listen ? { statusHost: listen.host, statusPort: listen.port } : {}),
         });
-      } catch (e) { await modem.link?.close(); throw e; }
+      } catch (e) { await modem.close(); throw e; }
       return untilSignal(logger, () => gw.close(), (cb) => gw.radio.modem.onClose(cb));
     }
     case 'demo': {
@@ -149,6 +143,10 @@ async function run(argv: string[]): Promise<number> {
     case 'keys': {
       const { runKeysCommand } = await import('./keys.ts');
       return runKeysCommand(rest, (s) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`));
+    }
+    case 'ports': {
+      const { runPortsCommand } = await import('./ports.ts');
+      return runPortsCommand(rest, (s) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`));
     }
     case 'frame': {
       const { runFrameCommand } = await import('./frame-explain.ts');

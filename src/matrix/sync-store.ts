@@ -323,7 +323,7 @@ export class SyncStore {
         }
       }
       events.forEach((e, i) => {
-        if (false) { idx++; return; }
+        if (idx < room.count) { idx++; return; }
         const first = i === 0;
         const gap = (first && chunk.limited === true && room.tl.length > 0) || missing;
         missing = false;
@@ -368,6 +368,7 @@ export class SyncStore {
     if (gap) for (const x of room.tl) delete x.echo; // an echo lost in the gap is confirmed where it is
     const end = confirmedEnd(room);
     const id = e.event_id;
+    if (id !== undefined && room.prunedIds?.includes(id)) return;
     if (id !== undefined) {
       const at = room.tl.findIndex((x) => x.e.event_id === id);
       if (at >= 0) {
@@ -408,8 +409,9 @@ export class SyncStore {
     if (redacted.state_key !== undefined && room.state[stateKeyOf(redacted)]?.e.event_id === target) room.state[stateKeyOf(redacted)] = { p: room.state[stateKeyOf(redacted)]!.p, e: redacted };
   }
 
+  /** Drops the oldest confirmed events beyond M; unconfirmed own echoes are never dropped. */
   private prune(room: RoomRecord): void {
-    const over = room.tl.length - this.options.maxEventsPerRoom;
+    const over = Math.min(room.tl.length - this.options.maxEventsPerRoom, confirmedEnd(room));
     if (over <= 0) return;
     const removed = room.tl.splice(0, over);
     for (const x of removed) if (x.p > room.prunedP) room.prunedP = x.p;

@@ -260,7 +260,7 @@ describe('sync over a lossy link (property)', () => {
         fc.array(opArb, { minLength: 30, maxLength: 150, size: 'max' }),
         (initial, ops) => simulate(initial, ops, 300, 3),
       ),
-      { numRuns: 200 },
+      { numRuns: 300 },
     );
     for (const [k, n] of Object.entries(seenCases)) expect(n, k).toBeGreaterThan(0);
   });

@@ -209,7 +209,7 @@ describe('SyncStore answers local /sync from real Synapse data', () => {
       expect(got.length).toBeGreaterThan(0);
       expect(got).toEqual(want.slice(want.length - got.length));
     }
-    const st = json.roomsData.join[general]!.state.events as MatrixEvent[];
+    const st = (json.roomsData.join[general]!.state?.events ?? []) as MatrixEvent[];
     expect(st.find((e) => e.type === 'm.room.topic')?.content).toEqual({ topic: 'radio talk' });
     expect(json.accountData.find((e) => e.type === 'm.direct')?.content).toEqual({ [v.provenance.other]: [general] });
   });
