@@ -29,6 +29,10 @@ import { startGateway, type Gateway } from '../src/gateway/gateway.ts';
 import { buildSecurity, stateStores } from '../src/cli/security.ts';
 import { loraAirtimeMs } from '../src/scheduler/airtime.ts';
 import { FrameKind, XX3_OVERHEAD, IK1_OVERHEAD } from '../src/secure/secure-link.ts';
+import { transparentFramingOverhead } from '../src/modem/transparent/transparent-modem.ts';
+import { kissFramingOverhead } from '../src/modem/kiss/kiss-modem.ts';
+import { rnodeOnAirOverhead } from '../src/modem/rnode/rnode-protocol.ts';
+import { meshtasticOnAirOverhead } from '../src/modem/meshtastic/meshtastic-protocol.ts';
 import type { HttpRequestLike, HttpResponseLike } from '../src/matrix/http.ts';
 import { pairedStateDirs } from '../test/helpers/stack.ts';
 import { httpsJsonBytes, msc3079Bytes } from './models.ts';
@@ -49,7 +53,24 @@ export interface OperationRow {
   msc3079Bytes: number;
   /** Handshake rows: bytes of the first request that rode inside the handshake (not counted above). */
   carriedRequestBytes?: number;
+  /**
+   * What each modem dialect puts on air for the same messages (both directions): the radio
+   * packet including the dialect's own header (AX.25 address + FCS for KISS, RNode's header
+   * byte, Meshtastic's packet header; the transparent radio sends its SLIP framing and CRC).
+   */
+  onAirBytesByDialect?: Record<string, number>;
 }
+
+/** On-air bytes a dialect adds to a radio payload of n bytes (zeros: SLIP escapes not counted). */
+const DIALECT_ON_AIR: Record<string, (n: number) => number> = {
+  native: () => 0,
+  rnode: (n) => rnodeOnAirOverhead(n),
+  transparent: (n) => transparentFramingOverhead(new Uint8Array(n)),
+  kiss: (n) => { const o = kissFramingOverhead(new Uint8Array(n)); return o.onAirHeaderBytes + o.onAirFcsBytes; },
+  meshtastic: (n) => meshtasticOnAirOverhead(n),
+};
+const byDialect = (sizes: number[]): Record<string, number> =>
+  Object.fromEntries(Object.entries(DIALECT_ON_AIR).map(([d, f]) => [d, sizes.reduce((a, n) => a + n + f(n), 0)]));
 
 interface Performed { req: HttpRequestLike; res: HttpResponseLike; responseWireBytes: number }
 
@@ -127,6 +148,7 @@ try {
       airtimeMsSF12: airtime(sizes, 12),
       httpsJsonBytes: exchanges.reduce((a, e, i) => a + httpsJsonBytes(e.httpRequestBytes, performed[i]!.responseWireBytes), 0),
       msc3079Bytes: performed.reduce((a, p) => a + msc3079Bytes(p.req, p.res), 0),
+      onAirBytesByDialect: byDialect(sizes),
     });
   };
   /** A handshake row: every control frame both ways while `op` runs (its request rides inside). */
@@ -140,7 +162,7 @@ try {
       name, requests: 0, requestCompactBytes: 0, requestOnAirBytes: total, responseCompactBytes: 0, responseOnAirBytes: 0,
       framingOverheadBytes: 0, frames: handshakeSizes.length,
       airtimeMsSF7: airtime(handshakeSizes, 7), airtimeMsSF9: airtime(handshakeSizes, 9), airtimeMsSF12: airtime(handshakeSizes, 12),
-      httpsJsonBytes: 0, msc3079Bytes: 0, carriedRequestBytes: carried,
+      httpsJsonBytes: 0, msc3079Bytes: 0, carriedRequestBytes: carried, onAirBytesByDialect: byDialect(handshakeSizes),
     });
   };
 
@@ -211,6 +233,12 @@ try {
     const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
     process.stdout.write(`${line(cols.map(([, h]) => h))}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n`);
     for (const t of table) process.stdout.write(`${line(t)}\n`);
+    const dialects = Object.keys(DIALECT_ON_AIR);
+    const dtable = rows.map((r) => [r.name, ...dialects.map((d) => String(r.onAirBytesByDialect?.[d] ?? ''))]);
+    const dw = ['operation', ...dialects].map((h, i) => Math.max(h.length, ...dtable.map((t) => t[i]!.length)));
+    const dline = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(dw[i]!) : c.padStart(dw[i]!))).join('  ');
+    process.stdout.write(`\non-air bytes per modem dialect (radio payload + the dialect's own header on air):\n${dline(['operation', ...dialects])}\n${dw.map((w) => '-'.repeat(w)).join('  ')}\n`);
+    for (const t of dtable) process.stdout.write(`${dline(t)}\n`);
     process.stdout.write('\nbytes per operation; real matrix-js-sdk requests, real Synapse responses; compact CoAP + Noise on a PTY link.\n');
   }
 } finally {
