@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { GATEWAY_SYNC_FILTER, SyncReducer, gatewaySyncFilter, mergeEphemeral } from '../../../src/matrix/sync-delta.ts';
 import type { SyncDelta, SyncResponse } from '../../../src/matrix/sync-types.ts';
-import { encodeTrickleCbor } from '../../../src/codec/trickle-cbor-v1.ts';
+import { decodeTrickleCbor, encodeTrickleCbor } from '../../../src/codec/trickle-cbor-v1.ts';
+import { deltaFromWire, deltaToWire } from '../../../src/matrix/sync-wire.ts';
 import { loadSyncVectors, step } from '../../vectors/sync/load.ts';
 
 const v = loadSyncVectors();
@@ -110,6 +111,10 @@ describe('SyncReducer on real Synapse responses', () => {
       rawSynapseUnfilteredCbor: encodeTrickleCbor(s.raw).length,
       deltaWithoutNextBatchCbor: encodeTrickleCbor(noBatch.pendingDelta()).length,
       deltaWithoutNextBatchCborHandles: encodeTrickleCbor(noBatch.pendingDelta(), { handleOf: (x) => (x === general ? 1 : x.startsWith('@') ? 2 : undefined) }).length,
+      deltaRoomPartOnlyCborHandles: encodeTrickleCbor(onlyMessage, { handleOf: (x) => (x === general ? 1 : x.startsWith('@') ? 2 : undefined) }).length,
+      // sync-wire.ts: room ids as values, so they can be handles too.
+      wireRoomPartOnlyCborHandles: encodeTrickleCbor(deltaToWire(onlyMessage), { handleOf: (x) => (x === general ? 1 : x.startsWith('@') ? 2 : undefined) }).length,
+      wireWithoutNextBatchCborHandles: encodeTrickleCbor(deltaToWire(noBatch.pendingDelta()!), { handleOf: (x) => (x === general ? 1 : x.startsWith('@') ? 2 : undefined) }).length,
     };
     console.log('one text message, JSON bytes:', sizes);
     expect(sizes.deltaRoomPartOnly).toBeLessThan(sizes.rawSynapseUnfiltered / 2);
@@ -196,6 +201,29 @@ describe('SyncReducer on real Synapse responses', () => {
       expect(b.ingest(step(v, name).gateway)).toEqual(a.ingest(step(v, name).gateway));
     }
     expect(b.exportState()).toEqual(a.exportState());
+  });
+});
+
+describe('sync-wire', () => {
+  it('round-trips every captured delta through the wire shape and Trickle CBOR, and rejects bad shapes', () => {
+    const r = new SyncReducer({ initialChunkBytes: 3000 });
+    let n = 0;
+    for (const s of v.steps) {
+      let d = r.ingest(s.gateway);
+      while (d) {
+        const wire = deltaToWire(d);
+        expect(Object.values(wire.rooms ?? {}).every((l) => Array.isArray(l))).toBe(true);
+        expect(deltaFromWire(decodeTrickleCbor(encodeTrickleCbor(wire)))).toEqual(d);
+        n++;
+        r.acknowledge(d.seq);
+        d = r.nextDelta();
+      }
+    }
+    expect(n).toBeGreaterThan(8);
+    expect(() => deltaFromWire({ seq: 1, rooms: { join: [{ timeline: [] }] } })).toThrow(TypeError);
+    expect(() => deltaFromWire({ seq: 1, rooms: { join: {} } })).toThrow(TypeError);
+    expect(() => deltaFromWire({ seq: 1, rooms: { join: [{ room_id: '!a' }, { room_id: '!a' }] } })).toThrow(TypeError);
+    expect(() => deltaFromWire({ rooms: {} })).toThrow(TypeError);
   });
 });
 
