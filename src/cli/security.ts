@@ -46,8 +46,12 @@ export function matrixStateStore(stateDir: string, role: 'host' | 'gateway', log
 }
 
 /** Everything an end persists, for startHost / startGateway. */
-export function stateStores(stateDir: string, role: 'host' | 'gateway', log: Logger): { coapStateStore: StateStore<CoapSessionState>; matrixStateStore: StateStore<unknown> } {
-  return { coapStateStore: coapStateStore(stateDir, role, log), matrixStateStore: matrixStateStore(stateDir, role, log) };
+export function stateStores(stateDir: string, role: 'host' | 'gateway', log: Logger): { coapStateStore: StateStore<CoapSessionState>; matrixStateStore: StateStore<unknown>; syncStateStore: StateStore<unknown> } {
+  return {
+    coapStateStore: coapStateStore(stateDir, role, log),
+    matrixStateStore: matrixStateStore(stateDir, role, log),
+    syncStateStore: fileStore<unknown>(join(stateDir, `sync-${role}.json`), 'push sync', log),
+  };
 }
 
 export function buildSecurity(role: 'host' | 'gateway', stateDir: string, mode: SecurityMode, log: Logger): SecuritySettings | undefined {

@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import type { StateStore } from '../coap/radio-stack.ts';
 import { matrixError } from '../matrix/http.ts';
 import { HomeserverClient } from './homeserver-client.ts';
+import { SyncPusher } from './sync-pusher.ts';
 import { getOptions } from '../coap/message.ts';
 import { Opt } from '../coap/numbers.ts';
 
@@ -25,6 +26,8 @@ export interface GatewayOptions extends RadioStackOptions {
   maxDutyCycleWaitMs?: number;
   /** Where the Matrix session (handles, access token, txn ids) is persisted; written 0600. */
   matrixStateStore?: StateStore<unknown>;
+  /** Where push sync (the reducer's position, the field kit's registration) is persisted. */
+  syncStateStore?: StateStore<unknown>;
   logger: Logger;
 }
 
@@ -75,6 +78,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   };
   radio.onSessionReset(() => { current = freshSession(); persistSession(true); });
 
+  const pusher = new SyncPusher({
+    radio, homeserver: hs, session: () => current.session, logger: opts.logger,
+    ...(opts.syncStateStore ? { store: opts.syncStateStore } : {}),
+  });
+
   radio.onRequest(async (req) => {
     const { session } = current;
     if (session.exhausted) {
@@ -90,8 +98,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       return session.encodeError(e);
     }
     const first = new TextDecoder().decode(getOptions(req.options, Opt.URI_PATH)[0] ?? new Uint8Array());
-    const route = `${httpReq.method} /${first}`;
+    const route = `${httpReq.method} /${first}${req.observe === 0 ? ' observe' : ''}`;
     byRoute[route] = (byRoute[route] ?? 0) + 1;
+    if (req.observe === 0 && httpReq.method === 'GET' && /\/sync$/.test(httpReq.path)) {
+      persistSession();
+      return pusher.register(req.token);
+    }
     log.debug({ method: httpReq.method, path: httpReq.path }, 'request');
     const res = await hs.perform(httpReq);
     log.debug({ status: res.status, len: res.body.length, path: httpReq.path }, 'response');
@@ -114,6 +126,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     homeserver: hs.baseUrl,
     requests: { total: hs.requestsTotal, homeserverFailures: hs.failuresTotal, undecodable: badRequests, dutyCycleRefusals, byRoute: { ...byRoute } },
     session: current.session.status(),
+    pushSync: pusher.status(),
     radio: radio.status(),
   });
 
@@ -148,6 +161,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     radio, statusPort, status, homeserver: hs,
     async close() {
       if (server) { server.closeAllConnections(); await new Promise<void>((r) => server!.close(() => r())); }
+      pusher.close();
       await radio.close();
     },
   };

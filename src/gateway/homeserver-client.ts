@@ -31,7 +31,7 @@ export class HomeserverClient {
     this.requestTimeoutMs = opts.requestTimeoutMs;
   }
 
-  async perform(req: HttpRequestLike): Promise<HttpResponseLike> {
+  async perform(req: HttpRequestLike, signal?: AbortSignal): Promise<HttpResponseLike> {
     this.requestsTotal++;
     const url = this.baseUrl + req.path + (req.query ? `?${req.query}` : '');
     const headers: Record<string, string> = {};
@@ -43,7 +43,7 @@ export class HomeserverClient {
         method: req.method,
         headers,
         ...(req.method === 'GET' || req.method === 'HEAD' ? {} : { body: req.body }),
-        signal: AbortSignal.timeout(deadlineMs),
+        signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(deadlineMs)]) : AbortSignal.timeout(deadlineMs),
         redirect: 'manual',
       });
       const body = new Uint8Array(await r.arrayBuffer());

@@ -10,6 +10,7 @@ import { sequenceToken } from '../coap/compact.ts';
 import type { StateStore } from '../coap/radio-stack.ts';
 import { matrixError, longPollTimeoutMs, type HttpRequestLike, type HttpResponseLike } from '../matrix/http.ts';
 import { LocalServer, type HttpExchangeRecord } from './http-server.ts';
+import { HostPushSync } from './push-sync.ts';
 
 /** The radio stack's options (device or link, modem, radio, security, …) plus the app's own. */
 export interface HostOptions extends RadioStackOptions {
@@ -24,6 +25,13 @@ export interface HostOptions extends RadioStackOptions {
   maxDutyCycleWaitMs?: number;
   /** Where the Matrix session (handles, txn ids, token state) is persisted, so a restart resumes it. */
   matrixStateStore?: StateStore<unknown>;
+  /**
+   * Push sync (default on): local clients' /sync is answered from a store that the gateway keeps
+   * up to date, so no long-poll crosses the air. Off: every /sync is carried like any request.
+   */
+  pushSync?: boolean;
+  /** Where the push-sync store (events, local filters, the registration) is persisted. */
+  syncStateStore?: StateStore<unknown>;
   logger: Logger;
 }
 
@@ -167,9 +175,22 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     }
   };
 
+  // Push sync: local /sync from the store, fed by the gateway's pushes (on unless turned off).
+  const push = opts.pushSync === false ? undefined : new HostPushSync({
+    radio, session: () => session, persistSession: () => persistSession(), carry, logger: opts.logger,
+    requestTimeoutMs: opts.requestTimeoutMs,
+    ...(opts.syncStateStore ? { store: opts.syncStateStore } : {}),
+  });
+  const handle = async (req: HttpRequestLike): Promise<HttpResponseLike> => {
+    if (push?.handles(req)) return push.answer(req);
+    const res = await carry(req);
+    push?.afterCarry(req, res);
+    return res;
+  };
+
   const server = new LocalServer({
     host: opts.listenHost, port: opts.listenPort, maxRequestBodyBytes: opts.maxBodyBytes,
-    logger: log, carry,
+    logger: log, carry: handle,
     status: () => status(),
     onExchange: (rec, req) => {
       const tokenHex = tokenOf.get(req);
@@ -188,12 +209,15 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   }
   log.info({ port, device: radio.link.name }, `Matrix clients can use http://${opts.listenHost}:${port} as their homeserver`);
 
-  const status = (): Record<string, unknown> => ({ role: 'host', requests: { ...counters }, session: session.status(), radio: radio.status() });
+  const status = (): Record<string, unknown> => ({
+    role: 'host', requests: { ...counters }, session: session.status(), pushSync: push?.status() ?? null, radio: radio.status(),
+  });
   return {
     port, radio,
     onExchange: (l) => { exchangeListeners.push(l); },
     status,
     async close() {
+      push?.close();
       await server.close();
       await radio.close();
     },

@@ -738,6 +738,11 @@ export class GatewaySession {
   }
 
   /** The session access token the gateway holds (for the status page: present or not). */
+  /** The session's access token (what the gateway's own sync loop for this session uses). */
+  get sessionAccessToken(): string | undefined {
+    return this.accessToken;
+  }
+
   get hasAccessToken(): boolean {
     return this.accessToken !== undefined;
   }

@@ -1,0 +1,202 @@
+/**
+ * Push sync, gateway side (issue 7): the field kit registers one CoAP observation of GET /7
+ * (the MSC3079 /sync enum, RFC 7641 Observe); from then on the gateway itself holds the
+ * homeserver's /sync long-poll with the session's access token and a low-bandwidth filter,
+ * reduces each answer to what the field kit does not have yet (matrix/sync-delta.ts), and sends
+ * it as a Confirmable notification. Nothing crosses the air while nothing happens.
+ *
+ * Delivery: the endpoint keeps one notification in flight per registration; a newer delta
+ * replaces a queued one (the reducer's pending delta is always the merge of everything
+ * unacknowledged, so the newest supersedes the rest). A notification's CoAP ACK acknowledges
+ * its delta; an unacknowledged one is re-sent merged into the next. The reducer's state and the
+ * registration are persisted, so a gateway restart goes on pushing to the same token.
+ */
+import type { Logger } from '../log.ts';
+import { toHex, fromHex, utf8 } from '../util/bytes.ts';
+import type { RadioStack, StateStore } from '../coap/radio-stack.ts';
+import type { CoapResponseInit } from '../coap/endpoint.ts';
+import { SyncReducer, type SyncReducerState } from '../matrix/sync-delta.ts';
+import { deltaToWire } from '../matrix/sync-wire.ts';
+import type { SyncDelta, SyncResponse } from '../matrix/sync-types.ts';
+import type { GatewaySession } from '../matrix/session.ts';
+import type { HomeserverClient } from './homeserver-client.ts';
+
+export interface SyncPusherState {
+  version: 1;
+  reducer: SyncReducerState | null;
+  /** The registration's token (hex) and last Observe value, or null. */
+  registration: { token: string; sequence: number | null } | null;
+}
+
+export interface SyncPusherOptions {
+  radio: RadioStack;
+  homeserver: HomeserverClient;
+  session: () => GatewaySession;
+  logger: Logger;
+  store?: StateStore<unknown>;
+  /** The homeserver long-poll, ms (default 30 s). */
+  pollTimeoutMs?: number;
+}
+
+const BACKOFF_MIN_MS = 2_000;
+const BACKOFF_MAX_MS = 60_000;
+
+export class SyncPusher {
+  private reducer = new SyncReducer();
+  private registration: Uint8Array | undefined;
+  /** Delta seqs handed to notify(), oldest first: the one in flight, then at most one queued. */
+  private notified: number[] = [];
+  private running = false;
+  private abort: AbortController | undefined;
+  private backoffMs = BACKOFF_MIN_MS;
+  private readonly log: Logger;
+  private counters = { polls: 0, deltas: 0, notifications: 0, delivered: 0, failures: 0 };
+
+  constructor(private readonly o: SyncPusherOptions) {
+    this.log = o.logger.child({ component: 'sync-pusher' });
+    const saved = o.radio.resumed ? (o.store?.load() as SyncPusherState | undefined) : undefined;
+    if (saved?.version === 1) {
+      try {
+        if (saved.reducer) this.reducer = new SyncReducer({}, saved.reducer);
+        if (saved.registration) {
+          this.registration = fromHex(saved.registration.token);
+          o.radio.endpoint.importObservations([saved.registration]);
+        }
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message }, 'push-sync state unreadable; waiting for a new registration');
+        this.reducer = new SyncReducer();
+        this.registration = undefined;
+      }
+    }
+    this.attach();
+    o.radio.onSessionReset(() => this.reset());
+    if (this.registration) this.startLoop();
+  }
+
+  /** The field kit asked to observe /sync: accept, answer with what is pending (or nothing yet). */
+  register(token: Uint8Array): CoapResponseInit & { observe: true } {
+    const fresh = this.registration === undefined || toHex(this.registration) !== toHex(token);
+    this.registration = token.slice();
+    this.notified = [];
+    this.persist();
+    this.log.info({ token: toHex(token), fresh }, 'field kit observes /sync: the gateway holds the long-poll now');
+    this.startLoop();
+    const pending = this.reducer.pendingDelta() ?? this.reducer.nextDelta();
+    if (pending) this.notified.push(pending.seq);
+    return { ...this.encode(pending), observe: true };
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      registered: this.registration !== undefined,
+      since: this.reducer.since ?? null,
+      initialSync: this.reducer.initialSyncProgress(),
+      ...this.counters,
+    };
+  }
+
+  close(): void {
+    this.running = false;
+    this.abort?.abort();
+  }
+
+  private attach(): void {
+    const ep = this.o.radio.endpoint;
+    ep.onNotificationDelivered((token) => {
+      if (!this.registration || toHex(token) !== toHex(this.registration)) return;
+      const seq = this.notified.shift();
+      if (seq === undefined) return;
+      this.counters.delivered++;
+      this.reducer.acknowledge(seq);
+      this.persist();
+      this.pushPending();
+    });
+    ep.onNotificationFailed(() => { this.counters.failures++; });
+    ep.onObservationEnded((token) => {
+      if (this.registration && toHex(token) === toHex(this.registration)) {
+        this.log.info('the field kit ended its observation of /sync');
+        this.registration = undefined;
+        this.persist();
+      }
+    });
+  }
+
+  /** A new link session: the old registration and its reducer are gone with it. */
+  private reset(): void {
+    this.registration = undefined;
+    this.notified = [];
+    this.reducer = new SyncReducer();
+    this.abort?.abort();
+    this.persist();
+    this.attach();
+  }
+
+  private encode(delta: SyncDelta | undefined): CoapResponseInit {
+    const body = utf8.encode(JSON.stringify(delta ? deltaToWire(delta) : {}));
+    return this.o.session().encodeResponse({ status: 200, contentType: 'application/json', body });
+  }
+
+  private pushPending(): void {
+    if (!this.registration) return;
+    // One in flight and at most one queued: a queued one is replaced by the newer merge.
+    const delta = this.reducer.pendingDelta() ?? this.reducer.nextDelta();
+    if (!delta || this.notified.includes(delta.seq)) return;
+    const ok = this.o.radio.endpoint.notify(this.registration, this.encode(delta), { merge: (_older, newer) => newer });
+    if (!ok) return;
+    if (this.notified.length >= 2) this.notified[1] = delta.seq;
+    else this.notified.push(delta.seq);
+    this.counters.notifications++;
+  }
+
+  private persist(): void {
+    const reg = this.registration ? this.o.radio.endpoint.exportObservations().find((r) => r.token === toHex(this.registration!)) : undefined;
+    this.o.store?.save({
+      version: 1,
+      reducer: this.reducer.exportState(),
+      registration: this.registration ? { token: toHex(this.registration), sequence: reg?.sequence ?? null } : null,
+    } satisfies SyncPusherState);
+  }
+
+  private startLoop(): void {
+    if (this.running) return;
+    this.running = true;
+    void this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    while (this.running && this.registration) {
+      const token = this.o.session().sessionAccessToken;
+      if (!token) {
+        this.log.debug('push sync waits for the session access token');
+        await sleep(BACKOFF_MIN_MS);
+        continue;
+      }
+      this.abort = new AbortController();
+      const since = this.reducer.since;
+      const query = `timeout=${this.o.pollTimeoutMs ?? 30_000}&filter=${encodeURIComponent(JSON.stringify(this.reducer.filter()))}${since ? `&since=${encodeURIComponent(since)}` : ''}`;
+      this.counters.polls++;
+      const res = await this.o.homeserver.perform({ method: 'GET', path: '/_matrix/client/v3/sync', query, accessToken: token, body: new Uint8Array(0) }, this.abort.signal);
+      if (!this.running) break;
+      if (res.status !== 200) {
+        this.log.warn({ status: res.status, waitMs: this.backoffMs }, 'homeserver /sync failed; retrying later (nothing goes on air meanwhile)');
+        await sleep(this.backoffMs);
+        this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
+        continue;
+      }
+      this.backoffMs = BACKOFF_MIN_MS;
+      let json: SyncResponse;
+      try { json = JSON.parse(utf8.decode(res.body)) as SyncResponse; } catch { continue; }
+      const delta = this.reducer.ingest(json);
+      this.persist(); // before the next poll: the homeserver drops to-device messages once the new since is used
+      if (delta) {
+        this.counters.deltas++;
+        this.pushPending();
+      }
+    }
+    this.running = false;
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => { const t = setTimeout(r, ms); t.unref?.(); });
+}

@@ -1,0 +1,285 @@
+/**
+ * Push sync, field-kit side (issue 7). Every local client's /sync is answered from a persisted
+ * store (matrix/sync-store.ts); long-polls are held here at no airtime cost. The store is fed by
+ * one CoAP observation of GET /7 (RFC 7641), registered the first time a client syncs: the
+ * gateway then holds the homeserver's long-poll and pushes deltas. Filters are kept locally, a
+ * client's own sends are echoed into the store at once (the echo never crosses the air), and
+ * /messages pages from the store's own tokens are answered here or mapped to homeserver tokens.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type { Logger } from '../log.ts';
+import { fromHex, toHex, utf8 } from '../util/bytes.ts';
+import type { RadioStack, StateStore } from '../coap/radio-stack.ts';
+import type { HostSession, HostSentRequest } from '../matrix/session.ts';
+import { SyncStore, SyncWaitList, parseSyncQuery, isEmptySyncResponse, type SyncStoreState } from '../matrix/sync-store.ts';
+import { deltaFromWire } from '../matrix/sync-wire.ts';
+import type { ClientFilter, JsonObject } from '../matrix/sync-types.ts';
+import { matrixError, type HttpRequestLike, type HttpResponseLike } from '../matrix/http.ts';
+
+export interface PushSyncState {
+  version: 1;
+  store: SyncStoreState;
+  filters: [string, ClientFilter][];
+  nextFilter: number;
+  /** sha256(access token) → user id, learned from login and whoami answers. */
+  users: [string, string][];
+  /** The observation's token (hex), or null. */
+  registration: string | null;
+}
+
+export interface HostPushSyncOptions {
+  radio: RadioStack;
+  session: () => HostSession;
+  persistSession: () => void;
+  /** Carry a request over the radio as any other (for /messages context look-ups). */
+  carry: (req: HttpRequestLike) => Promise<HttpResponseLike>;
+  logger: Logger;
+  store?: StateStore<unknown>;
+  /** The registration's response timeout, ms. */
+  requestTimeoutMs: number;
+}
+
+const SYNC_PATH = /^\/_matrix\/client\/(?:r0|v3)\/sync$/;
+const FILTER_POST = /^\/_matrix\/client\/(?:r0|v3)\/user\/[^/]+\/filter$/;
+const FILTER_GET = /^\/_matrix\/client\/(?:r0|v3)\/user\/[^/]+\/filter\/([^/]+)$/;
+const MESSAGES = /^\/_matrix\/client\/(?:r0|v3)\/rooms\/([^/]+)\/messages$/;
+const SEND = /^\/_matrix\/client\/(?:r0|v3)\/rooms\/([^/]+)\/send\/([^/]+)\/([^/]+)$/;
+const LOGIN = /^\/_matrix\/client\/(?:r0|v3)\/login$/;
+const WHOAMI = /^\/_matrix\/client\/(?:r0|v3)\/account\/whoami$/;
+
+const hashToken = (t: string): string => createHash('sha256').update(t).digest('hex').slice(0, 32);
+const jsonResponse = (status: number, v: unknown): HttpResponseLike => ({ status, contentType: 'application/json', body: utf8.encode(JSON.stringify(v)) });
+
+interface Waiter { wake: () => void }
+
+export class HostPushSync {
+  private store: SyncStore;
+  private filters = new Map<string, ClientFilter>();
+  private nextFilter = 1;
+  private users = new Map<string, string>();
+  private registration: { token: Uint8Array; sent: HostSentRequest } | undefined;
+  private registering = false;
+  private readonly waiters = new SyncWaitList<Waiter>();
+  private readonly log: Logger;
+  private counters = { localSyncs: 0, deltasApplied: 0, notifications: 0, ownEchoes: 0, localFilters: 0, localMessages: 0 };
+
+  constructor(private readonly o: HostPushSyncOptions) {
+    this.log = o.logger.child({ component: 'push-sync' });
+    this.store = newStore();
+    const saved = o.store?.load() as PushSyncState | undefined;
+    if (saved?.version === 1) {
+      try {
+        this.filters = new Map(saved.filters);
+        this.nextFilter = saved.nextFilter;
+        this.users = new Map(saved.users);
+        // The store survives any restart; the registration only with its link session.
+        this.store = new SyncStore({ epoch: saved.store.epoch }, saved.store);
+        if (saved.registration && o.radio.resumed) this.resume(fromHex(saved.registration));
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message }, 'push-sync state unreadable; starting with an empty store');
+        this.store = newStore();
+      }
+    }
+    o.radio.onSessionReset(() => {
+      // A new link session: the gateway starts a new reducer, so deltas start over; a fresh store
+      // (new epoch) makes every local client re-sync from it.
+      this.registration = undefined;
+      this.store = newStore();
+      this.persist();
+      for (const w of this.waiters.due(Number.MAX_SAFE_INTEGER)) w.wake();
+    });
+  }
+
+  /** Requests this end answers itself (or shapes) instead of carrying them. */
+  handles(req: HttpRequestLike): boolean {
+    if (req.method === 'GET' && SYNC_PATH.test(req.path)) return true;
+    if (req.method === 'POST' && FILTER_POST.test(req.path)) return true;
+    if (req.method === 'GET' && FILTER_GET.test(req.path)) return true;
+    if (req.method === 'GET' && MESSAGES.test(req.path)) return (new URLSearchParams(req.query).get('from') ?? '').startsWith('trickle_');
+    return false;
+  }
+
+  async answer(req: HttpRequestLike): Promise<HttpResponseLike> {
+    if (SYNC_PATH.test(req.path)) return this.answerSync(req);
+    if (FILTER_POST.test(req.path)) {
+      let filter: ClientFilter;
+      try { filter = JSON.parse(utf8.decode(req.body)) as ClientFilter; } catch { return matrixError(400, 'M_NOT_JSON', 'filter body is not JSON'); }
+      const id = `t${this.nextFilter++}`;
+      this.filters.set(id, filter);
+      this.counters.localFilters++;
+      this.persist();
+      return jsonResponse(200, { filter_id: id });
+    }
+    const f = FILTER_GET.exec(req.path);
+    if (f) {
+      const filter = this.filters.get(decodeURIComponent(f[1]!));
+      return filter ? jsonResponse(200, filter) : matrixError(404, 'M_NOT_FOUND', 'no such filter');
+    }
+    return this.answerMessages(req);
+  }
+
+  /** Learn user ids and echo a client's own sends into the store, after the radio answered. */
+  afterCarry(req: HttpRequestLike, res: HttpResponseLike): void {
+    if (res.status !== 200 || !isJson(res)) return;
+    let body: JsonObject;
+    try { body = JSON.parse(utf8.decode(res.body)) as JsonObject; } catch { return; }
+    if (req.method === 'POST' && LOGIN.test(req.path) && typeof body['access_token'] === 'string' && typeof body['user_id'] === 'string') {
+      this.users.set(hashToken(body['access_token']), body['user_id']);
+      this.persist();
+    } else if (req.method === 'GET' && WHOAMI.test(req.path) && req.accessToken && typeof body['user_id'] === 'string') {
+      this.users.set(hashToken(req.accessToken), body['user_id']);
+      this.persist();
+    }
+    const send = SEND.exec(req.path);
+    if (req.method === 'PUT' && send && typeof body['event_id'] === 'string' && req.accessToken) {
+      const sender = this.users.get(hashToken(req.accessToken));
+      if (!sender) return; // unknown user: the event still arrives by push, it only costs airtime
+      let content: JsonObject;
+      try { content = JSON.parse(utf8.decode(req.body)) as JsonObject; } catch { return; }
+      const echoed = this.store.synthesizeOwnEcho({
+        roomId: decodeURIComponent(send[1]!), type: decodeURIComponent(send[2]!), content,
+        txnId: decodeURIComponent(send[3]!), sender, eventId: body['event_id'], originServerTs: Date.now(),
+      });
+      if (echoed) {
+        this.counters.ownEchoes++;
+        this.persist();
+        this.wake();
+      }
+    }
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      registered: this.registration !== undefined,
+      storePosition: this.store.position,
+      lastDelta: this.store.lastAppliedSeq,
+      initialSync: this.store.progress ?? null,
+      heldLongPolls: this.waiters.size,
+      ...this.counters,
+    };
+  }
+
+  close(): void {
+    for (const w of this.waiters.due(Number.MAX_SAFE_INTEGER)) w.wake();
+  }
+
+  private async answerSync(req: HttpRequestLike): Promise<HttpResponseLike> {
+    this.counters.localSyncs++;
+    if (!this.registration && req.accessToken) this.register(req.accessToken);
+    const q = parseSyncQuery(req.query, (id) => this.filters.get(id));
+    const deadline = Date.now() + q.timeoutMs;
+    for (;;) {
+      if (this.store.hasNewerThan(q.since) || Date.now() >= deadline) {
+        const answer = this.store.answer(q.since, q.filter, { fullState: q.fullState, nowMs: Date.now() });
+        // Woken by a change that this client's filter hides: keep holding until the deadline.
+        if (!isEmptySyncResponse(answer) || Date.now() >= deadline || q.since === undefined) return jsonResponse(200, answer);
+      }
+      await this.wait(this.store.waitKey(q.since), deadline - Date.now());
+    }
+  }
+
+  private async answerMessages(req: HttpRequestLike): Promise<HttpResponseLike> {
+    const roomId = decodeURIComponent(MESSAGES.exec(req.path)![1]!);
+    const params = new URLSearchParams(req.query);
+    const r = this.store.messages(roomId, {
+      from: params.get('from') ?? '', dir: params.get('dir') === 'f' ? 'f' : 'b',
+      limit: Number(params.get('limit') ?? '10'),
+    }, Date.now());
+    this.counters.localMessages++;
+    if (r.kind === 'local') return jsonResponse(200, r.response);
+    let from = r.kind === 'homeserver' ? r.from : undefined;
+    if (r.kind === 'context') {
+      const ctx = await this.o.carry({ method: 'GET', path: `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/context/${encodeURIComponent(r.eventId)}`, query: 'limit=0', body: new Uint8Array(0), ...(req.accessToken ? { accessToken: req.accessToken } : {}) });
+      if (ctx.status !== 200) return ctx;
+      from = (JSON.parse(utf8.decode(ctx.body)) as { start?: string }).start;
+    }
+    if (from) params.set('from', from); else params.delete('from');
+    return this.o.carry({ ...req, query: params.toString() });
+  }
+
+  private wait(after: number, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const w: Waiter = { wake: () => { clearTimeout(t); resolve(); } };
+      const t = setTimeout(() => { this.waiters.remove(w); resolve(); }, Math.max(0, ms));
+      this.waiters.add(after, w);
+    });
+  }
+
+  private wake(): void {
+    for (const w of this.waiters.due(this.store.position)) w.wake();
+  }
+
+  private register(accessToken: string): void {
+    if (this.registering) return;
+    this.registering = true;
+    const session = this.o.session();
+    const enc = session.encodeRequest({ method: 'GET', path: '/_matrix/client/v3/sync', query: '', accessToken, body: new Uint8Array(0) });
+    this.o.persistSession();
+    const obs = this.o.radio.endpoint.observe(enc, (res) => this.onNotification(res, enc.sent), {
+      responseTimeoutMs: this.o.requestTimeoutMs,
+      onEnd: (end) => {
+        this.log.warn({ reason: end.reason }, 'the push-sync observation ended; the next local /sync registers again');
+        this.registration = undefined;
+        this.persist();
+      },
+    });
+    this.registration = { token: obs.token, sent: enc.sent };
+    this.persist();
+    obs.first.then(
+      () => { this.registering = false; this.log.info('push sync registered: the gateway holds the long-poll'); },
+      (e: unknown) => {
+        this.registering = false;
+        session.requestFailed(enc.sent);
+        this.registration = undefined;
+        this.persist();
+        this.log.warn({ err: (e as Error).message }, 'push-sync registration failed; the next local /sync tries again');
+      },
+    );
+  }
+
+  private resume(token: Uint8Array): void {
+    // The request that registered is not replayed; a copy (not sent) gives the decoding context.
+    const enc = this.o.session().encodeRequest({ method: 'GET', path: '/_matrix/client/v3/sync', query: '', body: new Uint8Array(0) });
+    this.o.radio.endpoint.resumeObservation(token, (res) => this.onNotification(res, enc.sent), { request: enc });
+    this.registration = { token, sent: enc.sent };
+    this.log.info({ token: toHex(token) }, 'push sync resumed after a restart');
+  }
+
+  private onNotification(res: { code: number; options: readonly import('../coap/message.ts').CoapOption[]; payload: Uint8Array }, sent: HostSentRequest): void {
+    this.counters.notifications++;
+    let decoded;
+    try {
+      decoded = this.o.session().decodeResponse(res, sent);
+    } catch (e) {
+      this.log.warn({ code: (e as { code?: string }).code, err: (e as Error).message }, 'push notification not decodable');
+      return;
+    }
+    if (decoded.kind !== 'response' || decoded.response.status !== 200) return;
+    let json: unknown;
+    try { json = JSON.parse(utf8.decode(decoded.response.body)); } catch { return; }
+    if (!json || typeof json !== 'object' || Object.keys(json).length === 0) return;
+    const { applied } = this.store.applyDelta(deltaFromWire(json));
+    if (applied) this.counters.deltasApplied++;
+    this.persist(); // before the CoAP ACK leaves: an acknowledged delta is on disk
+    this.wake();
+  }
+
+  private persist(): void {
+    this.o.store?.save({
+      version: 1,
+      store: this.store.exportState(),
+      filters: [...this.filters],
+      nextFilter: this.nextFilter,
+      users: [...this.users],
+      registration: this.registration ? toHex(this.registration.token) : null,
+    } satisfies PushSyncState);
+  }
+}
+
+function newStore(): SyncStore {
+  return new SyncStore({ epoch: randomBytes(4).toString('hex') });
+}
+
+function isJson(res: HttpResponseLike): boolean {
+  return (res.contentType ?? '').toLowerCase().startsWith('application/json');
+}
