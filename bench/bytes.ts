@@ -34,6 +34,7 @@ import { kissFramingOverhead } from '../src/modem/kiss/kiss-modem.ts';
 import { rnodeOnAirOverhead } from '../src/modem/rnode/rnode-protocol.ts';
 import { meshtasticOnAirOverhead } from '../src/modem/meshtastic/meshtastic-protocol.ts';
 import type { HttpRequestLike, HttpResponseLike } from '../src/matrix/http.ts';
+import type { FrameRecord } from '../src/coap/radio-stack.ts';
 import { pairedStateDirs } from '../test/helpers/stack.ts';
 import { httpsJsonBytes, msc3079Bytes } from './models.ts';
 
@@ -195,11 +196,63 @@ try {
   await measure('send_read_receipt', () => alice.sendReceipt(bobEvent, ReceiptType.Read));
   await measure('typing', () => alice.sendTyping(roomId, true, 30_000));
 
-  // sync_one_message: alice is up to date, bob says one thing, alice's next /sync carries it.
-  const filterId = await alice.createFilter({ room: { timeline: { limit: 20 }, state: { lazy_load_members: true } } } as never);
-  const first = await alice.http.authedRequest<{ next_batch: string }>(Method.Get, '/sync', { filter: filterId.filterId!, timeout: '0' });
-  await bob.sendTextMessage(roomId, 'Hello World');
-  await measure('sync_one_message', () => alice.http.authedRequest(Method.Get, '/sync', { filter: filterId.filterId!, since: first.next_batch, timeout: '30000' }));
+  // Receiving is pushed: the client's /sync is answered by the host; what crosses the air is the
+  // gateway's notification and the host's ACK. Measured as every frame in a window.
+  const frames: FrameRecord[] = [];
+  host.radio.onFrameRecord((r) => frames.push(r));
+  const pushStatus = () => host!.status()['pushSync'] as { registered: boolean; storePosition: number; notifications: number; initialSync: { roomsDone: number; roomsTotal: number } | null };
+  const waitUntil = async (what: string, ok: () => boolean, ms = 60_000) => {
+    const end = Date.now() + ms;
+    while (!ok()) { if (Date.now() > end) throw new Error(`bench: timed out waiting for ${what}`); await new Promise((r) => setTimeout(r, 50)); }
+  };
+  const measureWindow = async (name: string, op: () => Promise<unknown>, done: () => boolean, quietMs = 1_500): Promise<void> => {
+    frames.length = 0;
+    await op();
+    await waitUntil(name, done);
+    let n = -1;
+    while (n !== frames.length) { n = frames.length; await new Promise((r) => setTimeout(r, quietMs)); } // until the link is quiet
+    const tx = frames.filter((f) => f.direction === 'tx');
+    const rx = frames.filter((f) => f.direction === 'rx');
+    const sum = (fs: FrameRecord[], k: 'compactBytes' | 'onAirBytes' | 'wireBytes') => fs.reduce((a, f) => a + f[k], 0);
+    const sizes = frames.map((f) => f.onAirBytes);
+    rows.push({
+      name, requests: 0,
+      requestCompactBytes: sum(tx, 'compactBytes'), requestOnAirBytes: sum(tx, 'onAirBytes'),
+      responseCompactBytes: sum(rx, 'compactBytes'), responseOnAirBytes: sum(rx, 'onAirBytes'),
+      framingOverheadBytes: sum(frames, 'wireBytes') - sum(frames, 'onAirBytes'), frames: frames.length,
+      airtimeMsSF7: airtime(sizes, 7), airtimeMsSF9: airtime(sizes, 9), airtimeMsSF12: airtime(sizes, 12),
+      httpsJsonBytes: 0, msc3079Bytes: 0, onAirBytesByDialect: byDialect(sizes),
+    });
+  };
+
+  // initial_sync: 5 more rooms with 5 members and 20 messages each, set up directly on the
+  // homeserver (off air); then the field kit's first local /sync registers the observation and
+  // the gateway pushes the initial sync, most recent rooms first, in chunks.
+  const others = await Promise.all(['carol', 'dave', 'erin', 'frank'].map((u) => hs!.registerUser(u, `${u}-password`)));
+  const direct = (acc: { accessToken: string; userId: string }) => createClient({ baseUrl: hs!.baseUrl, accessToken: acc.accessToken, userId: acc.userId });
+  const aliceDirect = direct({ accessToken: alice.getAccessToken()!, userId: alice.getUserId()! });
+  const members = [bob, ...others.map(direct)];
+  for (let r = 0; r < 5; r++) {
+    const { room_id } = await bob.createRoom({ name: `team ${r + 1}`, invite: [alice.getUserId()!, ...others.slice(0, 3).map((o) => o.userId)] });
+    await aliceDirect.joinRoom(room_id);
+    for (const m of members.slice(1, 4)) await m.joinRoom(room_id);
+    for (let i = 0; i < 20; i++) await members[i % 4]!.sendTextMessage(room_id, `status ${i + 1} from team ${r + 1}: all well, moving to waypoint ${i + 2}`);
+  }
+  await measureWindow('initial_sync', () => alice.http.authedRequest(Method.Get, '/sync', { timeout: '0' }), () => {
+    const p = pushStatus();
+    return p.registered && p.notifications >= 1 && p.initialSync !== null && p.initialSync.roomsDone >= p.initialSync.roomsTotal;
+  }, 3_000);
+
+  // sync_one_message: one new text message from another user, in a room the field kit knows.
+  const before = pushStatus().storePosition;
+  await measureWindow('sync_one_message', () => bob.sendTextMessage(roomId, 'Hello World'), () => pushStatus().storePosition > before);
+
+  // idle_hour: a quiet link with a client long-polling the host; measured over IDLE_MS, scaled to an hour.
+  const IDLE_MS = 65_000;
+  await measureWindow('idle_hour', () => new Promise((r) => setTimeout(r, IDLE_MS)), () => true, 100);
+  const idle = rows[rows.length - 1]!;
+  const scale = 3_600_000 / IDLE_MS;
+  for (const k of ['requestCompactBytes', 'requestOnAirBytes', 'responseCompactBytes', 'responseOnAirBytes', 'framingOverheadBytes', 'frames', 'airtimeMsSF7', 'airtimeMsSF9', 'airtimeMsSF12'] as const) idle[k] = Math.round(idle[k] * scale);
 
   // Restart the field kit with its stored session: no handshake at all.
   await host.close();
