@@ -107,7 +107,7 @@ try {
   let carried = 0;
   const startTheHost = async (): Promise<Host> => {
     const h = await startHost({
-      device: pair!.a, listenHost: '127.0.0.1', listenPort: 0, ...radio, requestTimeoutMs: 60_000, logger,
+      device: pair!.a, listenHost: '127.0.0.1', listenPort: 0, ...radio, requestTimeoutMs: 60_000, logger, pushSync: true,
       security: buildSecurity('host', state.hostDir, 'encrypt', logger)!, ...stateStores(state.hostDir, 'host', logger),
     });
     h.onExchange((e) => exchanges.push(e));

@@ -49,6 +49,7 @@ export class SyncPusher {
   private running = false;
   private abort: AbortController | undefined;
   private backoffMs = BACKOFF_MIN_MS;
+  private retryMs = BACKOFF_MIN_MS;
   private readonly log: Logger;
   private counters = { polls: 0, deltas: 0, notifications: 0, delivered: 0, failures: 0 };
 
@@ -111,7 +112,16 @@ export class SyncPusher {
       this.persist();
       this.pushPending();
     });
-    ep.onNotificationFailed(() => { this.counters.failures++; });
+    // A notification that exhausted its retransmissions stays held by the endpoint; it goes again
+    // when the field kit is next heard, or here after a backoff, so a quiet kit still gets it.
+    ep.onNotificationFailed((token) => {
+      this.counters.failures++;
+      const delay = Math.min(this.retryMs, BACKOFF_MAX_MS);
+      this.retryMs = Math.min(this.retryMs * 2, BACKOFF_MAX_MS);
+      const t = setTimeout(() => { if (this.o.radio.endpoint === ep) ep.retryNotifications(token); }, delay);
+      t.unref?.();
+    });
+    ep.onNotificationDelivered(() => { this.retryMs = BACKOFF_MIN_MS; });
     ep.onObservationEnded((token) => {
       if (this.registration && toHex(token) === toHex(this.registration)) {
         this.log.info('the field kit ended its observation of /sync');

@@ -1,0 +1,118 @@
+/**
+ * Issue 7's contract, end to end with real parts: alice (matrix-js-sdk, her own sync loop)
+ * through the host, a serial link that loses 30 % of what crosses it in each direction, the
+ * gateway, and a real Synapse; bob directly on Synapse. 50 messages each way arrive exactly
+ * once and in order at the other side's client — across a restart of the host and then of the
+ * gateway in the middle of the exchange.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { createClient, ClientEvent, RoomEvent, type MatrixClient } from 'matrix-js-sdk';
+import { startSynapse, type SynapseHandle } from '../../scripts/synapse.ts';
+import { silentLogger } from '../../src/log.ts';
+import { startHost, type Host } from '../../src/host/host.ts';
+import { startGateway, type Gateway } from '../../src/gateway/gateway.ts';
+import { buildSecurity, stateStores } from '../../src/cli/security.ts';
+import { createRadioPath, pairedStateDirs, type RadioPath } from '../helpers/stack.ts';
+
+const N = Number(process.env['TRICKLE_LOSS_N'] ?? 50);
+const LOSS = Number(process.env['TRICKLE_LOSS'] ?? 0.3);
+let stage = 'setup';
+
+// KNOWN BUG (issue 7 stays open): under 30 % loss the host's store receives every event in
+// homeserver order (checked), but matrix-js-sdk's timeline misses some of them from the host's
+// local /sync answers, and after a host restart the client's catch-up answer is not surfaced.
+// Push sync is therefore opt-in (--push-sync). This test shows the bug; it runs with
+// TRICKLE_PUSH_LOSS=1 and is skipped, with this reason, otherwise.
+const RUN = process.env['TRICKLE_PUSH_LOSS'] === '1';
+if (!RUN) console.warn('push-sync-loss.test.ts skipped: known bug in push sync under loss; run with TRICKLE_PUSH_LOSS=1');
+
+describe.skipIf(!RUN)('push sync under 30 % frame loss, with restarts (known bug; TRICKLE_PUSH_LOSS=1 runs it)', () => {
+  let hs: SynapseHandle | undefined;
+  let path: RadioPath | undefined;
+  let host: Host | undefined;
+  let gateway: Gateway | undefined;
+  let state: Awaited<ReturnType<typeof pairedStateDirs>> | undefined;
+  const clients: MatrixClient[] = [];
+  afterAll(async () => {
+    for (const c of clients) c.stopClient();
+    await host?.close();
+    await gateway?.close();
+    await path?.close();
+    await hs?.stop();
+    state?.cleanup();
+  });
+
+  it(`delivers ${N} messages each way exactly once and in order`, async () => {
+    hs = await startSynapse();
+    state = await pairedStateDirs();
+    path = await createRadioPath();
+    const logger = silentLogger();
+    const radio = { baudRate: 9600, maxFrameLen: 255, radio: { region: 'none', bandwidthHz: 125_000, sf: 7, codingRate: 5 }, maxBodyBytes: 1 << 20 };
+    const startGw = () => startGateway({ device: path!.gatewayDevice, homeserverUrl: hs!.baseUrl, ...radio, homeserverTimeoutMs: 60_000, logger,
+      security: buildSecurity('gateway', state!.gatewayDir, 'encrypt', logger)!, ...stateStores(state!.gatewayDir, 'gateway', logger) });
+    const startH = () => startHost({ device: path!.hostDevice, listenHost: '127.0.0.1', listenPort: hostPort, ...radio, requestTimeoutMs: 60_000, logger, pushSync: true,
+      security: buildSecurity('host', state!.hostDir, 'encrypt', logger)!, ...stateStores(state!.hostDir, 'host', logger) });
+    let hostPort = 0;
+    gateway = await startGw();
+    host = await startH();
+    hostPort = host.port;
+    const hostUrl = `http://127.0.0.1:${hostPort}`;
+
+    await hs.registerUser('alice', 'alice-pw');
+    const bobAcc = await hs.registerUser('bob', 'bob-pw');
+    const login = await createClient({ baseUrl: hostUrl }).loginRequest({ type: 'm.login.password', identifier: { type: 'm.id.user', user: 'alice' }, password: 'alice-pw' });
+    const alice = createClient({ baseUrl: hostUrl, accessToken: login.access_token, userId: login.user_id, deviceId: login.device_id });
+    const bob = createClient({ baseUrl: hs.baseUrl, accessToken: bobAcc.accessToken, userId: bobAcc.userId });
+    clients.push(alice, bob);
+    const roomId = (await bob.createRoom({ invite: [login.user_id], preset: 'private_chat' as never })).room_id;
+
+    const seen = { alice: [] as string[], bob: [] as string[] };
+    alice.on(RoomEvent.Timeline, (ev, r) => { if (r?.roomId === roomId && ev.getType() === 'm.room.message' && ev.getSender() === bobAcc.userId) seen.alice.push(ev.getContent()['body'] as string); });
+    bob.on(RoomEvent.Timeline, (ev, r) => { if (r?.roomId === roomId && ev.getType() === 'm.room.message' && ev.getSender() === login.user_id) seen.bob.push(ev.getContent()['body'] as string); });
+    const synced = (c: MatrixClient) => new Promise<void>((resolve) => c.on(ClientEvent.Sync, (s) => { if (s === 'PREPARED' || s === 'SYNCING') resolve(); }));
+    const ready = Promise.all([synced(alice), synced(bob)]);
+    await alice.startClient({ initialSyncLimit: 5 });
+    await bob.startClient({ initialSyncLimit: 5 });
+    await ready;
+    // Wait until alice's client sees the invite through push sync, then join through the radio.
+    stage = 'invite';
+    for (let i = 0; i < 300 && alice.getRoom(roomId)?.getMyMembership() !== 'invite'; i++) await new Promise((r) => setTimeout(r, 100));
+    stage = 'join';
+    await alice.joinRoom(roomId);
+
+    // From here on the link loses 30 % of what crosses it, in both directions.
+    let dropped = 0;
+    path.relay.setFilter((chunk) => (Math.random() < LOSS ? (dropped++, null) : chunk));
+    const progress = setInterval(() => process.stderr.write(`[loss-test] dropped=${dropped} alice-saw=${JSON.stringify(seen.alice)} alice-tl=${JSON.stringify(alice.getRoom(roomId)?.getLiveTimeline().getEvents().map((e) => e.getContent()['body']).filter(Boolean))} state=${alice.getSyncState()} bob-saw=${seen.bob.length} stage=${stage} host=${JSON.stringify(host?.status()['pushSync'])} gw=${JSON.stringify(gateway?.status()['pushSync'])}\n`), 3000);
+
+    const sendAll = async (c: MatrixClient, who: string, from: number, to: number) => {
+      for (let i = Math.floor(from); i < Math.floor(to); i++) await c.sendTextMessage(roomId, `${who} ${i}`);
+    };
+    stage = 'first half';
+    await Promise.all([sendAll(alice, 'alice', 0, N / 2), sendAll(bob, 'bob', 0, N / 2)]);
+    stage = 'host restart';
+
+    // Restart the field kit (same state directory, same port), then the gateway.
+    if (!process.env['TRICKLE_LOSS_NO_HOST_RESTART']) {
+      await host.close();
+      host = await startH();
+    }
+    await Promise.all([sendAll(alice, 'alice', N / 2, (3 * N) / 4), sendAll(bob, 'bob', N / 2, (3 * N) / 4)]);
+    stage = 'gateway restart';
+    if (!process.env['TRICKLE_LOSS_NO_GW_RESTART']) {
+      await gateway.close();
+      gateway = await startGw();
+    }
+    stage = 'last quarter';
+    await Promise.all([sendAll(alice, 'alice', (3 * N) / 4, N), sendAll(bob, 'bob', (3 * N) / 4, N)]);
+
+    stage = 'waiting';
+    const want = (who: string) => Array.from({ length: N }, (_, i) => `${who} ${i}`);
+    const deadline = Date.now() + 240_000;
+    while ((seen.alice.length < N || seen.bob.length < N) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+    clearInterval(progress);
+    expect(dropped).toBeGreaterThan(20);
+    expect(seen.bob).toEqual(want('alice'));
+    expect(seen.alice).toEqual(want('bob'));
+  }, 420_000);
+});
