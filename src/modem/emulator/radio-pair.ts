@@ -7,16 +7,12 @@
  * The apps open `hostDevice` / `gatewayDevice` exactly as they would open /dev/ttyACM0 on a
  * real board (serialport, flock, termios), so the demo exercises the same code path.
  */
-import { mkdir, mkdtemp, rm, symlink, unlink } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createPtyPair, type PtyPair } from '../../link/pty.ts';
-import { openSerialLink } from '../../link/serial.ts';
-import type { Link } from '../../link/link.ts';
+import type { PtyPair } from '../../link/pty.ts';
 import type { Clock } from '../../util/clock.ts';
 import type { NativeRadioSettings } from '../native/native-modem.ts';
 import { NATIVE_RADIO_DEFAULTS } from '../native/native-modem.ts';
 import { EmulatedModem, type EmulatedModemOptions } from './emulated-modem.ts';
+import { servePtyDevice } from './pty-device.ts';
 import { RfMedium, type RfMediumOptions } from './rf-medium.ts';
 
 export interface EmulatedDevice {
@@ -39,54 +35,16 @@ export interface EmulatedDeviceOptions extends EmulatedModemOptions {
 
 /** One emulated board on `medium`, reachable at `devicePath`. */
 export async function startEmulatedDevice(medium: RfMedium, options: EmulatedDeviceOptions): Promise<EmulatedDevice> {
-  const { dir: givenDir, ...modemOptions } = options;
-  const dir = givenDir ?? (await mkdtemp(join(tmpdir(), `trickle-emu-${options.name.replace(/[^\w-]/g, '_')}-`)));
-  const ownDir = givenDir === undefined;
+  const { dir, ...modemOptions } = options;
   const modem = new EmulatedModem(medium, modemOptions);
-  let pty: PtyPair | undefined;
-  let link: Link | undefined;
-  const devicePath = join(dir, options.name);
-
-  // socat's links live in <dir>/.pty-<name>/{a,b}; <dir>/<name> → .pty-<name>/a is the stable
-  // path the app opens. While unplugged it dangles, so opening it fails with ENOENT, as for a
-  // USB device that is not there.
-  const ptyDir = join(dir, `.pty-${options.name}`);
-  const plug = async (reboot: boolean): Promise<void> => {
-    pty = await createPtyPair({ dir: ptyDir });
-    link = await openSerialLink(pty.b);
-    modem.attach(link, { reboot });
-  };
-  await mkdir(ptyDir, { recursive: true });
-  await unlink(devicePath).catch(() => undefined);
-  await symlink(join(`.pty-${options.name}`, 'a'), devicePath);
-  await plug(false);
-
-  const unplug = async (): Promise<void> => {
-    modem.detach();
-    const p = pty;
-    pty = undefined;
-    await p?.close();
-    await link?.close();
-    link = undefined;
-  };
-  let closed = false;
+  const dev = await servePtyDevice(options.name, modem, dir !== undefined ? { dir } : {});
   return {
-    devicePath,
+    devicePath: dev.devicePath,
     modem,
-    get pty(): PtyPair {
-      if (!pty) throw new Error(`${options.name} is unplugged`);
-      return pty;
-    },
-    unplug,
-    replug: async () => { if (!pty) await plug(true); },
-    close: async () => {
-      if (closed) return;
-      closed = true;
-      await unplug();
-      modem.shutdown();
-      await unlink(devicePath).catch(() => undefined);
-      if (ownDir) await rm(dir, { recursive: true, force: true });
-    },
+    get pty(): PtyPair { return dev.pty; },
+    unplug: () => dev.unplug(),
+    replug: () => dev.replug(),
+    close: () => dev.close(),
   };
 }
 
