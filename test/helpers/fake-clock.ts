@@ -46,3 +46,21 @@ export class FakeClock implements Clock {
     return true;
   }
 }
+
+/** Let pending promise callbacks and I/O callbacks run. */
+export const flush = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** Run timers and microtasks until `done()`; fails if time stalls with work pending. */
+export async function drive(clock: FakeClock, done: () => boolean, maxVirtualMs = 48 * 3600_000): Promise<void> {
+  const start = clock.now();
+  for (;;) {
+    await flush();
+    if (done()) return;
+    if (!clock.step()) {
+      await flush();
+      if (done()) return;
+      throw new Error('simulation stalled: no timers left and not done');
+    }
+    if (clock.now() - start > maxVirtualMs) throw new Error('simulation ran past its virtual time limit');
+  }
+}

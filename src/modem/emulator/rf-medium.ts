@@ -29,21 +29,12 @@
  *
  * Runs on an injected Clock: the real clock for the demo, a fake one in tests.
  */
+import type { NativeRadioSettings } from '../native/native-modem.ts';
 import { systemClock, type Clock, type TimerHandle } from '../../util/clock.ts';
 import { loraAirtime, exactLoraBandwidthHz, type LoraChip } from '../../scheduler/airtime.ts';
 
-export interface RfRadioConfig {
-  frequencyHz: number;
-  bandwidthHz: number;
-  sf: number;
-  codingRate: number;
-  txPowerDbm: number;
-  preambleSymbols: number;
-  syncWord: number;
-  crcOn: boolean;
-  implicitHeader: boolean;
-  invertIq: boolean;
-}
+/** The radio settings a board on the medium runs (the native protocol's own settings type). */
+export type RfRadioConfig = NativeRadioSettings;
 
 export interface RfPosition { xM: number; yM: number }
 

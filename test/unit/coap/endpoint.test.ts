@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FakeClock } from '../../helpers/fake-clock.ts';
+import { FakeClock, drive, flush } from '../../helpers/fake-clock.ts';
 import { TrickleError } from '../../../src/errors.ts';
 import type { RandomBytes } from '../../../src/util/clock.ts';
 import { toHex, utf8 } from '../../../src/util/bytes.ts';
@@ -32,22 +32,6 @@ function randomBytesFrom(rng: () => number): RandomBytes {
   return (n) => Uint8Array.from({ length: n }, () => Math.floor(rng() * 256));
 }
 
-const flush = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
-/** Run timers and microtasks until `done()`; fails if time stalls with work pending. */
-async function drive(clock: FakeClock, done: () => boolean, maxVirtualMs = 24 * 3600_000): Promise<void> {
-  const start = clock.now();
-  for (;;) {
-    await flush();
-    if (done()) return;
-    if (!clock.step()) {
-      await flush();
-      if (done()) return;
-      throw new Error('simulation stalled: no timers left and not done');
-    }
-    if (clock.now() - start > maxVirtualMs) throw new Error('simulation ran past its virtual time limit');
-  }
-}
 
 interface Tracked<T> { settled: boolean; value?: T; error?: unknown }
 function track<T>(p: Promise<T>): Tracked<T> {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FakeClock } from '../../helpers/fake-clock.ts';
+import { FakeClock, drive, flush } from '../../helpers/fake-clock.ts';
 import type { TrickleError } from '../../../src/errors.ts';
 import type { RandomBytes } from '../../../src/util/clock.ts';
 import { toHex, utf8 } from '../../../src/util/bytes.ts';
@@ -31,21 +31,6 @@ function prng(seed: number): () => number {
   };
 }
 const randomBytesFrom = (rng: () => number): RandomBytes => (n) => Uint8Array.from({ length: n }, () => Math.floor(rng() * 256));
-const flush = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
-async function drive(clock: FakeClock, done: () => boolean, maxVirtualMs = 48 * 3600_000): Promise<void> {
-  const start = clock.now();
-  for (;;) {
-    await flush();
-    if (done()) return;
-    if (!clock.step()) {
-      await flush();
-      if (done()) return;
-      throw new Error('simulation stalled: no timers left and not done');
-    }
-    if (clock.now() - start > maxVirtualMs) throw new Error('simulation ran past its virtual time limit');
-  }
-}
 
 /** Run every timer there is (nothing left in flight). */
 async function settle(clock: FakeClock, maxVirtualMs = 48 * 3600_000): Promise<void> {
