@@ -559,6 +559,14 @@ export async function openRNodeModem(path: string, options: OpenRNodeModemOption
       await new Promise<void>((r) => clock.setTimer(retryDelayMs, r));
       continue;
     }
-    return RNodeModem.start(link, modemOptions);
+    try {
+      return await RNodeModem.start(link, modemOptions);
+    } catch (e) {
+      // A board that has just come back (USB re-enumeration, a reboot) may miss the first
+      // detect: within the attempts the owner allowed, open again rather than give up.
+      if (attempt >= openAttempts || (e as { code?: string }).code !== 'ERR_MODEM_TIMEOUT') throw e;
+      await link.close().catch(() => undefined);
+      await new Promise<void>((r) => clock.setTimer(retryDelayMs, r));
+    }
   }
 }
