@@ -44,8 +44,11 @@ const BACKOFF_MAX_MS = 60_000;
 export class SyncPusher {
   private reducer = new SyncReducer();
   private registration: Uint8Array | undefined;
-  /** Delta seqs handed to notify(), oldest first: the one in flight, then at most one queued. */
-  private notified: number[] = [];
+  /**
+   * The delta seq of the notification in flight, if any. One at a time: whatever arrives
+   * meanwhile is merged into the reducer's pending delta and goes once this one is delivered.
+   */
+  private inFlight: number | undefined;
   private running = false;
   private abort: AbortController | undefined;
   private backoffMs = BACKOFF_MIN_MS;
@@ -78,12 +81,12 @@ export class SyncPusher {
   register(token: Uint8Array): CoapResponseInit & { observe: true } {
     const fresh = this.registration === undefined || toHex(this.registration) !== toHex(token);
     this.registration = token.slice();
-    this.notified = [];
+    this.inFlight = undefined;
     this.persist();
     this.log.info({ token: toHex(token), fresh }, 'field kit observes /sync: the gateway holds the long-poll now');
     this.startLoop();
     const pending = this.reducer.pendingDelta() ?? this.reducer.nextDelta();
-    if (pending) this.notified.push(pending.seq);
+    if (pending) this.inFlight = pending.seq;
     return { ...this.encode(pending), observe: true };
   }
 
@@ -105,11 +108,13 @@ export class SyncPusher {
     const ep = this.o.radio.endpoint;
     ep.onNotificationDelivered((token) => {
       if (!this.registration || toHex(token) !== toHex(this.registration)) return;
-      const seq = this.notified.shift();
-      if (seq === undefined) return;
-      this.counters.delivered++;
-      this.reducer.acknowledge(seq);
-      this.persist();
+      const seq = this.inFlight;
+      this.inFlight = undefined;
+      if (seq !== undefined) {
+        this.counters.delivered++;
+        this.reducer.acknowledge(seq);
+        this.persist();
+      }
       this.pushPending();
     });
     // A notification that exhausted its retransmissions stays held by the endpoint; it goes again
@@ -134,7 +139,7 @@ export class SyncPusher {
   /** A new link session: the old registration and its reducer are gone with it. */
   private reset(): void {
     this.registration = undefined;
-    this.notified = [];
+    this.inFlight = undefined;
     this.reducer = new SyncReducer();
     this.abort?.abort();
     this.persist();
@@ -147,14 +152,11 @@ export class SyncPusher {
   }
 
   private pushPending(): void {
-    if (!this.registration) return;
-    // One in flight and at most one queued: a queued one is replaced by the newer merge.
+    if (!this.registration || this.inFlight !== undefined) return;
     const delta = this.reducer.pendingDelta() ?? this.reducer.nextDelta();
-    if (!delta || this.notified.includes(delta.seq)) return;
-    const ok = this.o.radio.endpoint.notify(this.registration, this.encode(delta), { merge: (_older, newer) => newer });
-    if (!ok) return;
-    if (this.notified.length >= 2) this.notified[1] = delta.seq;
-    else this.notified.push(delta.seq);
+    if (!delta) return;
+    if (!this.o.radio.endpoint.notify(this.registration, this.encode(delta))) return;
+    this.inFlight = delta.seq;
     this.counters.notifications++;
   }
 

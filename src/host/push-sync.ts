@@ -167,6 +167,7 @@ export class HostPushSync {
     this.counters.localSyncs++;
     if (!this.registration && req.accessToken) this.register(req.accessToken);
     const q = parseSyncQuery(req.query, (id) => this.filters.get(id));
+    if (q.since !== undefined) q.filter = widenTimelineLimit(q.filter);
     const deadline = Date.now() + q.timeoutMs;
     for (;;) {
       if (this.store.hasNewerThan(q.since) || Date.now() >= deadline) {
@@ -274,6 +275,19 @@ export class HostPushSync {
       registration: this.registration ? toHex(this.registration.token) : null,
     } satisfies PushSyncState);
   }
+}
+
+/**
+ * Incremental answers carry every event the radio brought in at once (up to a bound) rather than
+ * the client's usual page: after a stretch of loss a merged push can hold more events than the
+ * client's timeline limit, and a "limited" answer would leave the older ones to back-pagination,
+ * which headless clients do not do.
+ */
+const INCREMENTAL_TIMELINE_LIMIT = 100;
+function widenTimelineLimit(f: ClientFilter | undefined): ClientFilter {
+  const room = f?.room ?? {};
+  const timeline = room.timeline ?? {};
+  return { ...f, room: { ...room, timeline: { ...timeline, limit: Math.max(timeline.limit ?? 0, INCREMENTAL_TIMELINE_LIMIT) } } };
 }
 
 function newStore(): SyncStore {
