@@ -30,6 +30,7 @@
 import { ConfigError, TrickleError, type ErrorCode, type WireError } from '../../errors.ts';
 import type { Link } from '../../link/link.ts';
 import type { Modem, ModemCapabilities, ModemStats, ReceivedFrameMeta, SendReport } from '../modem.ts';
+import { ModemCounters } from '../modem-counters.ts';
 import {
   KissDecoder, KissCommand, encodeKissDataFrame, encodeKissParameter, kissEscapedLength, FEND, FESC, KISS_MAX_PORT,
 } from './kiss.ts';
@@ -201,10 +202,8 @@ export class KissModem implements Modem {
   readonly ready: Promise<void>;
   private readonly decoder: KissDecoder;
   private readonly frameListeners: ((frame: Uint8Array, meta: ReceivedFrameMeta) => void)[] = [];
-  private readonly dropListeners: ((code: ErrorCode, detail: Record<string, unknown>) => void)[] = [];
-  private readonly counters: ModemStats = {
-    framesSent: 0, framesReceived: 0, wireBytesSent: 0, wireBytesReceived: 0, dropped: {},
-  };
+  private readonly book = new ModemCounters();
+  private readonly counters = this.book.counters;
 
   /** Throws ConfigError for bad options; sends the KISS parameters at once. */
   constructor(private readonly link: Link, options: KissModemOptions) {
@@ -250,23 +249,17 @@ export class KissModem implements Modem {
 
   onFrame(listener: (frame: Uint8Array, meta: ReceivedFrameMeta) => void): void { this.frameListeners.push(listener); }
 
-  onDrop(listener: (code: ErrorCode, detail: Record<string, unknown>) => void): void { this.dropListeners.push(listener); }
+  onDrop(listener: (code: ErrorCode, detail: Record<string, unknown>) => void): void { this.book.onDrop(listener); }
 
   onClose(listener: (err?: Error) => void): void { this.link.onClose(listener); }
 
-  stats(): ModemStats {
-    return { ...this.counters, dropped: { ...this.counters.dropped } };
-  }
+  stats(): ModemStats { return this.book.snapshot(); }
 
   close(): Promise<void> { return this.link.close(); }
 
-  private drop(code: ErrorCode, message: string, detail: Readonly<Record<string, unknown>> = {}): void {
-    this.counters.dropped[code] = (this.counters.dropped[code] ?? 0) + 1;
-    const d = { ...detail, message };
-    for (const l of this.dropListeners) l(code, d);
-  }
+  private drop(code: ErrorCode, message: string, detail: Readonly<Record<string, unknown>> = {}): void { this.book.drop(code, message, detail); }
 
-  private dropError(err: WireError): void { this.drop(err.code, err.message, err.detail); }
+  private dropError(err: WireError): void { this.book.dropError(err); }
 
   private receive(chunk: Uint8Array): void {
     this.counters.wireBytesReceived += chunk.length;

@@ -44,6 +44,7 @@ import { LinkEvents } from '../../link/link-events.ts';
 import { openSerialLink } from '../../link/serial.ts';
 import { systemClock, type Clock, type TimerHandle } from '../../util/clock.ts';
 import type { Modem, ModemCapabilities, ModemStats, ReceivedFrameMeta, SendReport } from '../modem.ts';
+import { ModemCounters } from '../modem-counters.ts';
 import {
   BROADCAST_NUM, DATA_PAYLOAD_LEN, PortNum, RoutingError, START2, StreamDecoder, WAKE_BYTES, decodeFromRadio, decodeRoutingError,
   encodeStreamFrame, encodeToRadio, meshtasticOnAirOverhead, meshtasticSerialOverhead, routingErrorName, type MeshPacket, type QueueStatus,
@@ -152,8 +153,8 @@ export class MeshtasticModem implements Modem {
   private heartbeat: TimerHandle | undefined;
   private readonly closeEvents = new LinkEvents();
   private readonly frameListeners: ((frame: Uint8Array, meta: ReceivedFrameMeta) => void)[] = [];
-  private readonly dropListeners: ((code: ErrorCode, detail: Record<string, unknown>) => void)[] = [];
-  private readonly counters: ModemStats = { framesSent: 0, framesReceived: 0, wireBytesSent: 0, wireBytesReceived: 0, dropped: {} };
+  private readonly book = new ModemCounters();
+  private readonly counters = this.book.counters;
 
   /** Throws ConfigError; starts the config handshake at once (`ready`). */
   constructor(private readonly link: Link, options: MeshtasticModemOptions) {
@@ -232,9 +233,9 @@ export class MeshtasticModem implements Modem {
   }
 
   onFrame(listener: (frame: Uint8Array, meta: ReceivedFrameMeta) => void): void { this.frameListeners.push(listener); }
-  onDrop(listener: (code: ErrorCode, detail: Record<string, unknown>) => void): void { this.dropListeners.push(listener); }
+  onDrop(listener: (code: ErrorCode, detail: Record<string, unknown>) => void): void { this.book.onDrop(listener); }
   onClose(listener: (err?: Error) => void): void { this.closeEvents.onClose(listener); }
-  stats(): ModemStats { return { ...this.counters, dropped: { ...this.counters.dropped } }; }
+  stats(): ModemStats { return this.book.snapshot(); }
 
   /** ToRadio{disconnect}, then close the link. */
   async close(): Promise<void> {
@@ -314,13 +315,9 @@ export class MeshtasticModem implements Modem {
     if (this.accepted.length > 64) this.accepted.shift();
   }
 
-  private drop(code: ErrorCode, message: string, detail: Readonly<Record<string, unknown>> = {}): void {
-    this.counters.dropped[code] = (this.counters.dropped[code] ?? 0) + 1;
-    const d = { ...detail, message };
-    for (const l of this.dropListeners) l(code, d);
-  }
+  private drop(code: ErrorCode, message: string, detail: Readonly<Record<string, unknown>> = {}): void { this.book.drop(code, message, detail); }
 
-  private dropError(e: WireError): void { this.drop(e.code, e.message, e.detail); }
+  private dropError(err: WireError): void { this.book.dropError(err); }
 
   private receive(chunk: Uint8Array): void {
     this.counters.wireBytesReceived += chunk.length;

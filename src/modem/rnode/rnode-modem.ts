@@ -48,6 +48,7 @@ import { openSerialLink } from '../../link/serial.ts';
 import { systemClock, type Clock, type TimerHandle } from '../../util/clock.ts';
 import { toHex } from '../../util/bytes.ts';
 import type { Modem, ModemCapabilities, ModemStats, ReceivedFrameMeta, SendReport } from '../modem.ts';
+import { ModemCounters } from '../modem-counters.ts';
 import {
   DETECT_REQ, DETECT_RESP, LEAVE_BYTE, RADIO_STATE_OFF, RADIO_STATE_ON, RNODE_HW_MTU, RNODE_MIN_FIRMWARE, RNodeCmd, RNodeDecoder,
   RNodeError, decodeAirtimeLock, decodeChannelStats, decodeInt8, decodeRssi, decodeSnr, encodeAirtimeLock, encodeRNodeFrame,
@@ -220,9 +221,9 @@ export class RNodeModem implements Modem {
   private rxSnr: number | undefined;
   private readonly closeEvents = new LinkEvents();
   private readonly frameListeners: ((frame: Uint8Array, meta: ReceivedFrameMeta) => void)[] = [];
-  private readonly dropListeners: ((code: ErrorCode, detail: Record<string, unknown>) => void)[] = [];
+  private readonly book = new ModemCounters();
   private readonly chtmListeners: ((s: RNodeChannelStats) => void)[] = [];
-  private readonly counters: ModemStats = { framesSent: 0, framesReceived: 0, wireBytesSent: 0, wireBytesReceived: 0, dropped: {} };
+  private readonly counters = this.book.counters;
 
   /**
    * Throws ConfigError for bad options; starts the detect/configure/verify sequence at once
@@ -311,12 +312,12 @@ export class RNodeModem implements Modem {
   }
 
   onFrame(listener: (frame: Uint8Array, meta: ReceivedFrameMeta) => void): void { this.frameListeners.push(listener); }
-  onDrop(listener: (code: ErrorCode, detail: Record<string, unknown>) => void): void { this.dropListeners.push(listener); }
+  onDrop(listener: (code: ErrorCode, detail: Record<string, unknown>) => void): void { this.book.onDrop(listener); }
   onClose(listener: (err?: Error) => void): void { this.closeEvents.onClose(listener); }
   /** Every CMD_STAT_CHTM report (about once a second while the radio is on). */
   onChannelStats(listener: (stats: RNodeChannelStats) => void): void { this.chtmListeners.push(listener); }
 
-  stats(): ModemStats { return { ...this.counters, dropped: { ...this.counters.dropped } }; }
+  stats(): ModemStats { return this.book.snapshot(); }
 
   /** Turn the radio off, tell the firmware the host leaves (CMD_LEAVE), close the link. */
   async close(): Promise<void> {
@@ -455,13 +456,9 @@ export class RNodeModem implements Modem {
     }
   }
 
-  private drop(code: ErrorCode, message: string, detail: Readonly<Record<string, unknown>> = {}): void {
-    this.counters.dropped[code] = (this.counters.dropped[code] ?? 0) + 1;
-    const d = { ...detail, message };
-    for (const l of this.dropListeners) l(code, d);
-  }
+  private drop(code: ErrorCode, message: string, detail: Readonly<Record<string, unknown>> = {}): void { this.book.drop(code, message, detail); }
 
-  private dropError(err: WireError): void { this.drop(err.code, err.message, err.detail); }
+  private dropError(err: WireError): void { this.book.dropError(err); }
 
   private receive(chunk: Uint8Array): void {
     this.counters.wireBytesReceived += chunk.length;
