@@ -38,8 +38,11 @@ function sumIn(sorted: readonly Transmission[], maxAirtime: number, w: number, H
 }
 
 export function checkWindows(txs: readonly Transmission[], rule: WindowRule, toleranceMs = 0): WindowReport {
+  // Times relative to the first start, so nanoseconds stay exact integers (< 2^53) even for
+  // epoch-millisecond clocks; starts are whole or fractional ms, airtimes are converted alone.
   const ns = (ms: number): number => Math.round(ms * 1e6);
-  const sorted = [...txs].map((t) => ({ startMs: ns(t.startMs), airtimeMs: ns(t.airtimeMs) })).sort((a, b) => a.startMs - b.startMs);
+  const t0 = txs.reduce((m, t) => Math.min(m, t.startMs), Infinity);
+  const sorted = [...txs].map((t) => ({ startMs: ns(t.startMs - t0), airtimeMs: ns(t.airtimeMs) })).sort((a, b) => a.startMs - b.startMs);
   const maxAirtime = sorted.reduce((m, t) => Math.max(m, t.airtimeMs), 0);
   const H = ns(rule.windowMs);
   const budget = ns(rule.budgetMs);
@@ -55,7 +58,7 @@ export function checkWindows(txs: readonly Transmission[], rule: WindowRule, tol
   for (const w of edges) {
     const s = sumIn(sorted, maxAirtime, w, H);
     if (s > budget + tolerance) violations++;
-    if (s > maxSum) { maxSum = s; worst = { windowStartMs: w / 1e6, airtimeMs: s / 1e6 }; }
+    if (s > maxSum) { maxSum = s; worst = { windowStartMs: t0 + w / 1e6, airtimeMs: s / 1e6 }; }
   }
   return { windowsChecked: edges.length, violations, maxWindowRatio: budget > 0 ? maxSum / budget : 0, worst };
 }
