@@ -142,7 +142,7 @@ async function capture(): Promise<Corpus> {
       const r = parseJson(res.contentType, res.body);
       if (r !== undefined) entries.push({ kind: 'response', endpoint, status: res.status, value: redact(r) });
     });
-    host = await startHost({ device: pair.a, listenHost: '127.0.0.1', listenPort: 0, ...radio, requestTimeoutMs: 60_000, logger });
+    host = await startHost({ device: pair.a, listenHost: '127.0.0.1', listenPort: 0, ...radio, requestTimeoutMs: 60_000, logger, pushSync: false }); // the corpus is request/response traffic, /sync included
     const hostUrl = `http://127.0.0.1:${host.port}`;
 
     // People, talking to Synapse directly (their traffic is not captured; it shapes alice's).

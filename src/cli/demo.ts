@@ -61,7 +61,7 @@ function quietMatrixSdk(): void {
 }
 
 export async function runDemo(argv: string[] = []): Promise<number> {
-  const pushSync = argv.includes('--push-sync');
+  const pushSync = !argv.includes('--poll-sync');
   quietMatrixSdk();
   const logger = createLogger({ level: process.env['TRICKLE_LOG'] ?? 'error' });
   let hs: SynapseHandle | undefined;
@@ -194,8 +194,8 @@ export async function runDemo(argv: string[] = []): Promise<number> {
       out(`Every /sync above was answered by the host from its store (0 bytes on air): the gateway held the homeserver's long poll`);
       out(`and pushed ${push.notifications} notifications, ${pushedBytes} bytes on air with their ACKs, for everything alice received.`);
     } else {
-      out('Every /sync long poll of alice\'s client crossed the radio (try `npm run demo -- --push-sync` for the experimental push mode,');
-      out('where the host answers them from its store and the gateway pushes what changed).');
+      out('Every /sync long poll of alice\'s client crossed the radio (--poll-sync; without it the host answers them');
+      out('from its store and the gateway pushes what changed).');
     }
     out(`All told, about ${allBytes + handshakeBytes} bytes crossed the air for this conversation, the handshake included.`);
     return 0;

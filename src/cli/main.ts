@@ -27,7 +27,8 @@ ${MODEM_USAGE}`;
 const HOST_USAGE = `usage: trickle host (--device PATH | --kiss-tcp HOST:PORT --callsign CALL) [--listen HOST:PORT]
   --device PATH      serial device of the radio modem (or KISS TNC), e.g. /dev/ttyUSB0
   --listen HOST:PORT where Matrix clients connect (default 127.0.0.1:8008)
-  --push-sync        experimental: answer /sync locally, the gateway pushes changes (no polling on air)
+  --poll-sync        carry every client /sync long-poll over the radio instead of push sync
+                     (default: /sync is answered locally and the gateway pushes what changed)
 ${COMMON_USAGE}`;
 
 const GATEWAY_USAGE = `usage: trickle gateway (--device PATH | --kiss-tcp HOST:PORT --callsign CALL) --homeserver URL [--listen HOST:PORT]
@@ -67,6 +68,7 @@ const COMMON_OPTIONS = {
   'state-dir': { type: 'string' },
   codec: { type: 'string' },
   'push-sync': { type: 'boolean' },
+  'poll-sync': { type: 'boolean' },
   ...MODEM_FLAG_OPTIONS,
 } as const;
 
@@ -117,7 +119,7 @@ async function run(argv: string[]): Promise<number> {
       try {
         const device = modem.link ? undefined : requiredFlag(flags, 'device', HOST_USAGE);
         logger.info({ modem: modem.describe }, 'modem');
-        host = await startHost({ ...(device ? { device } : {}), listenHost: listen.host, listenPort: listen.port, ...common(flags, 'host', logger, modem), requestTimeoutMs: 120_000, pushSync: flags['push-sync'] === true, logger });
+        host = await startHost({ ...(device ? { device } : {}), listenHost: listen.host, listenPort: listen.port, ...common(flags, 'host', logger, modem), requestTimeoutMs: 120_000, pushSync: flags['poll-sync'] !== true, logger });
       } catch (e) { await modem.close(); throw e; }
       return untilSignal(logger, () => host.close(), (cb) => host.radio.modem.onClose(cb));
     }

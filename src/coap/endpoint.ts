@@ -896,6 +896,25 @@ export class CoapEndpoint {
   // -------------------------------------------------------------------------
 
   /**
+   * The largest payload a 2.xx notification with these options can carry in ONE frame
+   * (CON, this token, the widest Observe value); 0 when not even an empty one fits.
+   * A lead that must know each notification was received whole keeps its bodies within
+   * this: the ACK of a single-frame CON proves receipt, while a Block2 notification's
+   * last block has no acknowledgement the server can see (RFC 7959 §2.7).
+   */
+  notificationPayloadLimit(token: Uint8Array | string, code: number, options: readonly CoapOption[]): number {
+    const t = typeof token === 'string' ? fromHex(token) : token;
+    // Sized as prepareResponse() sizes it: the larger of the CON and the ACK form, else it
+    // would go as Block2 after all.
+    const size = (payload: Uint8Array): number => Math.max(...([CON, ACK] as const).map((type) => this.sizeOf({
+      type, code, mid: 0xffff, token: t, options: [...options, uintOption(Opt.OBSERVE, OBSERVE_MODULUS - 1)], payload,
+    })));
+    if (size(EMPTY_BYTES) > this.maxFrameLen) return 0;
+    // Header and options cost the same for any non-empty payload (one marker byte).
+    return Math.max(0, this.maxFrameLen - (size(Uint8Array.of(0)) - 1));
+  }
+
+  /**
    * Queue a notification for a registration (token as bytes or hex). 2.xx responses
    * carry the next Observe value; any other code is a final notification without
    * Observe that ends the registration once delivered (RFC 7641 §3.2). Returns false

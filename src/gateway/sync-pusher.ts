@@ -5,11 +5,15 @@
  * reduces each answer to what the field kit does not have yet (matrix/sync-delta.ts), and sends
  * it as a Confirmable notification. Nothing crosses the air while nothing happens.
  *
- * Delivery: the endpoint keeps one notification in flight per registration; a newer delta
- * replaces a queued one (the reducer's pending delta is always the merge of everything
- * unacknowledged, so the newest supersedes the rest). A notification's CoAP ACK acknowledges
- * its delta; an unacknowledged one is re-sent merged into the next. The reducer's state and the
- * registration are persisted, so a gateway restart goes on pushing to the same token.
+ * Delivery: one delta in flight at a time; what arrives meanwhile is merged into the reducer's
+ * next pending delta. A delta goes as one notification when it fits one frame, else as a run of
+ * single-frame PARTS (matrix/sync-parts.ts), one at a time: each CoAP ACK proves receipt (the
+ * host persists before it ACKs), which a Block2 notification cannot. The delta is acknowledged to
+ * the reducer when its last part is ACKed. A part whose retransmissions ran out stays at the head
+ * and goes again (same Observe value) when the field kit is heard or after a backoff. The first
+ * response to a registration is empty, for the same reason. The reducer's state and the
+ * registration are persisted, so a gateway restart goes on pushing to the same token (a body cut
+ * short by the restart is rebuilt and sent again from part 0).
  */
 import type { Logger } from '../log.ts';
 import { toHex, fromHex, utf8 } from '../util/bytes.ts';
@@ -17,6 +21,9 @@ import type { RadioStack, StateStore } from '../coap/radio-stack.ts';
 import type { CoapResponseInit } from '../coap/endpoint.ts';
 import { SyncReducer, type SyncReducerState } from '../matrix/sync-delta.ts';
 import { deltaToWire } from '../matrix/sync-wire.ts';
+import { splitIntoParts } from '../matrix/sync-parts.ts';
+import { TRICKLE_OPT_HANDLE_BASE } from '../matrix/session-wire.ts';
+import { decodeUint, getOption } from '../coap/message.ts';
 import type { SyncDelta, SyncResponse } from '../matrix/sync-types.ts';
 import type { GatewaySession } from '../matrix/session.ts';
 import type { HomeserverClient } from './homeserver-client.ts';
@@ -45,16 +52,19 @@ export class SyncPusher {
   private reducer = new SyncReducer();
   private registration: Uint8Array | undefined;
   /**
-   * The delta seq of the notification in flight, if any. One at a time: whatever arrives
-   * meanwhile is merged into the reducer's pending delta and goes once this one is delivered.
+   * The delta in flight, if any, as its parts and the index of the part the endpoint holds.
+   * One at a time: whatever arrives meanwhile is merged into the reducer's pending delta and
+   * goes once this one is delivered.
    */
-  private inFlight: number | undefined;
+  private inFlight: { seq: number; parts: CoapResponseInit[]; index: number; handleBase: number | undefined } | undefined;
+  /** The registration's (empty) first response is not yet ACKed: nothing is pushed before it. */
+  private awaitingFirst = false;
   private running = false;
   private abort: AbortController | undefined;
   private backoffMs = BACKOFF_MIN_MS;
   private retryMs = BACKOFF_MIN_MS;
   private readonly log: Logger;
-  private counters = { polls: 0, deltas: 0, notifications: 0, delivered: 0, failures: 0 };
+  private counters = { polls: 0, deltas: 0, notifications: 0, parts: 0, delivered: 0, failures: 0 };
 
   constructor(private readonly o: SyncPusherOptions) {
     this.log = o.logger.child({ component: 'sync-pusher' });
@@ -74,7 +84,10 @@ export class SyncPusher {
     }
     this.attach();
     o.radio.onSessionReset(() => this.reset());
-    if (this.registration) this.startLoop();
+    if (this.registration) {
+      this.startLoop();
+      this.pushPending(); // what was pending before the restart goes at once
+    }
   }
 
   /** The field kit asked to observe /sync: accept, answer with what is pending (or nothing yet). */
@@ -82,12 +95,12 @@ export class SyncPusher {
     const fresh = this.registration === undefined || toHex(this.registration) !== toHex(token);
     this.registration = token.slice();
     this.inFlight = undefined;
+    this.awaitingFirst = true;
     this.persist();
     this.log.info({ token: toHex(token), fresh }, 'field kit observes /sync: the gateway holds the long-poll now');
     this.startLoop();
-    const pending = this.reducer.pendingDelta() ?? this.reducer.nextDelta();
-    if (pending) this.inFlight = pending.seq;
-    return { ...this.encode(pending), observe: true };
+    // Empty: what is pending follows as notifications, each ACKed (see the header).
+    return { ...this.encode(undefined), observe: true };
   }
 
   status(): Record<string, unknown> {
@@ -108,13 +121,24 @@ export class SyncPusher {
     const ep = this.o.radio.endpoint;
     ep.onNotificationDelivered((token) => {
       if (!this.registration || toHex(token) !== toHex(this.registration)) return;
-      const seq = this.inFlight;
-      this.inFlight = undefined;
-      if (seq !== undefined) {
-        this.counters.delivered++;
-        this.reducer.acknowledge(seq);
-        this.persist();
+      if (this.awaitingFirst) {
+        this.awaitingFirst = false;
+        this.pushPending();
+        return;
       }
+      const f = this.inFlight;
+      if (!f) return;
+      if (f.index + 1 < f.parts.length) {
+        f.index++;
+        if (!ep.notify(this.registration, f.parts[f.index]!)) this.inFlight = undefined;
+        else this.counters.parts++;
+        return;
+      }
+      this.inFlight = undefined;
+      this.counters.delivered++;
+      if (f.handleBase !== undefined) this.o.session().confirmDelivered(f.handleBase);
+      this.reducer.acknowledge(f.seq);
+      this.persist();
       this.pushPending();
     });
     // A notification that exhausted its retransmissions stays held by the endpoint; it goes again
@@ -140,6 +164,7 @@ export class SyncPusher {
   private reset(): void {
     this.registration = undefined;
     this.inFlight = undefined;
+    this.awaitingFirst = false;
     this.reducer = new SyncReducer();
     this.abort?.abort();
     this.persist();
@@ -152,12 +177,25 @@ export class SyncPusher {
   }
 
   private pushPending(): void {
-    if (!this.registration || this.inFlight !== undefined) return;
+    if (!this.registration || this.inFlight !== undefined || this.awaitingFirst) return;
     const delta = this.reducer.pendingDelta() ?? this.reducer.nextDelta();
     if (!delta) return;
-    if (!this.o.radio.endpoint.notify(this.registration, this.encode(delta))) return;
-    this.inFlight = delta.seq;
+    const ep = this.o.radio.endpoint;
+    const token = this.registration;
+    const res = this.encode(delta);
+    let parts: CoapResponseInit[];
+    try {
+      parts = splitIntoParts({ code: res.code, options: res.options ?? [], payload: res.payload ?? new Uint8Array(0) },
+        (options) => ep.notificationPayloadLimit(token, res.code, options));
+    } catch (e) {
+      this.log.error({ err: (e as Error).message, seq: delta.seq }, 'push-sync delta cannot be sent; it stays pending');
+      return;
+    }
+    if (!ep.notify(token, parts[0]!)) return;
+    const base = getOption(res.options ?? [], TRICKLE_OPT_HANDLE_BASE);
+    this.inFlight = { seq: delta.seq, parts, index: 0, handleBase: base === undefined ? undefined : decodeUint(base) };
     this.counters.notifications++;
+    this.counters.parts++;
   }
 
   private persist(): void {

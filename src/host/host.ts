@@ -26,9 +26,9 @@ export interface HostOptions extends RadioStackOptions {
   /** Where the Matrix session (handles, txn ids, token state) is persisted, so a restart resumes it. */
   matrixStateStore?: StateStore<unknown>;
   /**
-   * Push sync (experimental, default off): local clients' /sync is answered from a store that the
-   * gateway keeps up to date, so no long-poll crosses the air. Off: every /sync is carried like
-   * any request. Known bug: under heavy frame loss a client can miss events (see README).
+   * Push sync (default on): local clients' /sync is answered from a store that the gateway keeps
+   * up to date, so no long-poll crosses the air. Off (`false`): every /sync is carried like any
+   * request.
    */
   pushSync?: boolean;
   /** Where the push-sync store (events, local filters, the registration) is persisted. */
@@ -177,7 +177,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   };
 
   // Push sync (experimental, opt-in): local /sync from the store, fed by the gateway's pushes.
-  const push = opts.pushSync !== true ? undefined : new HostPushSync({
+  const push = opts.pushSync === false ? undefined : new HostPushSync({
     radio, session: () => session, persistSession: () => persistSession(), carry, logger: opts.logger,
     requestTimeoutMs: opts.requestTimeoutMs,
     ...(opts.syncStateStore ? { store: opts.syncStateStore } : {}),

@@ -13,8 +13,10 @@ import type { RadioStack, StateStore } from '../coap/radio-stack.ts';
 import type { HostSession, HostSentRequest } from '../matrix/session.ts';
 import { SyncStore, SyncWaitList, parseSyncQuery, isEmptySyncResponse, type SyncStoreState } from '../matrix/sync-store.ts';
 import { deltaFromWire } from '../matrix/sync-wire.ts';
+import { acceptPart, type PartialBody } from '../matrix/sync-parts.ts';
 import type { ClientFilter, JsonObject } from '../matrix/sync-types.ts';
 import { matrixError, type HttpRequestLike, type HttpResponseLike } from '../matrix/http.ts';
+import type { CoapOption } from '../coap/message.ts';
 
 export interface PushSyncState {
   version: 1;
@@ -25,6 +27,8 @@ export interface PushSyncState {
   users: [string, string][];
   /** The observation's token (hex), or null. */
   registration: string | null;
+  /** Parts of a delta received so far (matrix/sync-parts.ts), or null. */
+  partial?: PartialBody | null;
 }
 
 export interface HostPushSyncOptions {
@@ -59,9 +63,10 @@ export class HostPushSync {
   private users = new Map<string, string>();
   private registration: { token: Uint8Array; sent: HostSentRequest } | undefined;
   private registering = false;
+  private partial: PartialBody | undefined;
   private readonly waiters = new SyncWaitList<Waiter>();
   private readonly log: Logger;
-  private counters = { localSyncs: 0, deltasApplied: 0, notifications: 0, ownEchoes: 0, localFilters: 0, localMessages: 0 };
+  private counters = { localSyncs: 0, deltasApplied: 0, notifications: 0, parts: 0, partGaps: 0, ownEchoes: 0, localFilters: 0, localMessages: 0 };
 
   constructor(private readonly o: HostPushSyncOptions) {
     this.log = o.logger.child({ component: 'push-sync' });
@@ -74,7 +79,10 @@ export class HostPushSync {
         this.users = new Map(saved.users);
         // The store survives any restart; the registration only with its link session.
         this.store = new SyncStore({ epoch: saved.store.epoch }, saved.store);
-        if (saved.registration && o.radio.resumed) this.resume(fromHex(saved.registration));
+        if (saved.registration && o.radio.resumed) {
+          this.partial = saved.partial ?? undefined;
+          this.resume(fromHex(saved.registration));
+        }
       } catch (e) {
         this.log.warn({ err: (e as Error).message }, 'push-sync state unreadable; starting with an empty store');
         this.store = newStore();
@@ -84,6 +92,7 @@ export class HostPushSync {
       // A new link session: the gateway starts a new reducer, so deltas start over; a fresh store
       // (new epoch) makes every local client re-sync from it.
       this.registration = undefined;
+      this.partial = undefined;
       this.store = newStore();
       this.persist();
       for (const w of this.waiters.due(Number.MAX_SAFE_INTEGER)) w.wake();
@@ -246,11 +255,35 @@ export class HostPushSync {
     this.log.info({ token: toHex(token) }, 'push sync resumed after a restart');
   }
 
-  private onNotification(res: { code: number; options: readonly import('../coap/message.ts').CoapOption[]; payload: Uint8Array }, sent: HostSentRequest): void {
+  private onNotification(res: { code: number; options: readonly CoapOption[]; payload: Uint8Array }, sent: HostSentRequest): void {
     this.counters.notifications++;
+    let part;
+    try {
+      part = acceptPart(this.partial, res);
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'push notification with a bad part option');
+      return;
+    }
+    if (part.kind === 'duplicate') return;
+    if (part.kind === 'gap') {
+      // Cannot happen with a gateway that sends parts in order; the gateway re-sends the delta
+      // (merged into the next) only if told, so say it loudly.
+      this.counters.partGaps++;
+      this.log.error({ expected: part.expected, got: part.got }, 'push-sync part out of order: the partial delta is dropped');
+      this.partial = undefined;
+      this.persist();
+      return;
+    }
+    if (part.kind === 'partial') {
+      this.counters.parts++;
+      this.partial = part.partial;
+      this.persist(); // before the CoAP ACK leaves
+      return;
+    }
+    this.partial = undefined;
     let decoded;
     try {
-      decoded = this.o.session().decodeResponse(res, sent);
+      decoded = this.o.session().decodeResponse(part.response, sent);
     } catch (e) {
       this.log.warn({ code: (e as { code?: string }).code, err: (e as Error).message }, 'push notification not decodable');
       return;
@@ -259,7 +292,13 @@ export class HostPushSync {
     let json: unknown;
     try { json = JSON.parse(utf8.decode(decoded.response.body)); } catch { return; }
     if (!json || typeof json !== 'object' || Object.keys(json).length === 0) return;
-    const { applied } = this.store.applyDelta(deltaFromWire(json));
+    let applied: boolean;
+    try {
+      ({ applied } = this.store.applyDelta(deltaFromWire(json)));
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'push-sync delta malformed: not applied');
+      return;
+    }
     if (applied) this.counters.deltasApplied++;
     this.persist(); // before the CoAP ACK leaves: an acknowledged delta is on disk
     this.wake();
@@ -273,6 +312,7 @@ export class HostPushSync {
       nextFilter: this.nextFilter,
       users: [...this.users],
       registration: this.registration ? toHex(this.registration.token) : null,
+      partial: this.partial ?? null,
     } satisfies PushSyncState);
   }
 }

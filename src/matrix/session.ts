@@ -647,6 +647,17 @@ export class GatewaySession {
     return req;
   }
 
+  /**
+   * The host is known to hold the whole response that defined handles from `base` (a push
+   * notification whose every part was ACKed: the host ACKs only what it received, and decodes
+   * before it ACKs the last part), so its handles are CONFIRMED as if the host had used one.
+   * Push notifications need this: the host seldom sends a request that would use them.
+   */
+  confirmDelivered(base: number): void {
+    const g = this.groups.get(base);
+    if (g && !g.confirmed) g.confirmed = true;
+  }
+
   private unknownHandle(n: number): never {
     throw new WireError('ERR_HANDLE_UNKNOWN', 'matrix', `handle ${n} is not known to this gateway`, { handle: n });
   }

@@ -1,45 +1,109 @@
 /**
- * The on-air shape of a SyncDelta (before Trickle CBOR + handles). Identical to the JSON delta except
- * that the per-room maps of `rooms` become arrays whose items carry the room id as `room_id`: a room id
- * as a map KEY can only travel as a ~45-byte literal (a handle is a CBOR byte string, which is never
- * a map key in trickle-cbor-v1), while as a VALUE it is a handle of 1–3 bytes once the host knows it.
- * Lossless both ways; `deltaFromWire` validates the shape and throws TypeError on anything else.
+ * The on-air shape of a SyncDelta (before Trickle CBOR + handles), version 2. Lossless both ways;
+ * `deltaFromWire` validates the shape and throws TypeError on anything else.
+ *
+ *   [seq, join?, rest?]
+ *
+ *   seq   the delta's sequence number (a bare integer: no key).
+ *   join  `rooms.join` as an ARRAY of room deltas, each with its room id as `room_id` (a room id as
+ *         a map KEY can only travel as a ~45-byte literal, while as a VALUE it is a handle of 1–3
+ *         bytes once the host knows it). Omitted when there is no rest and nothing joined;
+ *         an empty array when there is a rest but nothing joined.
+ *   rest  every other top-level field of the delta, with `rooms.leave|invite|knock` as arrays the
+ *         same way under `rooms`. Omitted when empty.
+ *
+ * The one-message delta, the common push, thus spends 2 bytes on structure instead of ~11 for
+ * `{"seq": …, "rooms": {"join": …}}`.
+ *
+ * Plain text messages: a timeline event `{type: "m.room.message", content: {msgtype: "m.text",
+ * body: S}}` (exactly those two content keys, no state_key) travels without `type` and with
+ * `content: S`. A real event's content is always an object, so a string content is unambiguous.
+ * That saves 8 bytes per message, the same idea as the TEXT_MESSAGE content format of sends.
  */
-import { isObject, type JsonObject, type SyncDelta } from './sync-types.ts';
+import { isObject, type JsonObject, type MatrixEvent, type SyncDelta } from './sync-types.ts';
 
 const SECTIONS = ['join', 'leave', 'invite', 'knock'] as const;
+const OTHER_SECTIONS = ['leave', 'invite', 'knock'] as const;
 
-export type WireSyncDelta = Omit<SyncDelta, 'rooms'> & { rooms?: Partial<Record<(typeof SECTIONS)[number], JsonObject[]>> };
+export type WireSyncDelta = [number, JsonObject[]?, JsonObject?];
 
 export function deltaToWire(d: SyncDelta): WireSyncDelta {
-  const { rooms, ...rest } = d;
-  if (!rooms) return { ...rest };
-  const out: NonNullable<WireSyncDelta['rooms']> = {};
-  for (const s of SECTIONS) {
-    const m = rooms[s];
-    if (m) out[s] = Object.entries(m).map(([roomId, r]) => ({ room_id: roomId, ...(r as JsonObject) }));
+  const { seq, rooms, ...rest } = d;
+  const restOut: JsonObject = { ...rest };
+  let join: JsonObject[] = [];
+  if (rooms) {
+    if (rooms.join) join = Object.entries(rooms.join).map(([roomId, r]) => roomToWire(roomId, r as JsonObject));
+    const others: JsonObject = {};
+    for (const s of OTHER_SECTIONS) {
+      const m = rooms[s];
+      if (m) others[s] = Object.entries(m).map(([roomId, r]) => roomToWire(roomId, r as JsonObject));
+    }
+    if (Object.keys(others).length > 0) restOut['rooms'] = others;
   }
-  return { ...rest, rooms: out };
+  if (Object.keys(restOut).length > 0) return [seq, join, restOut];
+  return join.length > 0 ? [seq, join] : [seq];
 }
 
 export function deltaFromWire(w: unknown): SyncDelta {
-  if (!isObject(w) || !Number.isSafeInteger(w['seq'])) throw new TypeError('sync delta: seq missing');
-  const { rooms, ...rest } = w;
-  const out = { ...rest } as unknown as SyncDelta;
-  if (rooms === undefined) return out;
-  if (!isObject(rooms)) throw new TypeError('sync delta: rooms is not a map');
+  if (!Array.isArray(w) || w.length < 1 || w.length > 3 || !Number.isSafeInteger(w[0])) throw new TypeError('sync delta: not [seq, join?, rest?]');
+  const [seq, join, rest] = w as [number, unknown, unknown];
+  if (join !== undefined && !Array.isArray(join)) throw new TypeError('sync delta: join is not a list');
+  if (rest !== undefined && !isObject(rest)) throw new TypeError('sync delta: rest is not a map');
+  const { rooms: otherRooms, seq: _ignored, ...top } = (rest ?? {}) as JsonObject;
+  if (_ignored !== undefined) throw new TypeError('sync delta: seq inside rest');
+  const out = { seq, ...top } as unknown as SyncDelta;
   const r: Record<string, Record<string, unknown>> = {};
-  for (const [s, list] of Object.entries(rooms)) {
-    if (!(SECTIONS as readonly string[]).includes(s) || !Array.isArray(list)) throw new TypeError(`sync delta: bad rooms section ${s}`);
-    const m: Record<string, unknown> = {};
-    for (const item of list) {
-      if (!isObject(item) || typeof item['room_id'] !== 'string') throw new TypeError(`sync delta: ${s} item without room_id`);
-      const { room_id: roomId, ...rd } = item;
-      if (Object.hasOwn(m, roomId as string)) throw new TypeError(`sync delta: room ${String(roomId)} twice in ${s}`);
-      m[roomId as string] = rd;
+  if (join && join.length > 0) r['join'] = roomsFromWire('join', join);
+  if (otherRooms !== undefined) {
+    if (!isObject(otherRooms)) throw new TypeError('sync delta: rooms is not a map');
+    for (const [s, list] of Object.entries(otherRooms)) {
+      if (!(OTHER_SECTIONS as readonly string[]).includes(s) || !Array.isArray(list)) throw new TypeError(`sync delta: bad rooms section ${s}`);
+      r[s] = roomsFromWire(s as (typeof SECTIONS)[number], list);
     }
-    r[s] = m;
   }
-  out.rooms = r as NonNullable<SyncDelta['rooms']>;
+  if (Object.keys(r).length > 0) out.rooms = r as NonNullable<SyncDelta['rooms']>;
   return out;
+}
+
+function roomToWire(roomId: string, r: JsonObject): JsonObject {
+  const out: JsonObject = { room_id: roomId, ...r };
+  if (Array.isArray(r['timeline'])) out['timeline'] = (r['timeline'] as MatrixEvent[]).map(eventToWire);
+  if (Array.isArray(r['more'])) {
+    out['more'] = (r['more'] as JsonObject[]).map((c) => (Array.isArray(c['timeline']) ? { ...c, timeline: (c['timeline'] as MatrixEvent[]).map(eventToWire) } : c));
+  }
+  return out;
+}
+
+function roomsFromWire(section: (typeof SECTIONS)[number], list: unknown[]): Record<string, unknown> {
+  const m: Record<string, unknown> = {};
+  for (const item of list) {
+    if (!isObject(item) || typeof item['room_id'] !== 'string') throw new TypeError(`sync delta: ${section} item without room_id`);
+    const { room_id: roomId, ...rd } = item;
+    if (Object.hasOwn(m, roomId as string)) throw new TypeError(`sync delta: room ${String(roomId)} twice in ${section}`);
+    if (Array.isArray(rd['timeline'])) rd['timeline'] = (rd['timeline'] as unknown[]).map(eventFromWire);
+    if (Array.isArray(rd['more'])) {
+      rd['more'] = (rd['more'] as unknown[]).map((c) => (isObject(c) && Array.isArray(c['timeline']) ? { ...c, timeline: (c['timeline'] as unknown[]).map(eventFromWire) } : c));
+    }
+    m[roomId as string] = rd;
+  }
+  return m;
+}
+
+function isPlainText(e: MatrixEvent): boolean {
+  if (e.type !== 'm.room.message' || e.state_key !== undefined || !isObject(e.content)) return false;
+  const keys = Object.keys(e.content);
+  return keys.length === 2 && e.content['msgtype'] === 'm.text' && typeof e.content['body'] === 'string';
+}
+
+function eventToWire(e: MatrixEvent): JsonObject {
+  if (!isObject(e) || !isPlainText(e)) return e;
+  const { type: _t, content, ...rest } = e;
+  return { content: content['body'], ...rest };
+}
+
+function eventFromWire(e: unknown): unknown {
+  if (!isObject(e) || typeof e['content'] !== 'string') return e;
+  if (e['type'] !== undefined) throw new TypeError('sync delta: a text shorthand with a type');
+  const { content, ...rest } = e;
+  return { type: 'm.room.message', content: { msgtype: 'm.text', body: content }, ...rest };
 }

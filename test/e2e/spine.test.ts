@@ -42,8 +42,8 @@ async function startSyncing(client: MatrixClient): Promise<void> {
 async function status(url: string): Promise<any> { return (await fetch(url)).json(); }
 
 describe.each([
-  { mode: 'default: every /sync crosses the radio', push: false },
-  { mode: 'push sync: the gateway holds the long poll and pushes', push: true },
+  { mode: '--poll-sync: every /sync crosses the radio', push: false },
+  { mode: 'default, push sync: the gateway holds the long poll and pushes', push: true },
 ])('spine ($mode): matrix-js-sdk through host, serial link and gateway to a real Synapse', ({ push }) => {
   let hs: SynapseHandle;
   let radio: RadioPath;
@@ -62,7 +62,7 @@ describe.each([
     const hp = await freePort();
     // Security is on by default: Noise XX on first contact, then encrypted frames.
     gateway = spawnTrickle(['gateway', '--region', 'none', '--state-dir', state.gatewayDir, '--device', radio.gatewayDevice, '--homeserver', hs.baseUrl, '--listen', `127.0.0.1:${gp}`]);
-    host = spawnTrickle(['host', '--region', 'none', '--state-dir', state.hostDir, '--device', radio.hostDevice, '--listen', `127.0.0.1:${hp}`, ...(push ? ['--push-sync'] : [])]);
+    host = spawnTrickle(['host', '--region', 'none', '--state-dir', state.hostDir, '--device', radio.hostDevice, '--listen', `127.0.0.1:${hp}`, ...(push ? [] : ['--poll-sync'])]);
     hostUrl = `http://127.0.0.1:${hp}`;
     gatewayStatusUrl = `http://127.0.0.1:${gp}/_trickle/status`;
     await waitForHttp(`${hostUrl}/_trickle/status`, 30_000, host);

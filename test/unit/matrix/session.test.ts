@@ -269,6 +269,28 @@ describe('handles', () => {
     expect(d3.kind === 'response' && parse(d3.response.body)).toEqual({ joined_rooms: [ROOM], who: ALICE, x: '@new:hs' });
   });
 
+  it('confirmDelivered: a push the host ACKed whole confirms its handles without a request using them', () => {
+    const g = new GatewaySession({ sessionId: 'p' });
+    const h = new HostSession();
+    const sent = h.encodeRequest(req('GET', '/_matrix/client/v3/sync', { token: TOKEN })).sent;
+    const push = (v: unknown) => g.encodeResponse(ok(v));
+    const first = push([1, [{ room_id: ROOM, timeline: [{ content: 'hi', sender: BOB, event_id: eventId(1) }] }]]);
+    expect(h.decodeResponse(first, sent).kind).toBe('response');
+    const base = getOption(first.options, TRICKLE_OPT_HANDLE_BASE)!;
+    // Not confirmed yet: the next push spells BOB and ROOM out again.
+    const again = push([2, [{ room_id: ROOM, timeline: [{ content: 'ho', sender: BOB, event_id: eventId(2) }] }]]);
+    expect(again.payload.length).toBeGreaterThan(first.payload.length - 4);
+    g.confirmDelivered(base.length === 1 ? base[0]! : (base[0]! << 8) | base[1]!);
+    const third = push([3, [{ room_id: ROOM, timeline: [{ content: 'hu', sender: BOB, event_id: eventId(3) }] }]]);
+    // Room and sender now go as handles: only the event id, the text and the structure remain.
+    expect(third.payload.length).toBeLessThan(again.payload.length - 20);
+    expect(third.payload.length).toBeLessThanOrEqual(34 + 3 + 15);
+    h.decodeResponse(again, sent);
+    const back = h.decodeResponse(third, sent);
+    expect(back.kind === 'response' && parse(back.response.body)).toEqual([3, [{ room_id: ROOM, timeline: [{ content: 'hu', sender: BOB, event_id: eventId(3) }] }]]);
+    g.confirmDelivered(99_999); // unknown base: nothing happens
+  });
+
   it('the host uses the newest number of a string, in path, query and body', async () => {
     const { link } = await warmLink();
     const enc = link.host.encodeRequest(req('POST', `/_matrix/client/v3/rooms/${ROOM}/invite`, { query: `user_id=${BOB}`, body: { user_id: BOB } }));

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { GATEWAY_SYNC_FILTER, SyncReducer, gatewaySyncFilter, mergeEphemeral } from '../../../src/matrix/sync-delta.ts';
-import type { SyncDelta, SyncResponse } from '../../../src/matrix/sync-types.ts';
+import type { JsonObject, SyncDelta, SyncResponse } from '../../../src/matrix/sync-types.ts';
 import { decodeTrickleCbor, encodeTrickleCbor } from '../../../src/codec/trickle-cbor-v1.ts';
 import { deltaFromWire, deltaToWire } from '../../../src/matrix/sync-wire.ts';
 import { loadSyncVectors, step } from '../../vectors/sync/load.ts';
@@ -208,22 +208,40 @@ describe('sync-wire', () => {
   it('round-trips every captured delta through the wire shape and Trickle CBOR, and rejects bad shapes', () => {
     const r = new SyncReducer({ initialChunkBytes: 3000 });
     let n = 0;
+    let texts = 0;
     for (const s of v.steps) {
       let d = r.ingest(s.gateway);
       while (d) {
         const wire = deltaToWire(d);
-        expect(Object.values(wire.rooms ?? {}).every((l) => Array.isArray(l))).toBe(true);
+        expect(wire[0]).toBe(d.seq);
+        expect(wire[1] === undefined || Array.isArray(wire[1])).toBe(true);
         expect(deltaFromWire(decodeTrickleCbor(encodeTrickleCbor(wire)))).toEqual(d);
+        texts += (wire[1] ?? []).flatMap((room) => (room['timeline'] as { content: unknown }[] | undefined) ?? []).filter((e) => typeof e.content === 'string').length;
         n++;
         r.acknowledge(d.seq);
         d = r.nextDelta();
       }
     }
     expect(n).toBeGreaterThan(8);
-    expect(() => deltaFromWire({ seq: 1, rooms: { join: [{ timeline: [] }] } })).toThrow(TypeError);
-    expect(() => deltaFromWire({ seq: 1, rooms: { join: {} } })).toThrow(TypeError);
-    expect(() => deltaFromWire({ seq: 1, rooms: { join: [{ room_id: '!a' }, { room_id: '!a' }] } })).toThrow(TypeError);
-    expect(() => deltaFromWire({ rooms: {} })).toThrow(TypeError);
+    expect(texts).toBeGreaterThan(3); // the plain-text shorthand was exercised
+    expect(() => deltaFromWire([1, [{ timeline: [] }]])).toThrow(TypeError);
+    expect(() => deltaFromWire([1, {}])).toThrow(TypeError);
+    expect(() => deltaFromWire([1, [{ room_id: '!a' }, { room_id: '!a' }]])).toThrow(TypeError);
+    expect(() => deltaFromWire([1, [], { rooms: { join: [] } }])).toThrow(TypeError);
+    expect(() => deltaFromWire([1, [{ room_id: '!a', timeline: [{ type: 'm.room.message', content: 'x' }] }]])).toThrow(TypeError);
+    expect(() => deltaFromWire({ seq: 1 })).toThrow(TypeError);
+    expect(() => deltaFromWire([])).toThrow(TypeError);
+    // The text shorthand is only for exactly {msgtype: m.text, body}.
+    const ev = (content: JsonObject) => ({ type: 'm.room.message', content, sender: '@a:b', event_id: '$x' });
+    const one = (e: JsonObject): SyncDelta => ({ seq: 5, rooms: { join: { '!r:b': { timeline: [e as never] } } } });
+    expect(deltaToWire(one(ev({ msgtype: 'm.text', body: 'hi' })))).toEqual([5, [{ room_id: '!r:b', timeline: [{ content: 'hi', sender: '@a:b', event_id: '$x' }] }]]);
+    for (const c of [{ msgtype: 'm.text', body: 'hi', format: 'x' }, { msgtype: 'm.notice', body: 'hi' }, { msgtype: 'm.text', body: 3 }]) {
+      const d = one(ev(c));
+      expect(((deltaToWire(d)[1]![0]!['timeline'] as JsonObject[])[0]!)['content']).toEqual(c);
+      expect(deltaFromWire(deltaToWire(d))).toEqual(d);
+    }
+    expect(deltaToWire({ seq: 7 })).toEqual([7]);
+    expect(deltaToWire({ seq: 7, to_device: [] })).toEqual([7, [], { to_device: [] }]);
   });
 });
 
