@@ -152,6 +152,19 @@ const PATH = Opt.URI_PATH;
 const cfCbor = { kind: 'const', option: CF, value: ContentFormat.CBOR } as const;
 const cfEventId = { kind: 'const', option: CF, value: TrickleContentFormat.EVENT_ID } as const;
 const EVENT_ID_BYTES = 32;
+/**
+ * Options of the matrix layer that the appended rules below fix (numbers only; this layer does
+ * not interpret them): Handle-Base (matrix/session-wire.ts TRICKLE_OPT_HANDLE_BASE), the
+ * push-sync Part (matrix/sync-parts.ts TRICKLE_OPT_PART) and the deflated Trickle CBOR
+ * Content-Format (session-wire.ts CONTENT_FORMAT_TRICKLE_CBOR_DEFLATE). A test checks they agree.
+ */
+export const RULE_OPT_HANDLE_BASE = 65008;
+export const RULE_OPT_PART = 65013;
+export const RULE_CF_CBOR_DEFLATE = 65002;
+const cfDeflate = { kind: 'const', option: CF, value: RULE_CF_CBOR_DEFLATE } as const;
+const observe = { kind: 'observe', option: Opt.OBSERVE } as const;
+const handleBase = { kind: 'uint', option: RULE_OPT_HANDLE_BASE } as const;
+const part = { kind: 'uint', option: RULE_OPT_PART } as const;
 
 /**
  * The rules. Matching order: the encoder uses the first rule in table order that
@@ -320,5 +333,48 @@ export const COMPACT_RULES_V1: readonly CompactRule[] = Object.freeze(([
     payload: 'rest',
     doc: 'Block 0 of a large CBOR notification (RFC 7959 §3.4 with RFC 7641): Block2 and Size2; '
       + 'the client fetches the rest with the registration token.',
+  },
+  // Appended (still v1, see the header): responses that define handles and push-sync parts.
+  // Every message they match went as a generic rule ('ack-response', 'con-response' or rule 0)
+  // before, never as a specific one.
+  {
+    id: 0x3c, name: 'notify-cbor-handles', type: CON, code: Response.CONTENT, header: 'ntf',
+    fields: [observe, cfCbor, handleBase], payload: 'rest',
+    doc: 'A push-sync notification that names new handles: Handle-Base as a varint.',
+  },
+  {
+    id: 0x3f, name: 'notify-deflate-handles', type: CON, code: Response.CONTENT, header: 'ntf',
+    fields: [observe, cfDeflate, handleBase], payload: 'rest',
+    doc: 'The same with a DEFLATE-compressed Trickle CBOR body.',
+  },
+  {
+    id: 0x41, name: 'notify-part', type: CON, code: Response.CONTENT, header: 'ntf',
+    fields: [observe, part], payload: 'rest',
+    doc: 'A later part of a push-sync body split across notifications (matrix/sync-parts.ts).',
+  },
+  {
+    id: 0x42, name: 'notify-cbor-handles-part', type: CON, code: Response.CONTENT, header: 'ntf',
+    fields: [observe, cfCbor, handleBase, part], payload: 'rest',
+    doc: 'Part 0 of a split push-sync body that names new handles.',
+  },
+  {
+    id: 0x44, name: 'notify-deflate-handles-part', type: CON, code: Response.CONTENT, header: 'ntf',
+    fields: [observe, cfDeflate, handleBase, part], payload: 'rest',
+    doc: 'Part 0 of a split, DEFLATE-compressed push-sync body that names new handles.',
+  },
+  {
+    id: 0x47, name: 'notify-cbor-part', type: CON, code: Response.CONTENT, header: 'ntf',
+    fields: [observe, cfCbor, part], payload: 'rest',
+    doc: 'Part 0 of a split push-sync body without new handles.',
+  },
+  {
+    id: 0x48, name: 'ack-content-cbor-handles', type: ACK, code: Response.CONTENT, header: 'ack',
+    fields: [cfCbor, handleBase], payload: 'rest',
+    doc: 'A piggybacked 2.05 CBOR answer that names new handles (join, createRoom, a polled /sync, …).',
+  },
+  {
+    id: 0x4b, name: 'ack-content-deflate-handles', type: ACK, code: Response.CONTENT, header: 'ack',
+    fields: [cfDeflate, handleBase], payload: 'rest',
+    doc: 'The same with a DEFLATE-compressed body.',
   },
 ] as CompactRule[]).map((r) => Object.freeze(r)));

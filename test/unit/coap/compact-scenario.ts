@@ -12,6 +12,7 @@ import {
   ACK, CON, EMPTY, NON, RST, Method, Opt, Response, ContentFormat, TrickleContentFormat, TRICKLE_OPT_HTTP_STATUS, TYPE_NAMES, codeToString,
 } from '../../../src/coap/numbers.ts';
 import { toHex, utf8 } from '../../../src/util/bytes.ts';
+import { RULE_CF_CBOR_DEFLATE, RULE_OPT_HANDLE_BASE, RULE_OPT_PART } from '../../../src/coap/compact-rules-v1.ts';
 
 export interface Step {
   readonly name: string;
@@ -156,6 +157,55 @@ export function observeScenario(): Step[] {
   ];
 }
 
+/**
+ * The rules appended to v1 for responses that define handles and for push-sync parts
+ * (notify-*-handles, notify-*-part, ack-content-*-handles), from fresh contexts. Vectors:
+ * test/vectors/coap/compact-v1-handles.json (`npx tsx test/unit/coap/compact-scenario.ts handles`).
+ */
+export function handlesScenario(): Step[] {
+  const sync = [...path('7'), ...query('timeout=30000')];
+  const observe = (n: number): CoapOption => uintOption(Opt.OBSERVE, n);
+  const hb = (n: number): CoapOption => uintOption(RULE_OPT_HANDLE_BASE, n);
+  const part = (index: number, more: boolean): CoapOption => uintOption(RULE_OPT_PART, (index << 1) | (more ? 1 : 0));
+  const ack = (mid: number): Step => ({ name: `ACK ${mid}`, from: 'A', rule: 'ack', msg: { type: ACK, code: EMPTY, mid, token: E, options: [], payload: E } });
+  return [
+    { name: 'register: sync with Observe = 0', from: 'A', rule: 'request',
+      msg: { type: CON, code: Method.GET, mid: 1, token: tok(1), options: [observe(0), ...sync], payload: E } },
+    { name: 'empty first response', from: 'B', rule: 'notify-cbor',
+      msg: { type: CON, code: Response.CONTENT, mid: 1, token: tok(1), options: [observe(1), cf(ContentFormat.CBOR)], payload: Uint8Array.of(0xa0) } },
+    ack(1),
+    { name: 'a pushed message that names new handles', from: 'B', rule: 'notify-cbor-handles',
+      msg: { type: CON, code: Response.CONTENT, mid: 2, token: tok(1), options: [observe(2), cf(ContentFormat.CBOR), hb(147)], payload: cbor(60) } },
+    ack(2),
+    { name: 'a deflated push that names new handles', from: 'B', rule: 'notify-deflate-handles',
+      msg: { type: CON, code: Response.CONTENT, mid: 3, token: tok(1), options: [observe(3), cf(RULE_CF_CBOR_DEFLATE), hb(200)], payload: cbor(90) } },
+    ack(3),
+    { name: 'part 0 of a split body, with handles', from: 'B', rule: 'notify-cbor-handles-part',
+      msg: { type: CON, code: Response.CONTENT, mid: 4, token: tok(1), options: [observe(4), cf(ContentFormat.CBOR), hb(260), part(0, true)], payload: cbor(200) } },
+    ack(4),
+    { name: 'part 1 (last)', from: 'B', rule: 'notify-part',
+      msg: { type: CON, code: Response.CONTENT, mid: 5, token: tok(1), options: [observe(5), part(1, false)], payload: cbor(120) } },
+    ack(5),
+    { name: 'part 0 of a split deflated body, with handles', from: 'B', rule: 'notify-deflate-handles-part',
+      msg: { type: CON, code: Response.CONTENT, mid: 6, token: tok(1), options: [observe(6), cf(RULE_CF_CBOR_DEFLATE), hb(300), part(0, true)], payload: cbor(200) } },
+    ack(6),
+    { name: 'part 0 of a split body without new handles', from: 'B', rule: 'notify-cbor-part',
+      msg: { type: CON, code: Response.CONTENT, mid: 7, token: tok(1), options: [observe(7), cf(ContentFormat.CBOR), part(0, true)], payload: cbor(200) } },
+    ack(7),
+    { name: 'part 1 of 3', from: 'B', rule: 'notify-part',
+      msg: { type: CON, code: Response.CONTENT, mid: 8, token: tok(1), options: [observe(8), part(1, true)], payload: cbor(200) } },
+    ack(8),
+    { name: 'a join', from: 'A', rule: 'post',
+      msg: { type: CON, code: Method.POST, mid: 2, token: tok(2), options: [...path('K', '!room:hs')], payload: E } },
+    { name: 'its answer names a handle', from: 'B', rule: 'ack-content-cbor-handles',
+      msg: { type: ACK, code: Response.CONTENT, mid: 2, token: tok(2), options: [cf(ContentFormat.CBOR), hb(301)], payload: cbor(12) } },
+    { name: 'a polled sync', from: 'A', rule: 'sync',
+      msg: { type: CON, code: Method.GET, mid: 3, token: tok(3), options: [...sync], payload: E } },
+    { name: 'its deflated answer names handles', from: 'B', rule: 'ack-content-deflate-handles',
+      msg: { type: ACK, code: Response.CONTENT, mid: 3, token: tok(3), options: [cf(RULE_CF_CBOR_DEFLATE), hb(302)], payload: cbor(150) } },
+  ];
+}
+
 export interface VectorStep {
   name: string;
   from: 'A' | 'B';
@@ -184,7 +234,14 @@ export function runScenario(steps0: Step[] = scenario()): { steps: VectorStep[];
   return { steps, ctxA, ctxB };
 }
 
-if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1] && process.argv[2] === 'observe') {
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1] && process.argv[2] === 'handles') {
+  process.stdout.write(`${JSON.stringify({
+    description: 'Compact CoAP header form, rules v1, the rules appended for responses that name handles and for push-sync parts '
+      + '(notify-cbor-handles … ack-content-deflate-handles; src/coap/compact-rules-v1.ts), host (A) and gateway (B), in order, '
+      + 'from two fresh contexts (initialSeq 0). Same format as compact-v1.json. Regenerate only together with a new rules version.',
+    steps: runScenario(handlesScenario()).steps,
+  }, null, 2)}\n`);
+} else if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1] && process.argv[2] === 'observe') {
   process.stdout.write(`${JSON.stringify({
     description: 'Compact CoAP header form, rules v1, the Observe rules (notify-cbor, notify-block2-first-cbor; '
       + 'src/coap/compact-rules-v1.ts): one RFC 7641 observation between host (A) and gateway (B), in order, from two '

@@ -17,11 +17,12 @@ import { createCompactContext, decodeCompact, encodeCompact } from '../../../src
 import { decodeMessage, decodeUint, encodeMessage, getOptions } from '../../../src/coap/message.ts';
 import { Opt } from '../../../src/coap/numbers.ts';
 import { decodeBlock } from '../../../src/coap/block.ts';
-import { observeScenario, scenario, type Step, type VectorStep } from './compact-scenario.ts';
+import { handlesScenario, observeScenario, scenario, type Step, type VectorStep } from './compact-scenario.ts';
 import { readFileSync } from 'node:fs';
 
 const vectors = JSON.parse(readFileSync(new URL('../../vectors/coap/compact-v1.json', import.meta.url), 'utf8')) as { steps: VectorStep[] };
 const observeVectors = JSON.parse(readFileSync(new URL('../../vectors/coap/compact-v1-observe.json', import.meta.url), 'utf8')) as { steps: VectorStep[] };
+const handlesVectors = JSON.parse(readFileSync(new URL('../../vectors/coap/compact-v1-handles.json', import.meta.url), 'utf8')) as { steps: VectorStep[] };
 
 function have(cmd: string): boolean {
   const r = spawnSync(cmd, ['-v'], { stdio: 'ignore' });
@@ -75,6 +76,9 @@ describe('compact form: expansions checked by Wireshark\'s CoAP dissector', () =
   });
   it.skipIf(!TOOLS)(`tshark decodes every expanded Observe vector as our codec does${TOOLS ? '' : ` (${SKIP_REASON})`}`, () => {
     checkWithTshark(observeVectors.steps, observeScenario());
+  });
+  it.skipIf(!TOOLS)(`tshark decodes every expanded handle/part vector as our codec does${TOOLS ? '' : ` (${SKIP_REASON})`}`, () => {
+    checkWithTshark(handlesVectors.steps, handlesScenario());
   });
 });
 

@@ -12,11 +12,12 @@ import {
 import { decodeMessage, encodeMessage, stringOption, uintOption, type CoapMessage } from '../../../src/coap/message.ts';
 import { ACK, CON, EMPTY, Method, Opt, Response, ContentFormat, TrickleContentFormat } from '../../../src/coap/numbers.ts';
 import { ChaChaPoly } from '../../../src/secure/cipher-functions.ts';
-import { observeScenario, runScenario, scenario, type Step, type VectorStep } from './compact-scenario.ts';
+import { handlesScenario, observeScenario, runScenario, scenario, type Step, type VectorStep } from './compact-scenario.ts';
 
 const vectors = JSON.parse(readFileSync(new URL('../../vectors/coap/compact-v1.json', import.meta.url), 'utf8')) as { steps: VectorStep[] };
 /** The Observe rules' vectors (appended to v1 without changing a byte of the vectors above). */
 const observeVectors = JSON.parse(readFileSync(new URL('../../vectors/coap/compact-v1-observe.json', import.meta.url), 'utf8')) as { steps: VectorStep[] };
+const handlesVectors = JSON.parse(readFileSync(new URL('../../vectors/coap/compact-v1-handles.json', import.meta.url), 'utf8')) as { steps: VectorStep[] };
 
 const E = new Uint8Array(0);
 const path = (...s: string[]) => s.map((x) => stringOption(Opt.URI_PATH, x));
@@ -85,7 +86,7 @@ describe('compact rules v1: the static context', () => {
   });
 
   it('has a vector for every rule', () => {
-    const used = new Set([...vectors.steps, ...observeVectors.steps].map((s) => s.rule));
+    const used = new Set([...vectors.steps, ...observeVectors.steps, ...handlesVectors.steps].map((s) => s.rule));
     for (const r of COMPACT_RULES_V1) expect(used.has(r.name), r.name).toBe(true);
   });
 });
@@ -167,6 +168,26 @@ describe('compact form: Observe notifications (test/vectors/coap/compact-v1-obse
       try { expect(rfcHex(decodeCompact(fromHex(v.compact).subarray(0, n), cloneCompactContext(rx)))).not.toBe(v.rfc7252); }
       catch (e) { expect(e).toBeInstanceOf(WireError); }
     }
+  });
+
+  it('the appended handle and part rules: frozen vectors, exact expansion, bounded size, no truncation accepted', () => {
+    expect(runScenario(handlesScenario()).steps).toEqual(handlesVectors.steps);
+    handlesVectors.steps.forEach((v, i) => {
+      const { tx, rx, step } = before(handlesScenario(), i);
+      expect(compactRuleFor(step.msg).name, v.name).toBe(v.rule);
+      expect(toHex(encodeCompact(step.msg, tx))).toBe(v.compact);
+      expect(rfcHex(decodeCompact(fromHex(v.compact), rx))).toBe(v.rfc7252);
+      expect(v.compact.length / 2).toBeLessThanOrEqual(compactSizeBound(step.msg));
+      for (let n = 0; n < v.compact.length / 2; n++) {
+        try { expect(rfcHex(decodeCompact(fromHex(v.compact).subarray(0, n), cloneCompactContext(rx)))).not.toBe(v.rfc7252); }
+        catch (e) { expect(e).toBeInstanceOf(WireError); }
+      }
+    });
+    // A push that names handles costs rule + 3 header bytes + the Handle-Base varint.
+    const by = (name: string) => handlesVectors.steps.find((s) => s.name === name)!;
+    expect(by('a pushed message that names new handles').compact.length / 2).toBe(1 + 3 + 2 + 60);
+    expect(by('part 1 (last)').compact.length / 2).toBe(1 + 3 + 1 + 120);
+    expect(by('its answer names a handle').compact.length / 2).toBe(1 + 1 + 2 + 12);
   });
 
   it('meets the budget: a notification with 40 bytes of CBOR has a 4-byte header, its ACK 2 bytes', () => {

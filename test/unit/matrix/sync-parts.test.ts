@@ -5,6 +5,8 @@ import { getUintOption, uintOption } from '../../../src/coap/message.ts';
 import { compactWireCodec, createCompactContext } from '../../../src/coap/compact.ts';
 import { Response } from '../../../src/coap/numbers.ts';
 import { FakeClock } from '../../helpers/fake-clock.ts';
+import { RULE_CF_CBOR_DEFLATE, RULE_OPT_HANDLE_BASE, RULE_OPT_PART } from '../../../src/coap/compact-rules-v1.ts';
+import { CONTENT_FORMAT_TRICKLE_CBOR_DEFLATE, TRICKLE_OPT_HANDLE_BASE } from '../../../src/matrix/session-wire.ts';
 
 const body = (n: number) => Uint8Array.from({ length: n }, (_, i) => (i * 31 + 7) & 0xff);
 const cf = uintOption(12, 60);
@@ -21,6 +23,10 @@ function reassemble(parts: PartResponse[], start?: PartialBody): { whole?: PartR
 }
 
 describe('push-sync parts', () => {
+  it('uses the option numbers the compact rules fix', () => {
+    expect([RULE_OPT_PART, RULE_OPT_HANDLE_BASE, RULE_CF_CBOR_DEFLATE]).toEqual([TRICKLE_OPT_PART, TRICKLE_OPT_HANDLE_BASE, CONTENT_FORMAT_TRICKLE_CBOR_DEFLATE]);
+  });
+
   it('leaves a body that fits alone and unchanged', () => {
     const res = { code: Response.CONTENT, options: [cf], payload: body(50) };
     expect(splitIntoParts(res, () => 50)).toEqual([res]);
