@@ -38,3 +38,12 @@ export function requiredFlag(flags: Flags, name: string, usage: string): string 
   if (typeof v !== 'string' || v === '') throw new TrickleError('ERR_USAGE', 'cli', `--${name} is required\n\n${usage}`);
   return v;
 }
+
+/** `--push-carry typing,receipts,presence` (any subset; empty or absent: none). */
+export function pushCarryFlag(v: string | undefined): { typing: boolean; receipts: boolean; presence: boolean } {
+  const items = (v ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  const known = ['typing', 'receipts', 'presence'];
+  const bad = items.filter((x) => !known.includes(x));
+  if (bad.length > 0) throw new TrickleError('ERR_CONFIG', 'config', `--push-carry: unknown item ${bad.map((b) => JSON.stringify(b)).join(', ')}; use a comma-separated list of ${known.join(', ')}`);
+  return { typing: items.includes('typing'), receipts: items.includes('receipts'), presence: items.includes('presence') };
+}

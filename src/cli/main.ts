@@ -7,7 +7,7 @@ import { createLogger, type Logger } from '../log.ts';
 import { isTrickleError, TrickleError } from '../errors.ts';
 import { buildSecurity, stateStores, parseSecurityMode } from './security.ts';
 import { defaultStateDir } from './keys.ts';
-import { parseFlags, intFlag, hostPortFlag, requiredFlag } from './args.ts';
+import { parseFlags, intFlag, hostPortFlag, requiredFlag, pushCarryFlag } from './args.ts';
 import { startHost } from '../host/host.ts';
 import { startGateway } from '../gateway/gateway.ts';
 import { MODEM_FLAG_OPTIONS, MODEM_USAGE, resolveModemFlags, type ResolvedModemFlags } from './modem-options.ts';
@@ -35,6 +35,8 @@ const GATEWAY_USAGE = `usage: trickle gateway (--device PATH | --kiss-tcp HOST:P
   --device PATH      serial device of the radio modem (or KISS TNC), e.g. /dev/ttyUSB0
   --homeserver URL   the homeserver to talk to, e.g. https://matrix.example.org
   --listen HOST:PORT serve GET /_trickle/status here (default: not served)
+  --push-carry LIST  ephemeral data pushed to the field kit, comma-separated from
+                     typing,receipts,presence (default: none, the cheapest)
 ${COMMON_USAGE}`;
 
 const USAGE = `usage: trickle <command> [flags]
@@ -69,6 +71,7 @@ const COMMON_OPTIONS = {
   codec: { type: 'string' },
   'push-sync': { type: 'boolean' },
   'poll-sync': { type: 'boolean' },
+  'push-carry': { type: 'string' },
   ...MODEM_FLAG_OPTIONS,
 } as const;
 
@@ -136,6 +139,7 @@ async function run(argv: string[]): Promise<number> {
         gw = await startGateway({
           ...(device ? { device } : {}), homeserverUrl, ...common(flags, 'gateway', logger, modem), homeserverTimeoutMs: 60_000, logger,
           ...(listen ? { statusHost: listen.host, statusPort: listen.port } : {}),
+          pushCarry: pushCarryFlag(flags['push-carry'] as string | undefined),
         });
       } catch (e) { await modem.close(); throw e; }
       return untilSignal(logger, () => gw.close(), (cb) => gw.radio.modem.onClose(cb));
@@ -186,3 +190,4 @@ try {
   // Nothing may keep a failed start alive (an open serial port or KISS TCP socket).
   process.exit(process.exitCode);
 }
+

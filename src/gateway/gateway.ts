@@ -28,6 +28,8 @@ export interface GatewayOptions extends RadioStackOptions {
   matrixStateStore?: StateStore<unknown>;
   /** Where push sync (the reducer's position, the field kit's registration) is persisted. */
   syncStateStore?: StateStore<unknown>;
+  /** Ephemeral data pushed over the air (default none: local clients still get well-formed, empty sections). */
+  pushCarry?: { typing?: boolean; receipts?: boolean; presence?: boolean };
   logger: Logger;
 }
 
@@ -81,6 +83,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const pusher = new SyncPusher({
     radio, homeserver: hs, session: () => current.session, logger: opts.logger,
     ...(opts.syncStateStore ? { store: opts.syncStateStore } : {}),
+    ...(opts.pushCarry ? { reducer: opts.pushCarry } : {}),
   });
 
   radio.onRequest(async (req) => {

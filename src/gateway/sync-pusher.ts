@@ -19,7 +19,7 @@ import type { Logger } from '../log.ts';
 import { toHex, fromHex, utf8 } from '../util/bytes.ts';
 import type { RadioStack, StateStore } from '../coap/radio-stack.ts';
 import type { CoapResponseInit } from '../coap/endpoint.ts';
-import { SyncReducer, type SyncReducerState } from '../matrix/sync-delta.ts';
+import { SyncReducer, type SyncReducerOptions, type SyncReducerState } from '../matrix/sync-delta.ts';
 import { deltaToWire } from '../matrix/sync-wire.ts';
 import { splitIntoParts } from '../matrix/sync-parts.ts';
 import { TRICKLE_OPT_HANDLE_BASE } from '../matrix/session-wire.ts';
@@ -43,13 +43,15 @@ export interface SyncPusherOptions {
   store?: StateStore<unknown>;
   /** The homeserver long-poll, ms (default 30 s). */
   pollTimeoutMs?: number;
+  /** Reducer options: which ephemeral data crosses the air (typing, receipts, presence: default off). */
+  reducer?: Partial<SyncReducerOptions>;
 }
 
 const BACKOFF_MIN_MS = 2_000;
 const BACKOFF_MAX_MS = 60_000;
 
 export class SyncPusher {
-  private reducer = new SyncReducer();
+  private reducer: SyncReducer;
   private registration: Uint8Array | undefined;
   /**
    * The delta in flight, if any, as its parts and the index of the part the endpoint holds.
@@ -68,17 +70,18 @@ export class SyncPusher {
 
   constructor(private readonly o: SyncPusherOptions) {
     this.log = o.logger.child({ component: 'sync-pusher' });
+    this.reducer = new SyncReducer(o.reducer ?? {});
     const saved = o.radio.resumed ? (o.store?.load() as SyncPusherState | undefined) : undefined;
     if (saved?.version === 1) {
       try {
-        if (saved.reducer) this.reducer = new SyncReducer({}, saved.reducer);
+        if (saved.reducer) this.reducer = new SyncReducer(o.reducer ?? {}, saved.reducer);
         if (saved.registration) {
           this.registration = fromHex(saved.registration.token);
           o.radio.endpoint.importObservations([saved.registration]);
         }
       } catch (e) {
         this.log.warn({ err: (e as Error).message }, 'push-sync state unreadable; waiting for a new registration');
-        this.reducer = new SyncReducer();
+        this.reducer = new SyncReducer(o.reducer ?? {});
         this.registration = undefined;
       }
     }
@@ -165,7 +168,7 @@ export class SyncPusher {
     this.registration = undefined;
     this.inFlight = undefined;
     this.awaitingFirst = false;
-    this.reducer = new SyncReducer();
+    this.reducer = new SyncReducer(this.o.reducer ?? {});
     this.abort?.abort();
     this.persist();
     this.attach();
