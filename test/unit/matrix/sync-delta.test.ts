@@ -216,7 +216,7 @@ describe('sync-wire', () => {
         expect(wire[0]).toBe(d.seq);
         expect(wire[1] === undefined || Array.isArray(wire[1])).toBe(true);
         expect(deltaFromWire(decodeTrickleCbor(encodeTrickleCbor(wire)))).toEqual(d);
-        texts += (wire[1] ?? []).flatMap((room) => (room['timeline'] as { content: unknown }[] | undefined) ?? []).filter((e) => typeof e.content === 'string').length;
+        texts += (wire[1] ?? []).flatMap((room) => (room['timeline'] as unknown[] | undefined) ?? []).filter((e) => Array.isArray(e) || typeof (e as { content: unknown }).content === 'string').length;
         n++;
         r.acknowledge(d.seq);
         d = r.nextDelta();
@@ -235,6 +235,16 @@ describe('sync-wire', () => {
     const ev = (content: JsonObject) => ({ type: 'm.room.message', content, sender: '@a:b', event_id: '$x' });
     const one = (e: JsonObject): SyncDelta => ({ seq: 5, rooms: { join: { '!r:b': { timeline: [e as never] } } } });
     expect(deltaToWire(one(ev({ msgtype: 'm.text', body: 'hi' })))).toEqual([5, [{ room_id: '!r:b', timeline: [{ content: 'hi', sender: '@a:b', event_id: '$x' }] }]]);
+    // With exactly sender, event id and timestamp besides: the tuple form.
+    const plain = one({ ...ev({ msgtype: 'm.text', body: 'hi' }), origin_server_ts: 1700000000000 });
+    expect(deltaToWire(plain)).toEqual([5, [{ room_id: '!r:b', timeline: [['hi', '@a:b', '$x', 1700000000000]] }]]);
+    expect(deltaFromWire(decodeTrickleCbor(encodeTrickleCbor(deltaToWire(plain))))).toEqual(plain);
+    const withUnsigned = one({ ...ev({ msgtype: 'm.text', body: 'hi' }), origin_server_ts: 1, unsigned: { age: 1 } });
+    expect(deltaFromWire(deltaToWire(withUnsigned))).toEqual(withUnsigned);
+    expect(Array.isArray((deltaToWire(withUnsigned)[1]![0]!['timeline'] as unknown[])[0])).toBe(false);
+    for (const bad of [['hi', '@a:b', '$x'], ['hi', '@a:b', '$x', 'ts'], [1, '@a:b', '$x', 2], ['hi', '@a:b', '$x', 1.5]]) {
+      expect(() => deltaFromWire([1, [{ room_id: '!a', timeline: [bad] }]])).toThrow(TypeError);
+    }
     for (const c of [{ msgtype: 'm.text', body: 'hi', format: 'x' }, { msgtype: 'm.notice', body: 'hi' }, { msgtype: 'm.text', body: 3 }]) {
       const d = one(ev(c));
       expect(((deltaToWire(d)[1]![0]!['timeline'] as JsonObject[])[0]!)['content']).toEqual(c);
