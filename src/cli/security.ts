@@ -9,7 +9,7 @@ import type { Logger } from '../log.ts';
 import { TrickleError } from '../errors.ts';
 import { readStateFile, writeStateFile } from '../util/state-file.ts';
 import { fingerprint, encodePublicKey } from '../secure/fingerprint.ts';
-import type { SecuritySettings, StateStore, CoapSessionState } from '../coap/radio-stack.ts';
+import type { AirtimeState, SecuritySettings, StateStore, CoapSessionState } from '../coap/radio-stack.ts';
 import {
   authorizedKeysChecker, loadOrCreateIdentity, loadPinnedGatewayKey, readAuthorizedKeys,
   recordOfferedGatewayKey, savePinnedGatewayKey, sessionStore,
@@ -46,8 +46,9 @@ export function matrixStateStore(stateDir: string, role: 'host' | 'gateway', log
 }
 
 /** Everything an end persists, for startHost / startGateway. */
-export function stateStores(stateDir: string, role: 'host' | 'gateway', log: Logger): { coapStateStore: StateStore<CoapSessionState>; matrixStateStore: StateStore<unknown>; syncStateStore: StateStore<unknown> } {
+export function stateStores(stateDir: string, role: 'host' | 'gateway', log: Logger): { coapStateStore: StateStore<CoapSessionState>; matrixStateStore: StateStore<unknown>; syncStateStore: StateStore<unknown>; airtimeStore: StateStore<AirtimeState> } {
   return {
+    airtimeStore: fileStore<AirtimeState>(join(stateDir, `airtime-${role}.json`), 'airtime ledger', log),
     coapStateStore: coapStateStore(stateDir, role, log),
     matrixStateStore: matrixStateStore(stateDir, role, log),
     syncStateStore: fileStore<unknown>(join(stateDir, `sync-${role}.json`), 'push sync', log),

@@ -77,6 +77,16 @@ export interface RadioStackOptions {
   security?: SecuritySettings;
   /** Durable storage for the CoAP session (sequence numbers, compact context), so a restart resumes. */
   coapStateStore?: StateStore<CoapSessionState>;
+  /** Durable storage for this radio's recent transmissions: a restart keeps the duty cycle it used. */
+  airtimeStore?: StateStore<AirtimeState>;
+}
+
+/** This radio's transmissions that still count against the duty cycle, per sub-band. */
+export interface AirtimeState {
+  version: 1;
+  subBandId: string;
+  /** [startMs, airtimeMs], oldest first. */
+  entries: [number, number][];
 }
 
 export interface SecuritySettings {
@@ -211,14 +221,43 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
   let dutyCycleRefusals = 0;
   let sessionResets = 0;
 
+  // The duty cycle used before a restart still counts (same sub-band only: each has its own budget).
+  let history: { startMs: number; airtimeMs: number }[] = [];
+  if (channel && opts.airtimeStore) {
+    const a = opts.airtimeStore.load();
+    if (a && a.version === 1 && a.subBandId === channel.rules.subBandId && Array.isArray(a.entries)) {
+      history = a.entries.filter((e) => Array.isArray(e) && e.length === 2).map(([startMs, airtimeMs]) => ({ startMs, airtimeMs }));
+      if (history.length > 0) log.info({ transmissions: history.length, subBand: a.subBandId }, 'airtime of the last hour before the restart still counts against the duty cycle');
+    }
+  }
+  let airtimeSave: ReturnType<typeof setTimeout> | undefined;
+  const saveAirtimeNow = (): void => {
+    if (airtimeSave) { clearTimeout(airtimeSave); airtimeSave = undefined; }
+    if (!opts.airtimeStore || !channel || !txQueue) return;
+    try {
+      opts.airtimeStore.save({ version: 1, subBandId: channel.rules.subBandId, entries: txQueue.airtimeHistory().map((e) => [e.startMs, e.airtimeMs]) });
+    } catch (e) {
+      log.error({ err: (e as Error).message }, 'could not persist the airtime ledger: a restart now would not know the duty cycle used');
+    }
+  };
+  // After the queue has amended the entry with the measured airtime (it does so when transmit resolves).
+  const persistAirtime = (): void => {
+    if (!opts.airtimeStore || !channel || airtimeSave) return;
+    airtimeSave = setTimeout(saveAirtimeNow, 0);
+  };
   const txQueue = channel ? new TxQueue({
     clock,
     rules: channel.rules,
     maxFrameLen,
     frameAirtimeMs: (n) => airtimeOf(n),
     classShares: { sync: SYNC_SHARE, bulk: BULK_SHARE },
+    history,
     transmit: async (frame) => {
-      await modem.send(frame);
+      try {
+        await modem.send(frame);
+      } finally {
+        persistAirtime();
+      }
       return { airtimeMs: airtimeOf(frame.length, frame) };
     },
   }) : undefined;
@@ -423,6 +462,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
     async close() {
       endpoint.close();
       secure?.close();
+      saveAirtimeNow();
       txQueue?.close();
       await modem.close();
     },

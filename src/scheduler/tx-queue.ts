@@ -28,7 +28,7 @@
  */
 import { TrickleError } from '../errors.ts';
 import type { Clock, TimerHandle } from '../util/clock.ts';
-import { DutyCycleLedger, type LimitUsage } from './duty-cycle.ts';
+import { DutyCycleLedger, type LedgerEntry, type LimitUsage } from './duty-cycle.ts';
 import { canPack, MAX_INNER_MESSAGE_LEN, MAX_PACKED_MESSAGES, packedLength, packFrame } from './packing.ts';
 import { HOUR_MS, type ChannelRules } from './regions.ts';
 
@@ -59,6 +59,14 @@ export interface TxQueueOptions {
   strictOffTime?: boolean;
   /** Bound on queued messages (all classes). Default 1024. */
   maxQueued?: number;
+  /**
+   * This radio's transmissions before a restart, on the same channel (airtimeHistory() of the
+   * previous run): they count against the duty cycle as if they had just been recorded, so a
+   * restart (or a crash loop) never buys a fresh budget. Entries are kept at their recorded
+   * times, even ones in the future (the clock went back): the radio then waits for them as if
+   * they were real, which is stricter than the truth, never looser.
+   */
+  history?: readonly LedgerEntry[];
 }
 
 export interface EnqueueOptions {
@@ -187,6 +195,16 @@ export class TxQueue {
       { subBandId: opts.rules.subBandId, dutyCycle: null, limits: [{ kind: 'duty-cycle', windowMs: HOUR_MS, budgetMs: HOUR_MS }], maxFrameAirtimeMs: null, regulation: 'accounting' },
       { ignoreMaxFrameAirtime: true },
     );
+    for (const h of [...(opts.history ?? [])].sort((a, b) => a.startMs - b.startMs)) {
+      if (!(Number.isFinite(h.startMs) && Number.isFinite(h.airtimeMs) && h.airtimeMs > 0)) continue;
+      this.ledger.record(h.startMs, h.airtimeMs);
+      this.hourLedger.record(h.startMs, h.airtimeMs);
+    }
+  }
+
+  /** The transmissions that still count (main ledger), to persist across a restart (`history`). */
+  airtimeHistory(): LedgerEntry[] {
+    return this.ledger.entries();
   }
 
   /** Largest message enqueue accepts. */

@@ -10,6 +10,7 @@ import { silentLogger } from '../../src/log.ts';
 import { startHost, type Host } from '../../src/host/host.ts';
 import { startGateway, type Gateway } from '../../src/gateway/gateway.ts';
 import { freePort } from '../helpers/stack.ts';
+import type { AirtimeState } from '../../src/coap/radio-stack.ts';
 
 describe('duty cycle at the local Matrix API', () => {
   let host: Host | undefined;
@@ -22,7 +23,11 @@ describe('duty cycle at the local Matrix API', () => {
     const radio = { region: 'eu868', freqHz: 868_950_000, bandwidthHz: 125_000, sf: 10, codingRate: 5 };
     const deadHomeserver = `http://127.0.0.1:${await freePort()}`;
     gateway = await startGateway({ link: b, homeserverUrl: deadHomeserver, baudRate: 9600, maxFrameLen: 255, radio, maxBodyBytes: 1 << 20, homeserverTimeoutMs: 5_000, logger });
-    host = await startHost({ link: a, listenHost: '127.0.0.1', listenPort: 0, baudRate: 9600, maxFrameLen: 255, radio, maxBodyBytes: 1 << 20, requestTimeoutMs: 60_000, maxDutyCycleWaitMs: 30_000, logger });
+    // The host's airtime ledger is persisted (in memory here; a 0600 file in --state-dir in the app).
+    let saved: AirtimeState | undefined;
+    const airtimeStore = { load: () => saved, save: (v: AirtimeState) => { saved = JSON.parse(JSON.stringify(v)) as AirtimeState; } };
+    const startTheHost = () => startHost({ link: a, listenHost: '127.0.0.1', listenPort: 0, baudRate: 9600, maxFrameLen: 255, radio, maxBodyBytes: 1 << 20, requestTimeoutMs: 60_000, maxDutyCycleWaitMs: 30_000, logger, airtimeStore });
+    host = await startTheHost();
     const url = `http://127.0.0.1:${host.port}/_matrix/client/versions`;
 
     const statuses: number[] = [];
@@ -63,5 +68,13 @@ describe('duty cycle at the local Matrix API', () => {
     // (the gateway counts a frame from its start, the host from its end: compare totals).
     const gw = (gateway.status().radio as { dutyCycle: { totals: { airtimeMs: number } } }).dutyCycle.totals;
     expect(Math.abs(gw.airtimeMs - peerUsed)).toBeLessThan(1);
+
+    // A restart of the field kit does not give it a fresh hour: what it sent still counts.
+    await host.close();
+    expect(saved?.entries.length).toBeGreaterThan(0);
+    host = await startTheHost();
+    const after = (host.status().radio as typeof radioStatus).dutyCycle.subBands[0]!;
+    expect(after.airtimeUsedLastHourMs).toBeGreaterThanOrEqual(own.airtimeUsedLastHourMs);
+    expect(after.airtimeUsedLastHourMs).toBeGreaterThan(0);
   }, 60_000);
 });

@@ -192,3 +192,41 @@ describe('TxQueue: status()', () => {
     await expect(p).rejects.toMatchObject({ code: 'ERR_LINK_CLOSED' });
   });
 });
+
+describe('TxQueue: the duty cycle survives a restart (history)', () => {
+  it('a queue built from the previous run\'s airtimeHistory() waits exactly as the old one would have', async () => {
+    const a = setup({ packing: false });
+    const t0 = a.clock.now();
+    // The old run sends 35 s of its 36 s hourly budget (1 % in EU868 g), then "crashes".
+    for (let i = 0; i < 35; i++) void a.q.enqueue(bytes(200), { priority: 'interactive' });
+    for (let i = 0; i < 100 && a.sent.length < 35; i++) { await settle(); a.clock.runUntil(a.clock.now() + 1_000); }
+    expect(a.sent.length).toBe(35);
+    const history = JSON.parse(JSON.stringify(a.q.airtimeHistory())) as ReturnType<TxQueue['airtimeHistory']>;
+    expect(history.length).toBe(35);
+    const now = a.clock.now();
+    const big = air(250);
+    const oldAt = a.q.ledger.nextAllowedAt(big, now);
+    expect(oldAt - t0).toBeGreaterThan(3_500_000); // a 250-byte frame no longer fits this hour
+    a.q.close();
+    // "Restart": a new queue on the same clock, fed the history, answers the same.
+    const b = new TxQueue({ clock: a.clock, rules: EU1, maxFrameLen: 255, frameAirtimeMs: air, packing: false, history, transmit: async () => {} });
+    expect(b.airtimeHistory()).toEqual(history);
+    expect(b.status().subBands[0]!.airtimeUsedLastHourMs).toBeCloseTo(a.q.status().subBands[0]!.airtimeUsedLastHourMs, 3);
+    expect(b.ledger.nextAllowedAt(big, now)).toBe(oldAt);
+    // Without the history a restarted radio would send at once: the hole this closes.
+    const fresh = new TxQueue({ clock: a.clock, rules: EU1, maxFrameLen: 255, frameAirtimeMs: air, packing: false, transmit: async () => {} });
+    expect(fresh.ledger.nextAllowedAt(big, now)).toBe(now);
+    fresh.close();
+    b.close();
+  });
+
+  it('keeps entries from the future (the clock went back) where they are: the radio waits for them', () => {
+    const clock = new FakeClock();
+    const now = clock.now();
+    const q = new TxQueue({ clock, rules: EU1, maxFrameLen: 255, frameAirtimeMs: air, packing: false, transmit: async () => {},
+      history: [{ startMs: now + 600_000, airtimeMs: 36_000 }, { startMs: Number.NaN, airtimeMs: 5 }] });
+    // Not sent until that "future" budget has slid out of its window again.
+    expect(q.estimateWaitMs(20, 'interactive')).toBeGreaterThan(600_000 + 3_600_000 - 1);
+    q.close();
+  });
+});
