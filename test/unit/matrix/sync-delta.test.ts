@@ -209,6 +209,7 @@ describe('sync-wire', () => {
     const r = new SyncReducer({ initialChunkBytes: 3000 });
     let n = 0;
     let texts = 0;
+    let tuples = 0;
     for (const s of v.steps) {
       let d = r.ingest(s.gateway);
       while (d) {
@@ -216,7 +217,9 @@ describe('sync-wire', () => {
         expect(wire[0]).toBe(d.seq);
         expect(wire[1] === undefined || Array.isArray(wire[1])).toBe(true);
         expect(deltaFromWire(decodeTrickleCbor(encodeTrickleCbor(wire)))).toEqual(d);
-        texts += (wire[1] ?? []).flatMap((room) => (room['timeline'] as unknown[] | undefined) ?? []).filter((e) => Array.isArray(e) || typeof (e as { content: unknown }).content === 'string').length;
+        const timelineOf = (room: JsonObject | unknown[]): unknown[] => (Array.isArray(room) ? room[1] as unknown[] : (room['timeline'] as unknown[] | undefined) ?? []);
+        texts += (wire[1] ?? []).flatMap(timelineOf).filter((e) => Array.isArray(e) || typeof (e as { content: unknown }).content === 'string').length;
+        tuples += (wire[1] ?? []).filter((room) => Array.isArray(room)).length;
         n++;
         r.acknowledge(d.seq);
         d = r.nextDelta();
@@ -224,6 +227,7 @@ describe('sync-wire', () => {
     }
     expect(n).toBeGreaterThan(8);
     expect(texts).toBeGreaterThan(3); // the plain-text shorthand was exercised
+    expect(tuples).toBeGreaterThan(0); // and the joined-room tuple
     expect(() => deltaFromWire([1, [{ timeline: [] }]])).toThrow(TypeError);
     expect(() => deltaFromWire([1, {}])).toThrow(TypeError);
     expect(() => deltaFromWire([1, [{ room_id: '!a' }, { room_id: '!a' }]])).toThrow(TypeError);
@@ -234,20 +238,31 @@ describe('sync-wire', () => {
     // The text shorthand is only for exactly {msgtype: m.text, body}.
     const ev = (content: JsonObject) => ({ type: 'm.room.message', content, sender: '@a:b', event_id: '$x' });
     const one = (e: JsonObject): SyncDelta => ({ seq: 5, rooms: { join: { '!r:b': { timeline: [e as never] } } } });
-    expect(deltaToWire(one(ev({ msgtype: 'm.text', body: 'hi' })))).toEqual([5, [{ room_id: '!r:b', timeline: [{ content: 'hi', sender: '@a:b', event_id: '$x' }] }]]);
+    expect(deltaToWire(one(ev({ msgtype: 'm.text', body: 'hi' })))).toEqual([5, [['!r:b', [{ content: 'hi', sender: '@a:b', event_id: '$x' }]]]]);
     // With exactly sender, event id and timestamp besides: the tuple form.
     const plain = one({ ...ev({ msgtype: 'm.text', body: 'hi' }), origin_server_ts: 1700000000000 });
-    expect(deltaToWire(plain)).toEqual([5, [{ room_id: '!r:b', timeline: [['hi', '@a:b', '$x', 1700000000000]] }]]);
+    expect(deltaToWire(plain)).toEqual([5, [['!r:b', [['hi', '@a:b', '$x', 1700000000000]]]]]);
+    // Unread counts ride in the room tuple; anything else makes the room a map again.
+    const counted = (u: JsonObject, extra: JsonObject = {}): SyncDelta => ({ seq: 6, rooms: { join: { '!r:b': { timeline: plain.rooms!.join!['!r:b']!.timeline!, unread_notifications: u, ...extra } } } });
+    expect(deltaToWire(counted({ notification_count: 2 }))[1]).toEqual([['!r:b', [['hi', '@a:b', '$x', 1700000000000]], 2]]);
+    expect(deltaToWire(counted({ notification_count: 2, highlight_count: 1 }))[1]![0]).toHaveLength(4);
+    for (const d of [counted({ notification_count: 2 }), counted({ notification_count: 2, highlight_count: 1 }), counted({ highlight_count: 1 }), counted({ notification_count: 2 }, { limited: true }), counted({ notification_count: -1 })]) {
+      expect(deltaFromWire(decodeTrickleCbor(encodeTrickleCbor(deltaToWire(d))))).toEqual(d);
+    }
+    expect(Array.isArray(deltaToWire(counted({ highlight_count: 1 }))[1]![0])).toBe(false);
+    for (const bad of [['!a'], ['!a', {}], [1, []], ['!a', [], -1], ['!a', [], 1, 'x'], ['!a', [], 1, 2, 3]]) {
+      expect(() => deltaFromWire([1, [bad]])).toThrow(TypeError);
+    }
     expect(deltaFromWire(decodeTrickleCbor(encodeTrickleCbor(deltaToWire(plain))))).toEqual(plain);
     const withUnsigned = one({ ...ev({ msgtype: 'm.text', body: 'hi' }), origin_server_ts: 1, unsigned: { age: 1 } });
     expect(deltaFromWire(deltaToWire(withUnsigned))).toEqual(withUnsigned);
-    expect(Array.isArray((deltaToWire(withUnsigned)[1]![0]!['timeline'] as unknown[])[0])).toBe(false);
+    expect(Array.isArray(((deltaToWire(withUnsigned)[1]![0] as unknown[])[1] as unknown[])[0])).toBe(false);
     for (const bad of [['hi', '@a:b', '$x'], ['hi', '@a:b', '$x', 'ts'], [1, '@a:b', '$x', 2], ['hi', '@a:b', '$x', 1.5]]) {
       expect(() => deltaFromWire([1, [{ room_id: '!a', timeline: [bad] }]])).toThrow(TypeError);
     }
     for (const c of [{ msgtype: 'm.text', body: 'hi', format: 'x' }, { msgtype: 'm.notice', body: 'hi' }, { msgtype: 'm.text', body: 3 }]) {
       const d = one(ev(c));
-      expect(((deltaToWire(d)[1]![0]!['timeline'] as JsonObject[])[0]!)['content']).toEqual(c);
+      expect((((deltaToWire(d)[1]![0] as unknown[])[1] as JsonObject[])[0]!)['content']).toEqual(c);
       expect(deltaFromWire(deltaToWire(d))).toEqual(d);
     }
     expect(deltaToWire({ seq: 7 })).toEqual([7]);
