@@ -175,7 +175,10 @@ export class SyncPusher {
   }
 
   private encode(delta: SyncDelta | undefined): CoapResponseInit {
-    const body = utf8.encode(JSON.stringify(delta ? deltaToWire(delta) : {}));
+    // A single-fragment delta follows what the host holds: its timestamps may be relative to the
+    // room's last acknowledged event (sync-wire.ts); a merged re-send carries them whole.
+    const single = delta !== undefined && this.reducer.unacknowledged === 1;
+    const body = utf8.encode(JSON.stringify(delta ? deltaToWire(delta, { baseTs: (r) => (single ? this.reducer.ackedLastTs(r) : undefined) }) : {}));
     return this.o.session().encodeResponse({ status: 200, contentType: 'application/json', body });
   }
 

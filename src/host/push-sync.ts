@@ -66,7 +66,7 @@ export class HostPushSync {
   private partial: PartialBody | undefined;
   private readonly waiters = new SyncWaitList<Waiter>();
   private readonly log: Logger;
-  private counters = { localSyncs: 0, deltasApplied: 0, notifications: 0, parts: 0, partGaps: 0, ownEchoes: 0, localFilters: 0, localMessages: 0 };
+  private counters = { localSyncs: 0, deltasApplied: 0, notifications: 0, parts: 0, partGaps: 0, timestampsApproximated: 0, ownEchoes: 0, localFilters: 0, localMessages: 0 };
 
   constructor(private readonly o: HostPushSyncOptions) {
     this.log = o.logger.child({ component: 'push-sync' });
@@ -294,7 +294,14 @@ export class HostPushSync {
     if (!json || typeof json !== 'object' || Object.keys(json).length === 0) return;
     let applied: boolean;
     try {
-      ({ applied } = this.store.applyDelta(deltaFromWire(json)));
+      ({ applied } = this.store.applyDelta(deltaFromWire(json, {
+        baseTs: (r) => this.store.lastTimelineTs(r),
+        missingBase: (r) => {
+          this.counters.timestampsApproximated++;
+          this.log.error({ room: r }, 'push-sync: a relative timestamp without its base here; the message is kept with the local time');
+          return Date.now();
+        },
+      })));
     } catch (e) {
       this.log.error({ err: (e as Error).message }, 'push-sync delta malformed: not applied');
       return;

@@ -105,6 +105,8 @@ interface RoomMemory {
   typing?: JsonObject;
   /** State key → event id of every state event the host was sent (for lazy-loaded member dedup). */
   state?: Record<string, string>;
+  /** origin_server_ts of the last timeline event in an ACKNOWLEDGED delta (sync-wire's time base). */
+  ats?: number;
 }
 
 /** A fragment: a SyncDelta without seq, with `n`/`to_device_n` always set where they apply. */
@@ -236,9 +238,27 @@ export class SyncReducer {
     this.s.acked = seq;
     const done = this.s.released.filter((r) => r.seq <= seq);
     this.s.released = this.s.released.filter((r) => r.seq > seq);
+    for (const r of done) {
+      for (const section of ['join', 'leave'] as const) {
+        for (const [roomId, rd] of Object.entries(r.fragment.rooms?.[section] ?? {})) {
+          const mem = this.s.rooms[roomId];
+          const ts = lastTimelineTs(rd);
+          if (mem && ts !== undefined) mem.ats = ts;
+        }
+      }
+    }
     if (this.s.initial) for (const r of done) this.s.initial.roomsAcked += r.initialRooms;
     return true;
   }
+
+  /** Released deltas not yet acknowledged (1: the pending delta is a single fragment, without `n`). */
+  get unacknowledged(): number { return this.s.released.length; }
+
+  /**
+   * The timestamp of the last timeline event of `roomId` in an acknowledged delta: the host holds
+   * that event as its newest in the room whenever the pending delta is a single fragment.
+   */
+  ackedLastTs(roomId: string): number | undefined { return this.s.rooms[roomId]?.ats; }
 
   /** Joined rooms of the initial sync the host has acknowledged / all of them. */
   initialSyncProgress(): { roomsDone: number; roomsTotal: number } {
@@ -616,4 +636,17 @@ function stripCounters(d: SyncDelta): void {
 function reorder(d: SyncDelta): SyncDelta {
   const { seq, next_batch, progress, ...rest } = d;
   return { seq, ...(next_batch !== undefined ? { next_batch } : {}), ...(progress ? { progress } : {}), ...rest };
+}
+
+/** origin_server_ts of the last timeline event of a room delta (its last chunk with events). */
+export function lastTimelineTs(rd: RoomChunk & { more?: RoomChunk[] }): number | undefined {
+  const chunks = [rd, ...(rd.more ?? [])];
+  for (let i = chunks.length - 1; i >= 0; i--) {
+    const tl = chunks[i]!.timeline;
+    if (tl && tl.length > 0) {
+      const ts = tl[tl.length - 1]!.origin_server_ts;
+      return typeof ts === 'number' && Number.isSafeInteger(ts) ? ts : undefined;
+    }
+  }
+  return undefined;
 }

@@ -40,7 +40,7 @@
  *   - presence: the newest per user, at most `maxPresence` (500) users;
  *   - device list changes: the newest per user, at most 2000.
  */
-import { chunksOf, receiptContent } from './sync-delta.ts';
+import { chunksOf, lastTimelineTs, receiptContent } from './sync-delta.ts';
 import {
   clone, isObject, jsonEqual, matchesEventFilter, matchesRoomFilter, stateKeyOf,
   type ClientFilter, type JsonObject, type MatrixEvent, type RoomDelta, type RoomEventFilter, type RoomSummary, type SyncDelta,
@@ -97,6 +97,8 @@ interface RoomRecord {
   receipts: Record<string, ReceiptEntry>;
   invite?: Valued<MatrixEvent[]>;
   knock?: Valued<MatrixEvent[]>;
+  /** origin_server_ts of the last timeline event applied from a delta (sync-wire's time base). */
+  lts?: number;
 }
 
 /** Plain-JSON state of a SyncStore. */
@@ -176,6 +178,8 @@ export class SyncStore {
   /** Initial-sync progress as last pushed by the gateway. */
   get progress(): { roomsDone: number; roomsTotal: number } | undefined { return this.s.progress; }
   get epoch(): string { return this.s.epoch; }
+  /** The timestamp of the last timeline event of `roomId` applied from a delta (sync-wire's time base). */
+  lastTimelineTs(roomId: string): number | undefined { return this.s.rooms[roomId]?.lts; }
 
   exportState(): SyncStoreState { return clone(this.s); }
 
@@ -332,6 +336,8 @@ export class SyncStore {
         idx++;
       });
     }
+    const lts = lastTimelineTs(rd);
+    if (lts !== undefined) room.lts = lts;
     for (const e of rd.account_data ?? []) this.setStored(room.ad, e.type, e);
     for (const e of rd.ephemeral ?? []) {
       if (e.type === 'm.typing') {

@@ -112,5 +112,15 @@ describe('push sync under 30 % frame loss, with restarts', () => {
       .filter((e) => e.getType() === 'm.room.message').map((e) => e.getContent()['body'] as string);
     for (let i = 0; i < 40 && new Set(bodies()).size !== bodies().length; i++) await new Promise((r) => setTimeout(r, 250));
     expect([...bodies()].sort()).toEqual([...want('alice'), ...want('bob')].sort());
+    // Timestamps (relative on air when both ends hold the room's time base) are exact: alice's
+    // copy of every message carries the origin_server_ts bob's client got from Synapse directly.
+    const tsOf = (c: MatrixClient) => new Map((c.getRoom(roomId)?.getLiveTimeline().getEvents() ?? [])
+      .filter((e) => e.getSender() === bobAcc.userId && e.getType() === 'm.room.message' && !e.status).map((e) => [e.getId(), e.getTs()]));
+    const mine = tsOf(alice);
+    const theirs = tsOf(bob);
+    let compared = 0;
+    for (const [id, ts] of theirs) if (id?.startsWith('$') && mine.has(id)) { expect(mine.get(id), id).toBe(ts); compared++; }
+    expect(compared).toBeGreaterThanOrEqual(N);
+    expect((host.status()['pushSync'] as { timestampsApproximated: number }).timestampsApproximated).toBe(0);
   }, 1_200_000); // ~4 minutes alone; more beside the rest of the suite on a busy machine
 });

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { GATEWAY_SYNC_FILTER, SyncReducer, gatewaySyncFilter, mergeEphemeral } from '../../../src/matrix/sync-delta.ts';
 import type { JsonObject, SyncDelta, SyncResponse } from '../../../src/matrix/sync-types.ts';
 import { decodeTrickleCbor, encodeTrickleCbor } from '../../../src/codec/trickle-cbor-v1.ts';
-import { deltaFromWire, deltaToWire } from '../../../src/matrix/sync-wire.ts';
+import { deltaFromWire, deltaToWire, type WireSyncDelta } from '../../../src/matrix/sync-wire.ts';
 import { loadSyncVectors, step } from '../../vectors/sync/load.ts';
 
 const v = loadSyncVectors();
@@ -210,13 +210,16 @@ describe('sync-wire', () => {
     let n = 0;
     let texts = 0;
     let tuples = 0;
+    let flats = 0;
     for (const s of v.steps) {
       let d = r.ingest(s.gateway);
       while (d) {
-        const wire = deltaToWire(d);
-        expect(wire[0]).toBe(d.seq);
+        const any = deltaToWire(d);
+        expect(any[0]).toBe(d.seq);
+        expect(deltaFromWire(decodeTrickleCbor(encodeTrickleCbor(any)))).toEqual(d);
+        if (typeof any[1] === 'string') { flats++; n++; r.acknowledge(d.seq); d = r.nextDelta(); continue; }
+        const wire = any as WireSyncDelta;
         expect(wire[1] === undefined || Array.isArray(wire[1])).toBe(true);
-        expect(deltaFromWire(decodeTrickleCbor(encodeTrickleCbor(wire)))).toEqual(d);
         const timelineOf = (room: JsonObject | unknown[]): unknown[] => (Array.isArray(room) ? room[1] as unknown[] : (room['timeline'] as unknown[] | undefined) ?? []);
         texts += (wire[1] ?? []).flatMap(timelineOf).filter((e) => Array.isArray(e) || typeof (e as { content: unknown }).content === 'string').length;
         tuples += (wire[1] ?? []).filter((room) => Array.isArray(room)).length;
@@ -227,7 +230,7 @@ describe('sync-wire', () => {
     }
     expect(n).toBeGreaterThan(8);
     expect(texts).toBeGreaterThan(3); // the plain-text shorthand was exercised
-    expect(tuples).toBeGreaterThan(0); // and the joined-room tuple
+    expect(tuples + flats).toBeGreaterThan(0); // and the joined-room tuple or the one-message form
     expect(() => deltaFromWire([1, [{ timeline: [] }]])).toThrow(TypeError);
     expect(() => deltaFromWire([1, {}])).toThrow(TypeError);
     expect(() => deltaFromWire([1, [{ room_id: '!a' }, { room_id: '!a' }]])).toThrow(TypeError);
@@ -239,30 +242,46 @@ describe('sync-wire', () => {
     const ev = (content: JsonObject) => ({ type: 'm.room.message', content, sender: '@a:b', event_id: '$x' });
     const one = (e: JsonObject): SyncDelta => ({ seq: 5, rooms: { join: { '!r:b': { timeline: [e as never] } } } });
     expect(deltaToWire(one(ev({ msgtype: 'm.text', body: 'hi' })))).toEqual([5, [['!r:b', [{ content: 'hi', sender: '@a:b', event_id: '$x' }]]]]);
-    // With exactly sender, event id and timestamp besides: the tuple form.
+    // One plain message with exactly sender, event id and timestamp besides: the flat form.
     const plain = one({ ...ev({ msgtype: 'm.text', body: 'hi' }), origin_server_ts: 1700000000000 });
-    expect(deltaToWire(plain)).toEqual([5, [['!r:b', [['hi', '@a:b', '$x', 1700000000000]]]]]);
-    // Unread counts ride in the room tuple; anything else makes the room a map again.
+    expect(deltaToWire(plain)).toEqual([5, '!r:b', 'hi', '@a:b', '$x', 1700000000000]);
+    expect(deltaFromWire(decodeTrickleCbor(encodeTrickleCbor(deltaToWire(plain))))).toEqual(plain);
+    // Its timestamp relative to the room's time base, when both ends hold one.
+    const base = { baseTs: (r: string) => (r === '!r:b' ? 1699999990000 : undefined) };
+    expect(deltaToWire(plain, base)).toEqual([5, '!r:b', 'hi', '@a:b', '$x', -10001]);
+    expect(encodeTrickleCbor(deltaToWire(plain, base)).length).toBe(encodeTrickleCbor(deltaToWire(plain)).length - 6);
+    expect(deltaFromWire(decodeTrickleCbor(encodeTrickleCbor(deltaToWire(plain, base))), base)).toEqual(plain);
+    expect(() => deltaFromWire(deltaToWire(plain, base))).toThrow(/time base/);
+    expect((deltaFromWire(deltaToWire(plain, base), { missingBase: () => 42 }).rooms!.join!['!r:b']!.timeline![0]!).origin_server_ts).toBe(42);
+    // A base after the event (the homeserver's clock went back): absolute.
+    expect(deltaToWire(plain, { baseTs: () => 1700000000001 })[5]).toBe(1700000000000);
+    // Two messages, or another room field: not flat.
+    const two: SyncDelta = { seq: 5, rooms: { join: { '!r:b': { timeline: [...plain.rooms!.join!['!r:b']!.timeline!, ...plain.rooms!.join!['!r:b']!.timeline!] } } } };
+    expect(typeof deltaToWire(two)[1]).not.toBe('string');
+    for (const bad of [[1, '!a', 'hi', '@a', '$x', 0], [1, '!a', 'hi', '@a', '$x', 1.5], [1, '!a', 3, '@a', '$x', 1], [1, '!a', 'hi', '@a', '$x', 1, -1], [1.5, '!a', 'hi', '@a', '$x', 1]]) {
+      expect(() => deltaFromWire(bad)).toThrow(TypeError);
+    }
+    // Unread counts: the notification count rides in the flat form; both counts in the room tuple; anything else makes the room a map again.
+    const w = (d: SyncDelta): WireSyncDelta => deltaToWire(d) as WireSyncDelta;
     const counted = (u: JsonObject, extra: JsonObject = {}): SyncDelta => ({ seq: 6, rooms: { join: { '!r:b': { timeline: plain.rooms!.join!['!r:b']!.timeline!, unread_notifications: u, ...extra } } } });
-    expect(deltaToWire(counted({ notification_count: 2 }))[1]).toEqual([['!r:b', [['hi', '@a:b', '$x', 1700000000000]], 2]]);
-    expect(deltaToWire(counted({ notification_count: 2, highlight_count: 1 }))[1]![0]).toHaveLength(4);
-    for (const d of [counted({ notification_count: 2 }), counted({ notification_count: 2, highlight_count: 1 }), counted({ highlight_count: 1 }), counted({ notification_count: 2 }, { limited: true }), counted({ notification_count: -1 })]) {
+    expect(deltaToWire(counted({ notification_count: 2 }))).toEqual([6, '!r:b', 'hi', '@a:b', '$x', 1700000000000, 2]);
+    expect(w(counted({ notification_count: 2, highlight_count: 1 }))[1]).toEqual([['!r:b', [['hi', '@a:b', '$x', 1700000000000]], 2, 1]]);
+    for (const d of [counted({ notification_count: 2 }), counted({ notification_count: 2, highlight_count: 1 }), counted({ highlight_count: 1 }), counted({ notification_count: 2 }, { limited: true }), counted({ notification_count: -1 }), two]) {
       expect(deltaFromWire(decodeTrickleCbor(encodeTrickleCbor(deltaToWire(d))))).toEqual(d);
     }
-    expect(Array.isArray(deltaToWire(counted({ highlight_count: 1 }))[1]![0])).toBe(false);
+    expect(Array.isArray(w(counted({ highlight_count: 1 }))[1]![0])).toBe(false);
     for (const bad of [['!a'], ['!a', {}], [1, []], ['!a', [], -1], ['!a', [], 1, 'x'], ['!a', [], 1, 2, 3]]) {
       expect(() => deltaFromWire([1, [bad]])).toThrow(TypeError);
     }
-    expect(deltaFromWire(decodeTrickleCbor(encodeTrickleCbor(deltaToWire(plain))))).toEqual(plain);
     const withUnsigned = one({ ...ev({ msgtype: 'm.text', body: 'hi' }), origin_server_ts: 1, unsigned: { age: 1 } });
     expect(deltaFromWire(deltaToWire(withUnsigned))).toEqual(withUnsigned);
-    expect(Array.isArray(((deltaToWire(withUnsigned)[1]![0] as unknown[])[1] as unknown[])[0])).toBe(false);
+    expect(Array.isArray(((w(withUnsigned)[1]![0] as unknown[])[1] as unknown[])[0])).toBe(false);
     for (const bad of [['hi', '@a:b', '$x'], ['hi', '@a:b', '$x', 'ts'], [1, '@a:b', '$x', 2], ['hi', '@a:b', '$x', 1.5]]) {
       expect(() => deltaFromWire([1, [{ room_id: '!a', timeline: [bad] }]])).toThrow(TypeError);
     }
     for (const c of [{ msgtype: 'm.text', body: 'hi', format: 'x' }, { msgtype: 'm.notice', body: 'hi' }, { msgtype: 'm.text', body: 3 }]) {
       const d = one(ev(c));
-      expect((((deltaToWire(d)[1]![0] as unknown[])[1] as JsonObject[])[0]!)['content']).toEqual(c);
+      expect((((w(d)[1]![0] as unknown[])[1] as JsonObject[])[0]!)['content']).toEqual(c);
       expect(deltaFromWire(deltaToWire(d))).toEqual(d);
     }
     expect(deltaToWire({ seq: 7 })).toEqual([7]);

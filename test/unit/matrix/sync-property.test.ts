@@ -8,6 +8,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { SyncReducer } from '../../../src/matrix/sync-delta.ts';
 import { SyncStore } from '../../../src/matrix/sync-store.ts';
+import { deltaFromWire, deltaToWire } from '../../../src/matrix/sync-wire.ts';
 import type { MatrixEvent, SyncDelta, SyncResponse } from '../../../src/matrix/sync-types.ts';
 
 const ME = '@me:hs';
@@ -106,7 +107,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 );
 
 /** How often the interesting cases happened over all runs (asserted > 0: the test must exercise them). */
-const seenCases = { resendsWithCounters: 0, staleDeltasIgnored: 0, echoesBeforeDelta: 0, chunkedInitialSyncs: 0, restarts: 0, probes: 0 };
+const seenCases = { relativeTimestamps: 0, resendsWithCounters: 0, staleDeltasIgnored: 0, echoesBeforeDelta: 0, chunkedInitialSyncs: 0, restarts: 0, probes: 0 };
 
 interface Client { since?: string; rooms: Map<string, string[]>; toDevice: unknown[] }
 
@@ -126,8 +127,27 @@ function simulate(initialEvents: { room: number; me: boolean; rename: boolean }[
   const snapshots: { token: string; ids: Map<string, Set<string>> }[] = [];
   const deviceSeen: unknown[] = [];
 
-  const push = (d: SyncDelta | undefined): void => { if (d) link.push(structuredClone(d)); };
-  const deliver = (d: SyncDelta): void => {
+  // Every push crosses the wire form with the gateway's time base (sync-wire.ts) and is read back
+  // with the host's: a delta the host will apply must come back exactly.
+  const wireOf = new WeakMap<SyncDelta, unknown>();
+  const push = (d: SyncDelta | undefined): void => {
+    if (!d) return;
+    const copy = structuredClone(d);
+    const single = reducer.unacknowledged === 1 && reducer.pendingDelta()?.seq === d.seq;
+    wireOf.set(copy, JSON.parse(JSON.stringify(deltaToWire(d, { baseTs: (r) => (single ? reducer.ackedLastTs(r) : undefined) }))));
+    link.push(copy);
+  };
+  const deliver = (original: SyncDelta): void => {
+    let d = original;
+    const w = wireOf.get(original);
+    if (w !== undefined) {
+      const decoded = deltaFromWire(w, { baseTs: (r) => store.lastTimelineTs(r), missingBase: () => -1 });
+      if (original.seq > store.lastAppliedSeq) {
+        expect(decoded).toEqual(original);
+        if (Array.isArray(w) && typeof w[1] === 'string' && (w[5] as number) < 0) seenCases.relativeTimestamps++;
+      }
+      d = decoded;
+    }
     if (Object.values(d.rooms?.join ?? {}).some((rd) => rd.n !== undefined)) seenCases.resendsWithCounters++;
     if (d.progress && d.progress.roomsDone < d.progress.roomsTotal) seenCases.chunkedInitialSyncs++;
     const r = store.applyDelta(structuredClone(d));
