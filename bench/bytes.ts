@@ -107,7 +107,9 @@ try {
   let carried = 0;
   const startTheHost = async (): Promise<Host> => {
     const h = await startHost({
-      device: pair!.a, listenHost: '127.0.0.1', listenPort: 0, ...radio, requestTimeoutMs: 60_000, logger, pushSync: true,
+      // sendTyping: the `typing` row measures what a typing notification costs when carried
+      // (--send-typing); by default the host answers it itself and it costs nothing.
+      device: pair!.a, listenHost: '127.0.0.1', listenPort: 0, ...radio, requestTimeoutMs: 60_000, logger, pushSync: true, sendTyping: true,
       security: buildSecurity('host', state.hostDir, 'encrypt', logger)!, ...stateStores(state.hostDir, 'host', logger),
     });
     h.onExchange((e) => exchanges.push(e));

@@ -29,6 +29,8 @@ const HOST_USAGE = `usage: trickle host (--device PATH | --kiss-tcp HOST:PORT --
   --listen HOST:PORT where Matrix clients connect (default 127.0.0.1:8008)
   --poll-sync        carry every client /sync long-poll over the radio instead of push sync
                      (default: /sync is answered locally and the gateway pushes what changed)
+  --send-typing      carry the local clients' typing notifications over the radio
+                     (default: answered here, others do not see you typing)
 ${COMMON_USAGE}`;
 
 const GATEWAY_USAGE = `usage: trickle gateway (--device PATH | --kiss-tcp HOST:PORT --callsign CALL) --homeserver URL [--listen HOST:PORT]
@@ -72,6 +74,7 @@ const COMMON_OPTIONS = {
   'push-sync': { type: 'boolean' },
   'poll-sync': { type: 'boolean' },
   'push-carry': { type: 'string' },
+  'send-typing': { type: 'boolean' },
   ...MODEM_FLAG_OPTIONS,
 } as const;
 
@@ -122,7 +125,7 @@ async function run(argv: string[]): Promise<number> {
       try {
         const device = modem.link ? undefined : requiredFlag(flags, 'device', HOST_USAGE);
         logger.info({ modem: modem.describe }, 'modem');
-        host = await startHost({ ...(device ? { device } : {}), listenHost: listen.host, listenPort: listen.port, ...common(flags, 'host', logger, modem), requestTimeoutMs: 120_000, pushSync: flags['poll-sync'] !== true, logger });
+        host = await startHost({ ...(device ? { device } : {}), listenHost: listen.host, listenPort: listen.port, ...common(flags, 'host', logger, modem), requestTimeoutMs: 120_000, pushSync: flags['poll-sync'] !== true, sendTyping: flags['send-typing'] === true, logger });
       } catch (e) { await modem.close(); throw e; }
       return untilSignal(logger, () => host.close(), (cb) => host.radio.modem.onClose(cb));
     }

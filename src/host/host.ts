@@ -31,6 +31,8 @@ export interface HostOptions extends RadioStackOptions {
    * request.
    */
   pushSync?: boolean;
+  /** Carry the local clients' typing notifications over the air (default false: answered here with 200 {}). */
+  sendTyping?: boolean;
   /** Where the push-sync store (events, local filters, the registration) is persisted. */
   syncStateStore?: StateStore<unknown>;
   logger: Logger;
@@ -70,11 +72,12 @@ const ANSWER_ESTIMATE_BYTES = 48;
 
 /** Extra time given to a long poll beyond its own timeout: a round trip of full frames over the air. */
 const LONG_POLL_MARGIN_MS = 30_000;
+const TYPING_PATH = /^\/_matrix\/client\/(?:r0|v3)\/rooms\/[^/]+\/typing\/[^/]+$/;
 
 export async function startHost(opts: HostOptions): Promise<Host> {
   const log = opts.logger.child({ component: 'host' });
   const radio = await openRadioStack(opts);
-  const counters = { requests: 0, failures: 0, dutyCycleRefusals: 0 };
+  const counters = { requests: 0, failures: 0, dutyCycleRefusals: 0, typingAnsweredLocally: 0 };
   // Per-exchange byte accounting: frames are attributed by their CoAP token.
   const byToken = new Map<string, Omit<ExchangeReport, keyof HttpExchangeRecord>>();
   let capture: ((tokenHex: string) => void) | undefined;
@@ -184,6 +187,12 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   });
   const handle = async (req: HttpRequestLike): Promise<HttpResponseLike> => {
     if (push?.handles(req)) return push.answer(req);
+    // Our own typing notifications stay here unless asked for: a client re-sends them every few
+    // seconds while its user types, which would cost more airtime than the message itself.
+    if (!opts.sendTyping && req.method === 'PUT' && TYPING_PATH.test(req.path)) {
+      counters.typingAnsweredLocally++;
+      return { status: 200, contentType: 'application/json', body: new TextEncoder().encode('{}') };
+    }
     const res = await carry(req);
     push?.afterCarry(req, res);
     return res;

@@ -133,6 +133,8 @@ describe.each([
       await bob.sendTextMessage(roomId, reply);
       const atAlice = await aliceGot;
       expect(atAlice.getSender()).toBe('@bob:localhost');
+      // Alice's typing notification is answered by the host (no --send-typing): well-formed, no airtime.
+      await alice.sendTyping(roomId, true, 5_000);
     } finally {
       clearInterval(noise);
     }
@@ -157,6 +159,8 @@ describe.each([
 
     // The noise was seen, dropped and counted on both ends.
     const hostStatus = await status(`${hostUrl}/_trickle/status`);
+    expect(hostStatus.requests.typingAnsweredLocally).toBe(1);
+    expect(routes['PUT /Y']).toBeUndefined(); // typing never reached the gateway
     const droppedAtHost = Object.values(hostStatus.radio.modem.dropped as Record<string, number>).reduce((a, b) => a + b, 0);
     const droppedAtGateway = Object.values(gw.radio.modem.dropped as Record<string, number>).reduce((a, b) => a + b, 0);
     expect(injected).toBeGreaterThanOrEqual(12);
