@@ -165,8 +165,15 @@ export interface RequestOptions {
   readonly token?: Uint8Array;
 }
 
-/** Called with the first response and each later notification, with its Observe value, in order. */
-export type NotificationHandler = (res: CoapResponse, seq: number) => void;
+/**
+ * Called with the first response and each later notification, with its Observe value, in order.
+ * A single-frame CON notification is ACKed only after this returns (so what the handler
+ * persisted is on disk before the server learns it arrived). Returning `false` REFUSES it: the
+ * notification is answered with RST instead, which ends the registration at the server (RFC 7641
+ * §3.6), and the observation ends here with reason 'refused' (a lead that cannot use what came,
+ * e.g. a part out of order, registers again and the server starts over).
+ */
+export type NotificationHandler = (res: CoapResponse, seq: number) => unknown;
 
 /** Why a client's observation ended other than by cancel(). */
 export interface ObservationEnd {
@@ -175,7 +182,7 @@ export interface ObservationEnd {
    * 'ended-by-server': a notification without Observe (an error, RFC 7641 §3.2);
    * 'failed': the registration request failed (see `error`).
    */
-  readonly reason: 'not-registered' | 'ended-by-server' | 'failed';
+  readonly reason: 'not-registered' | 'ended-by-server' | 'failed' | 'refused';
   readonly response?: CoapResponse;
   readonly error?: TrickleError;
 }
@@ -802,24 +809,34 @@ export class CoapEndpoint {
     this.deliverNotification(obs, response, seq);
   }
 
-  private deliverNotification(obs: ClientObservation, res: CoapResponse, seq: number): void {
+  /** Hand a notification to the caller; false when the caller refused it. */
+  private deliverNotification(obs: ClientObservation, res: CoapResponse, seq: number): boolean {
     this.counters.notifications++;
-    safeCall(() => obs.onNotification(res, seq));
+    let accepted = true;
+    safeCall(() => { accepted = obs.onNotification(res, seq) !== false; });
+    return accepted;
   }
 
   /** A CON/NON response for an observed token, other than the registration's first response. */
   private receiveNotification(obs: ClientObservation, msg: CoapMessage, entry: SeenEntry, frameLen: number): void {
-    if (msg.type === CON) entry.reply = this.sendEmpty(ACK, msg.mid);
     const atMs = this.clock.now();
     if (obs.assembling) {
+      // Held behind a Block2 fetch: acknowledged now, handed over in order once it is done.
+      if (msg.type === CON) entry.reply = this.sendEmpty(ACK, msg.mid);
       obs.held.push({ msg, atMs, frameLen });
       return;
     }
-    this.processNotification(obs, msg, atMs, frameLen);
+    // Processed first, then acknowledged: the caller has what it needs before the server hears it arrived.
+    const refused = this.processNotification(obs, msg, atMs, frameLen) === 'refused';
+    if (msg.type === CON) entry.reply = this.sendEmpty(refused ? RST : ACK, msg.mid);
+    if (refused) {
+      this.endClientObservation(obs);
+      safeCall(() => obs.opts.onEnd?.({ reason: 'refused' }));
+    }
   }
 
-  private processNotification(obs: ClientObservation, msg: CoapMessage, atMs: number, frameLen: number): void {
-    if (obs.ended) return;
+  private processNotification(obs: ClientObservation, msg: CoapMessage, atMs: number, frameLen: number): 'refused' | undefined {
+    if (obs.ended) return undefined;
     let seq: number | undefined;
     let block: BlockValue | undefined;
     try {
@@ -844,9 +861,9 @@ export class CoapEndpoint {
     const previous = obs.last;
     obs.last = { value: seq, atMs };
     if (!block || !block.more) {
-      if (block && block.num !== 0) { obs.last = previous; this.drop('ERR_COAP_BLOCK', frameLen); return; }
-      this.deliverNotification(obs, stripForCaller(msg), seq);
-      return;
+      if (block && block.num !== 0) { obs.last = previous; this.drop('ERR_COAP_BLOCK', frameLen); return undefined; }
+      if (!this.deliverNotification(obs, stripForCaller(msg), seq)) { obs.last = previous; return 'refused'; }
+      return undefined;
     }
     if (this.exchanges.has(obs.key)) {
       // Our own request with this token is still open (cannot happen but for a peer bug).

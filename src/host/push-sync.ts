@@ -64,6 +64,9 @@ export class HostPushSync {
   private registration: { token: Uint8Array; sent: HostSentRequest } | undefined;
   private registering = false;
   private partial: PartialBody | undefined;
+  /** The access token of the last local /sync (memory only): to register again at once after a refusal. */
+  private lastAccessToken: string | undefined;
+  private closed = false;
   private readonly waiters = new SyncWaitList<Waiter>();
   private readonly log: Logger;
   private counters = { localSyncs: 0, deltasApplied: 0, notifications: 0, parts: 0, partGaps: 0, timestampsApproximated: 0, ownEchoes: 0, localFilters: 0, localMessages: 0 };
@@ -169,11 +172,13 @@ export class HostPushSync {
   }
 
   close(): void {
+    this.closed = true;
     for (const w of this.waiters.due(Number.MAX_SAFE_INTEGER)) w.wake();
   }
 
   private async answerSync(req: HttpRequestLike): Promise<HttpResponseLike> {
     this.counters.localSyncs++;
+    if (req.accessToken) this.lastAccessToken = req.accessToken;
     if (!this.registration && req.accessToken) this.register(req.accessToken);
     const q = parseSyncQuery(req.query, (id) => this.filters.get(id));
     if (q.since !== undefined) q.filter = widenTimelineLimit(q.filter);
@@ -227,11 +232,7 @@ export class HostPushSync {
     this.o.persistSession();
     const obs = this.o.radio.endpoint.observe(enc, (res) => this.onNotification(res, enc.sent), {
       responseTimeoutMs: this.o.requestTimeoutMs,
-      onEnd: (end) => {
-        this.log.warn({ reason: end.reason }, 'the push-sync observation ended; the next local /sync registers again');
-        this.registration = undefined;
-        this.persist();
-      },
+      onEnd: (end) => this.observationEnded(end.reason),
     });
     this.registration = { token: obs.token, sent: enc.sent };
     this.persist();
@@ -250,12 +251,24 @@ export class HostPushSync {
   private resume(token: Uint8Array): void {
     // The request that registered is not replayed; a copy (not sent) gives the decoding context.
     const enc = this.o.session().encodeRequest({ method: 'GET', path: '/_matrix/client/v3/sync', query: '', body: new Uint8Array(0) });
-    this.o.radio.endpoint.resumeObservation(token, (res) => this.onNotification(res, enc.sent), { request: enc });
+    this.o.radio.endpoint.resumeObservation(token, (res) => this.onNotification(res, enc.sent), { request: enc, onEnd: (end) => this.observationEnded(end.reason) });
     this.registration = { token, sent: enc.sent };
     this.log.info({ token: toHex(token) }, 'push sync resumed after a restart');
   }
 
-  private onNotification(res: { code: number; options: readonly CoapOption[]; payload: Uint8Array }, sent: HostSentRequest): void {
+  private observationEnded(reason: string): void {
+    this.log.warn({ reason }, 'the push-sync observation ended; registering again');
+    this.registration = undefined;
+    this.partial = undefined;
+    this.persist();
+    // After our own refusal, at once (the gateway waits for it to send the delta again); otherwise,
+    // or without a token in memory (a restart since), the next local /sync registers.
+    const token = this.lastAccessToken;
+    if (reason === 'refused' && token) setTimeout(() => { if (!this.registration && !this.closed) this.register(token); }, 0);
+  }
+
+  /** false refuses the notification (RST): the gateway drops the registration and, registered anew, starts the delta over. */
+  private onNotification(res: { code: number; options: readonly CoapOption[]; payload: Uint8Array }, sent: HostSentRequest): boolean | undefined {
     this.counters.notifications++;
     let part;
     try {
@@ -264,15 +277,16 @@ export class HostPushSync {
       this.log.warn({ err: (e as Error).message }, 'push notification with a bad part option');
       return;
     }
-    if (part.kind === 'duplicate') return;
+    if (part.kind === 'duplicate') return undefined;
     if (part.kind === 'gap') {
-      // Cannot happen with a gateway that sends parts in order; the gateway re-sends the delta
-      // (merged into the next) only if told, so say it loudly.
+      // A part whose predecessors are not here (they were lost with a state this end no longer
+      // has): refuse it, so the gateway does not count the delta as delivered; the next local
+      // /sync registers again and the gateway sends the whole delta from part 0.
       this.counters.partGaps++;
-      this.log.error({ expected: part.expected, got: part.got }, 'push-sync part out of order: the partial delta is dropped');
+      this.log.warn({ expected: part.expected, got: part.got }, 'push-sync part out of order: refused; the delta will be sent again');
       this.partial = undefined;
       this.persist();
-      return;
+      return false;
     }
     if (part.kind === 'partial') {
       this.counters.parts++;

@@ -321,6 +321,39 @@ describe.each(CODECS)('Observe over a lossy link (%s on the channel)', (codec) =
     expect(h.b.observations()).toEqual([expect.objectContaining({ stalled: false, inFlight: false, queued: 0 })]);
   });
 
+  it('acknowledges a notification only after the handler ran; a refused one gets RST, which ends the registration on both sides', async () => {
+    const h = makeHarness({ codec, seed: 14 });
+    const seen: IncomingRequest[] = [];
+    h.b.onRequest(acceptObservations(seen));
+    const got: number[] = [];
+    const acksAtHandler: number[] = [];
+    const ends: ObservationEnd[] = [];
+    h.a.observe({ code: Method.GET, options: path('7') }, (res) => {
+      const id = idOf(res.payload);
+      got.push(id);
+      acksAtHandler.push(h.air.A.filter((f) => f.msg.type === ACK).length);
+      return id !== 2; // refuse notification 2
+    }, { onEnd: (e) => ends.push(e) });
+    await drive(h.clock, () => got.length === 1);
+    const token = seen[0]!.token;
+    const ended: string[] = [];
+    h.b.onObservationEnded((_t, reason) => ended.push(reason));
+    const delivered: number[] = [];
+    h.b.onNotificationDelivered((_t, res) => delivered.push(idOf(res.payload)));
+    h.b.notify(token, { code: Response.CONTENT, options: [cbor], payload: body(1) });
+    await drive(h.clock, () => delivered.includes(1));
+    const acksBefore = h.air.A.filter((f) => f.msg.type === ACK).length;
+    expect(acksAtHandler[1]).toBe(acksBefore - 1); // the handler ran before its ACK went out
+    h.b.notify(token, { code: Response.CONTENT, options: [cbor], payload: body(2) });
+    h.b.notify(token, { code: Response.CONTENT, options: [cbor], payload: body(3) });
+    await settle(h.clock);
+    expect(got).toEqual([0xffff, 1, 2]);
+    expect(delivered.filter((x) => x !== 0xffff)).toEqual([1]); // 2 was refused: never counted as delivered, 3 never sent
+    expect(ended).toEqual(['reset']);
+    expect(ends.map((e) => e.reason)).toEqual(['refused']);
+    expect(h.a.stats().notifications).toBe(3);
+  });
+
   it('ends the observation on a final (non-2.xx) notification and when the server does not register', async () => {
     const h = makeHarness({ codec, seed: 12 });
     const seen: IncomingRequest[] = [];
