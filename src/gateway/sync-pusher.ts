@@ -99,6 +99,9 @@ export class SyncPusher {
     this.registration = token.slice();
     this.inFlight = undefined;
     this.awaitingFirst = true;
+    // A new registration may come from a host that refused a push it could not decode (handles it
+    // lost): pushes spell strings out again until the host confirms their new handles.
+    if (fresh) this.o.session().unconfirmAll();
     this.persist();
     this.log.info({ token: toHex(token), fresh }, 'field kit observes /sync: the gateway holds the long-poll now');
     this.startLoop();

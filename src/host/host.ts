@@ -181,7 +181,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
 
   // Push sync (experimental, opt-in): local /sync from the store, fed by the gateway's pushes.
   const push = opts.pushSync === false ? undefined : new HostPushSync({
-    radio, session: () => session, persistSession: () => persistSession(), carry, logger: opts.logger,
+    radio, session: () => session, persistSession: (force?: boolean) => persistSession(force), carry, logger: opts.logger,
     requestTimeoutMs: opts.requestTimeoutMs,
     ...(opts.syncStateStore ? { store: opts.syncStateStore } : {}),
   });

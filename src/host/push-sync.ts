@@ -34,7 +34,8 @@ export interface PushSyncState {
 export interface HostPushSyncOptions {
   radio: RadioStack;
   session: () => HostSession;
-  persistSession: () => void;
+  /** Write the Matrix session state (handles, txn ids); `force` even when nothing requires it. */
+  persistSession: (force?: boolean) => void;
   /** Carry a request over the radio as any other (for /messages context look-ups). */
   carry: (req: HttpRequestLike) => Promise<HttpResponseLike>;
   logger: Logger;
@@ -299,9 +300,14 @@ export class HostPushSync {
     try {
       decoded = this.o.session().decodeResponse(part.response, sent);
     } catch (e) {
-      this.log.warn({ code: (e as { code?: string }).code, err: (e as Error).message }, 'push notification not decodable');
-      return;
+      // Refused (RST): the gateway does not count it delivered; registered anew, it sends the
+      // delta again with its handles spelled out (a new registration unconfirms them).
+      this.log.warn({ code: (e as { code?: string }).code, err: (e as Error).message }, 'push notification not decodable: refused, registering again');
+      return false;
     }
+    // The handles this push defined are confirmed at the gateway once it is ACKed: they must be
+    // on disk before that, or a restart here would leave the gateway using numbers we lost.
+    this.o.persistSession(true);
     if (decoded.kind !== 'response' || decoded.response.status !== 200) return;
     let json: unknown;
     try { json = JSON.parse(utf8.decode(decoded.response.body)); } catch { return; }

@@ -658,6 +658,15 @@ export class GatewaySession {
     if (g && !g.confirmed) g.confirmed = true;
   }
 
+  /**
+   * Forget every confirmation: handles stay held (requests naming them still decode) but are used
+   * in responses only once confirmed again. For a new push-sync registration, whose host may have
+   * lost handles a push defined (it refused a push it could not decode).
+   */
+  unconfirmAll(): void {
+    for (const g of this.groups.values()) g.confirmed = false;
+  }
+
   private unknownHandle(n: number): never {
     throw new WireError('ERR_HANDLE_UNKNOWN', 'matrix', `handle ${n} is not known to this gateway`, { handle: n });
   }

@@ -100,9 +100,20 @@ describe('push sync under 30 % frame loss, with restarts', () => {
 
     stage = 'waiting';
     const want = (who: string) => Array.from({ length: N }, (_, i) => `${who} ${i}`);
-    const deadline = Date.now() + 600_000;
+    const deadline = Date.now() + Number(process.env['TRICKLE_LOSS_WAIT_MS'] ?? 600_000);
     while ((seen.alice.length < N || seen.bob.length < N) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
     clearInterval(progress);
+    if (seen.alice.length < N || seen.bob.length < N) {
+      // Where did it stop? The host's persisted store, the gateway's reducer, as they are on disk.
+      const { readFileSync } = await import('node:fs');
+      const { join } = await import('node:path');
+      const dump = (f: string) => { try { return JSON.parse(readFileSync(f, 'utf8')) as Record<string, any>; } catch { return undefined; } }; // eslint-disable-line @typescript-eslint/no-explicit-any
+      const hostSync = dump(join(state.hostDir, 'sync-host.json'));
+      const room = hostSync?.['store']?.['rooms']?.[roomId];
+      process.stderr.write(`[loss-test] FAILED: host store room count=${room?.count} lts=${room?.lts} seq=${hostSync?.['store']?.['seq']} timeline=${JSON.stringify((room?.tl ?? []).map((x: any) => `${x.p}:${x.e?.content?.body ?? x.e?.type}${x.echo ? '(echo)' : ''}${x.gap ? '(gap)' : ''}`))}\n`); // eslint-disable-line @typescript-eslint/no-explicit-any
+      const gwSync = dump(join(state.gatewayDir, 'sync-gateway.json'));
+      process.stderr.write(`[loss-test] FAILED: gateway reducer ${JSON.stringify({ seq: gwSync?.['reducer']?.['seq'], acked: gwSync?.['reducer']?.['acked'], released: gwSync?.['reducer']?.['released']?.length, room: gwSync?.['reducer']?.['rooms']?.[roomId] })}\n`);
+    }
     expect(dropped).toBeGreaterThan(20);
     expect(seen.bob).toEqual(want('alice'));
     expect(seen.alice).toEqual(want('bob'));
