@@ -127,7 +127,8 @@ function writeString(w: Writer, s: string, asKey: boolean, hooks: TrickleCborEnc
 }
 
 function writeNumber(w: Writer, n: number): void {
-  if (Number.isInteger(n) && Math.abs(n) <= Number.MAX_SAFE_INTEGER) {
+  // −0 is a float (JSON "-0" parses to it; as the integer 0 it would come back as +0).
+  if (Number.isInteger(n) && Math.abs(n) <= Number.MAX_SAFE_INTEGER && !Object.is(n, -0)) {
     if (n >= 0) w.head(0, n);
     else w.head(1, -1 - n);
     return;

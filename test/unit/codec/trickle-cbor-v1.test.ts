@@ -16,6 +16,12 @@ describe('trickle-cbor-v1', () => {
     expect(decodeTrickleCbor(b)).toEqual({ msgtype: 'm.text', body: 'Hello World' });
   });
 
+  it('keeps −0 apart from 0 (JSON "-0" parses to −0): a float, not the integer 0', () => {
+    const d = decodeTrickleCbor(encodeTrickleCbor([-0, 0])) as number[];
+    expect(Object.is(d[0], -0)).toBe(true);
+    expect(Object.is(d[1], 0)).toBe(true);
+  });
+
   it('carries an event id as its 32 raw bytes', () => {
     const b = encodeTrickleCbor({ event_id: EVENT });
     expect(b.length).toBe(1 + 1 + 2 + 32);
