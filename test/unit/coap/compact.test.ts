@@ -43,11 +43,10 @@ function expectReject(f: () => unknown, reason?: string): void {
   if (reason) expect((err as WireError).detail?.reason).toBe(reason);
 }
 
-/** The scenario's contexts just before step i (sender, receiver), rebuilt from scratch. */
-function contextsBefore(i: number): { tx: CompactContext; rx: CompactContext; step: ReturnType<typeof scenario>[number] } {
+/** A scenario's contexts just before step i (sender, receiver), rebuilt from scratch. */
+function before(steps: Step[], i: number): { tx: CompactContext; rx: CompactContext; step: Step } {
   const a = createCompactContext();
   const b = createCompactContext();
-  const steps = scenario();
   for (let j = 0; j < i; j++) {
     const s = steps[j]!;
     const [tx, rx] = s.from === 'A' ? [a, b] : [b, a];
@@ -55,6 +54,27 @@ function contextsBefore(i: number): { tx: CompactContext; rx: CompactContext; st
   }
   const step = steps[i]!;
   return step.from === 'A' ? { tx: a, rx: b, step } : { tx: b, rx: a, step };
+}
+
+/** The main scenario's contexts just before step i. */
+const contextsBefore = (i: number) => before(scenario(), i);
+
+/**
+ * Step i of a scenario against its vector: the rule, the frozen compact bytes, the exact RFC 7252
+ * expansion, the size bound, and no truncation decoding to the same message.
+ */
+function checkVectorStep(steps: Step[], i: number, v: VectorStep): void {
+  const { tx, rx, step } = before(steps, i);
+  expect(compactRuleFor(step.msg).name, v.name).toBe(v.rule);
+  expect(toHex(encodeCompact(step.msg, tx))).toBe(v.compact);
+  expect(toHex(explainCompact(fromHex(v.compact), rx).rfc7252)).toBe(v.rfc7252);
+  expect(rfcHex(decodeCompact(fromHex(v.compact), rx))).toBe(v.rfc7252);
+  expect(v.compact.length / 2).toBeLessThanOrEqual(compactSizeBound(step.msg));
+  for (let n = 0; n < v.compact.length / 2; n++) {
+    // Every truncation fails or decodes to something else; never to this message.
+    try { expect(rfcHex(decodeCompact(fromHex(v.compact).subarray(0, n), cloneCompactContext(rx)))).not.toBe(v.rfc7252); }
+    catch (e) { expect(e).toBeInstanceOf(WireError); }
+  }
 }
 
 describe('compact rules v1: the static context', () => {
@@ -139,50 +159,17 @@ describe('compact form: vectors (test/vectors/coap/compact-v1.json)', () => {
 
 describe('compact form: Observe notifications (test/vectors/coap/compact-v1-observe.json)', () => {
   const O = (n: number) => uintOption(Opt.OBSERVE, n);
-  /** Contexts just before step i of a scenario (sender, receiver). */
-  function before(steps: Step[], i: number): { tx: CompactContext; rx: CompactContext; step: Step } {
-    const a = createCompactContext();
-    const b = createCompactContext();
-    for (let j = 0; j < i; j++) {
-      const s = steps[j]!;
-      const [tx, rx] = s.from === 'A' ? [a, b] : [b, a];
-      decodeCompact(encodeCompact(s.msg, tx), rx);
-    }
-    const step = steps[i]!;
-    return step.from === 'A' ? { tx: a, rx: b, step } : { tx: b, rx: a, step };
-  }
-
   it('the observation scenario still encodes to its frozen vectors byte for byte', () => {
     expect(runScenario(observeScenario()).steps).toEqual(observeVectors.steps);
   });
 
   it.each(observeVectors.steps.map((s, i) => [i, s.name, s] as const))('step %i (%s): decodes to its RFC 7252 message', (i, _n, v) => {
-    const { tx, rx, step } = before(observeScenario(), i);
-    expect(compactRuleFor(step.msg).name).toBe(v.rule);
-    expect(toHex(encodeCompact(step.msg, tx))).toBe(v.compact);
-    expect(toHex(explainCompact(fromHex(v.compact), rx).rfc7252)).toBe(v.rfc7252);
-    expect(rfcHex(decodeCompact(fromHex(v.compact), rx))).toBe(v.rfc7252);
-    expect(v.compact.length / 2).toBeLessThanOrEqual(compactSizeBound(step.msg));
-    for (let n = 0; n < v.compact.length / 2; n++) {
-      // Every truncation fails or decodes to something else; never to this message.
-      try { expect(rfcHex(decodeCompact(fromHex(v.compact).subarray(0, n), cloneCompactContext(rx)))).not.toBe(v.rfc7252); }
-      catch (e) { expect(e).toBeInstanceOf(WireError); }
-    }
+    checkVectorStep(observeScenario(), i, v);
   });
 
   it('the appended handle and part rules: frozen vectors, exact expansion, bounded size, no truncation accepted', () => {
     expect(runScenario(handlesScenario()).steps).toEqual(handlesVectors.steps);
-    handlesVectors.steps.forEach((v, i) => {
-      const { tx, rx, step } = before(handlesScenario(), i);
-      expect(compactRuleFor(step.msg).name, v.name).toBe(v.rule);
-      expect(toHex(encodeCompact(step.msg, tx))).toBe(v.compact);
-      expect(rfcHex(decodeCompact(fromHex(v.compact), rx))).toBe(v.rfc7252);
-      expect(v.compact.length / 2).toBeLessThanOrEqual(compactSizeBound(step.msg));
-      for (let n = 0; n < v.compact.length / 2; n++) {
-        try { expect(rfcHex(decodeCompact(fromHex(v.compact).subarray(0, n), cloneCompactContext(rx)))).not.toBe(v.rfc7252); }
-        catch (e) { expect(e).toBeInstanceOf(WireError); }
-      }
-    });
+    handlesVectors.steps.forEach((v, i) => checkVectorStep(handlesScenario(), i, v));
     // A push that names handles costs rule + 3 header bytes + the Handle-Base varint.
     const by = (name: string) => handlesVectors.steps.find((s) => s.name === name)!;
     expect(by('a pushed message that names new handles').compact.length / 2).toBe(1 + 3 + 2 + 60);
