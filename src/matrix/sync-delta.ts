@@ -505,22 +505,31 @@ export function mergeEphemeral(a: MatrixEvent[] | undefined, b: MatrixEvent[] | 
   const others = new Map<string, MatrixEvent>();
   for (const e of [...a, ...b]) {
     if (e.type !== 'm.receipt') { others.delete(e.type); others.set(e.type, e); continue; }
-    for (const [eventId, byType] of Object.entries(e.content)) {
-      if (!isObject(byType)) continue;
-      for (const [rtype, byUser] of Object.entries(byType)) {
-        if (!isObject(byUser)) continue;
-        for (const [user, data] of Object.entries(byUser)) {
-          const thread = isObject(data) && typeof data['thread_id'] === 'string' ? data['thread_id'] : '';
-          const k = `${rtype}\u0000${user}\u0000${thread}`;
-          receipts.delete(k);
-          receipts.set(k, { eventId, rtype, user, data });
-        }
-      }
+    for (const r of receiptEntries(e)) {
+      receipts.delete(r.key);
+      receipts.set(r.key, r);
     }
   }
   const out = [...others.values()];
   if (receipts.size > 0) out.push({ type: 'm.receipt', content: receiptContent(receipts.values()) });
   return out;
+}
+
+/** One receipt of an m.receipt event, keyed by (receipt type, user, thread): the newest per key wins. */
+export interface ReceiptItem { key: string; eventId: string; rtype: string; user: string; data: unknown }
+
+/** The receipts of an m.receipt event's content ({event id: {receipt type: {user: data}}}), malformed parts skipped. */
+export function* receiptEntries(e: MatrixEvent): Generator<ReceiptItem> {
+  for (const [eventId, byType] of Object.entries(e.content)) {
+    if (!isObject(byType)) continue;
+    for (const [rtype, byUser] of Object.entries(byType)) {
+      if (!isObject(byUser)) continue;
+      for (const [user, data] of Object.entries(byUser)) {
+        const thread = isObject(data) && typeof data['thread_id'] === 'string' ? data['thread_id'] : '';
+        yield { key: `${rtype}\u0000${user}\u0000${thread}`, eventId, rtype, user, data };
+      }
+    }
+  }
 }
 
 export function receiptContent(entries: Iterable<{ eventId: string; rtype: string; user: string; data: unknown }>): JsonObject {

@@ -40,7 +40,7 @@
  *   - presence: the newest per user, at most `maxPresence` (500) users;
  *   - device list changes: the newest per user, at most 2000.
  */
-import { chunksOf, lastTimelineTs, receiptContent } from './sync-delta.ts';
+import { chunksOf, lastTimelineTs, receiptContent, receiptEntries } from './sync-delta.ts';
 import {
   clone, isObject, jsonEqual, matchesEventFilter, matchesRoomFilter, stateKeyOf,
   type ClientFilter, type JsonObject, type MatrixEvent, type RoomDelta, type RoomEventFilter, type RoomSummary, type SyncDelta,
@@ -343,18 +343,10 @@ export class SyncStore {
       if (e.type === 'm.typing') {
         if (!room.typing || !jsonEqual(room.typing.e, e)) room.typing = { p: ++this.s.pos, e: clone(e) };
       } else if (e.type === 'm.receipt') {
-        for (const [eventId, byType] of Object.entries(e.content)) {
-          if (!isObject(byType)) continue;
-          for (const [rtype, byUser] of Object.entries(byType)) {
-            if (!isObject(byUser)) continue;
-            for (const [user, data] of Object.entries(byUser)) {
-              const thread = isObject(data) && typeof data['thread_id'] === 'string' ? data['thread_id'] : '';
-              const k = `${rtype}\u0000${user}\u0000${thread}`;
-              const old = room.receipts[k];
-              if (old && old.eventId === eventId && jsonEqual(old.data, data)) continue;
-              room.receipts[k] = { p: ++this.s.pos, eventId, rtype, user, data: clone(data) };
-            }
-          }
+        for (const { key, eventId, rtype, user, data } of receiptEntries(e)) {
+          const old = room.receipts[key];
+          if (old && old.eventId === eventId && jsonEqual(old.data, data)) continue;
+          room.receipts[key] = { p: ++this.s.pos, eventId, rtype, user, data: clone(data) };
         }
       }
     }
