@@ -21,7 +21,8 @@
  *                   is policy, not law, so its unused part counts against utilization.
  */
 import { FakeClock } from '../test/helpers/fake-clock.ts';
-import { checkWindows, countOverlaps, mulberry32, type Transmission } from '../test/sim/window-checker.ts';
+import { checkWindows, countOverlaps, type Transmission } from '../test/sim/window-checker.ts';
+import { mulberry32 } from '../test/helpers/prng.ts';
 import { loraAirtimeMs } from '../src/scheduler/airtime.ts';
 import { resolveChannel, type RegionId } from '../src/scheduler/regions.ts';
 import { TxQueue, type Priority } from '../src/scheduler/tx-queue.ts';

@@ -31,6 +31,7 @@ import {
   type Burst, type DirewolfPair,
 } from '../helpers/direwolf.ts';
 import { freePort } from '../helpers/stack.ts';
+import { mulberry32Int as prng } from '../helpers/prng.ts';
 
 const BAUD = 1200;
 /** Channel access tuned for a two-station test channel: transmit as soon as it is clear. */
@@ -42,17 +43,6 @@ if (!direwolfAvailable && !direwolfSkipAllowed) {
   });
 }
 
-/** mulberry32, so a failing run can be replayed. */
-function prng(seed: number): (n: number) => number {
-  let s = seed >>> 0;
-  return (n) => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 4294967296 * n) | 0;
-  };
-}
 
 function nextFrame(modem: KissModem, timeoutMs: number): Promise<Uint8Array> {
   return new Promise((resolve, reject) => {

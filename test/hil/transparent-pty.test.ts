@@ -18,20 +18,10 @@ import { END, ESC } from '../../src/modem/transparent/slip.ts';
 import { concatBytes, toHex } from '../../src/util/bytes.ts';
 import type { ErrorCode } from '../../src/errors.ts';
 import { noSocatReason, socatAvailable } from '../helpers/pty.ts';
+import { mulberry32Int as prng } from '../helpers/prng.ts';
 
 const MAX_FRAME_LEN = 255;
 
-/** mulberry32: a small seeded PRNG so a failing run can be replayed. */
-function prng(seed: number): (n: number) => number {
-  let s = seed >>> 0;
-  return (n: number) => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 4294967296 * n) | 0;
-  };
-}
 
 function randomPayload(rnd: (n: number) => number, len: number): Uint8Array {
   // One byte in four is END or ESC, so escaping is exercised in every frame.

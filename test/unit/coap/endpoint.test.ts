@@ -9,6 +9,7 @@ import { blockOption, decodeBlock } from '../../../src/coap/block.ts';
 import { ACK, CON, EMPTY, Method, NON, Opt, RST, Response, codeToString } from '../../../src/coap/numbers.ts';
 import { compactWireCodec, createCompactContext, tokenSequence } from '../../../src/coap/compact.ts';
 import type { WireCodec } from '../../../src/coap/message.ts';
+import { mulberry32 as prng } from '../../helpers/prng.ts';
 
 type CodecName = 'rfc7252' | 'compact';
 const CODECS: readonly CodecName[] = ['rfc7252', 'compact'];
@@ -17,17 +18,6 @@ const CODECS: readonly CodecName[] = ['rfc7252', 'compact'];
 // Harness: two endpoints on one FakeClock, joined by a lossy channel with latency
 // ---------------------------------------------------------------------------
 
-/** mulberry32: small deterministic PRNG so every run sees the same losses. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 function randomBytesFrom(rng: () => number): RandomBytes {
   return (n) => Uint8Array.from({ length: n }, () => Math.floor(rng() * 256));
 }

@@ -13,23 +13,13 @@ import { decodeBlock } from '../../../src/coap/block.ts';
 import { ACK, CON, EMPTY, Method, Opt, RST, Response, ContentFormat } from '../../../src/coap/numbers.ts';
 import { compactRuleFor, compactWireCodec, createCompactContext, type CompactContext } from '../../../src/coap/compact.ts';
 import { isFresh, nextObserveValue, observeNewer, parseObservationRecords } from '../../../src/coap/observe.ts';
+import { mulberry32 as prng } from '../../helpers/prng.ts';
 
 type CodecName = 'rfc7252' | 'compact';
 const CODECS: readonly CodecName[] = ['rfc7252', 'compact'];
 type Side = 'A' | 'B';
 type EpOpts = Partial<Omit<CoapEndpointOptions, 'clock' | 'randomBytes' | 'send' | 'wireCodec' | 'sequenceStart'>>;
 
-/** mulberry32: deterministic losses. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const randomBytesFrom = (rng: () => number): RandomBytes => (n) => Uint8Array.from({ length: n }, () => Math.floor(rng() * 256));
 
 /** Run every timer there is (nothing left in flight). */

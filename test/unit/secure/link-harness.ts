@@ -8,6 +8,8 @@ import { SecureLink, type SecureLinkEvent, type SecureLinkOptions, type SecureLi
 import type { TransportMode } from '../../../src/secure/transport.ts';
 import { equalBytes } from '../../../src/util/bytes.ts';
 import { seededRandom } from './support.ts';
+import { mulberry32 as prng } from '../../helpers/prng.ts';
+export { prng };
 
 export type Dir = 'i2r' | 'r2i';
 
@@ -21,17 +23,6 @@ export interface AirFrame {
 export const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const dec = (b: Uint8Array): string => new TextDecoder().decode(b);
 
-/** Mulberry32: a tiny seeded PRNG for loss decisions. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export interface PairOptions {
   mode?: TransportMode;
