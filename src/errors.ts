@@ -50,6 +50,8 @@ export type ErrorCode =
   | 'ERR_NOISE_REPLAY'          // nonce already seen
   | 'ERR_NOISE_KEY'             // bad key length or unknown/unauthorized key
   | 'ERR_NOISE_STATE'           // operation not allowed in the current state
+  | 'ERR_NOISE_RATE'            // a reply to an unauthenticated frame withheld: its airtime share is spent
+  | 'ERR_NOISE_CONTROL'         // an unauthenticated control frame (REFUSED, UNKNOWN_SESSION) ignored: unsolicited or contradicted
   // coap
   | 'ERR_COAP_TRUNCATED'        // message ends inside a field
   | 'ERR_COAP_VERSION'          // version != 1

@@ -30,6 +30,15 @@ export class CipherState {
     this.#n = 0n;
   }
 
+  /** An independent copy (key and nonce), for HandshakeState.fork(). */
+  fork(): CipherState {
+    this.#live();
+    const c = new CipherState(this.cipher);
+    c.#k = this.#k === null ? null : this.#k.slice();
+    c.#n = this.#n;
+    return c;
+  }
+
   /** HasKey(): true if k is non-empty. */
   hasKey(): boolean {
     return this.#k !== null;

@@ -64,6 +64,13 @@ export interface HandshakeOptions {
   readonly re?: Uint8Array;
   /** Pre-shared keys, used in the order their "psk" tokens appear (§9). */
   readonly psks?: readonly Uint8Array[];
+  /**
+   * Instead of `psks`: called at each "psk" token with the remote static key known at that point
+   * (null if none yet), for a responder that picks the psk by the initiator's identity, which
+   * IKpsk1 reveals (token "s") before its "psk" token. It may throw to refuse the handshake;
+   * the error is passed through (the state fails closed).
+   */
+  readonly resolvePsk?: (remoteStatic: Uint8Array | null) => Uint8Array;
   /** Source of GENERATE_KEYPAIR's secret bytes. */
   readonly randomBytes?: RandomBytes;
   /** Test vectors only: the ephemeral private key GENERATE_KEYPAIR returns. */
@@ -76,7 +83,15 @@ export interface SplitResult {
   /** Responder → initiator (unused by one-way patterns, §7.4). */
   readonly c2: CipherState;
   readonly handshakeHash: Uint8Array;
+  /**
+   * Trickle extension: the third HKDF output of Split (SymmetricState.splitWithResumption), a
+   * secret of both parties used as the next IKpsk1 psk. Wiped with the state.
+   */
+  readonly resumption: Uint8Array;
 }
+
+/** HandshakeState.fork()'s private constructor argument. */
+const FORK_OF = Symbol('fork of');
 
 function keyError(message: string): TrickleError {
   return new TrickleError('ERR_NOISE_KEY', 'secure', message);
@@ -91,6 +106,7 @@ export class HandshakeState {
   #rs: Uint8Array | null;
   #re: Uint8Array | null;
   #psks: Uint8Array[];
+  #resolvePsk: ((remoteStatic: Uint8Array | null) => Uint8Array) | undefined;
   #pskIndex = 0;
   #msgIndex = 0;
   #randomBytes: RandomBytes | undefined;
@@ -100,6 +116,25 @@ export class HandshakeState {
 
   /** Initialize(handshake_pattern, initiator, prologue, s, e, rs, re) plus psks (§5.3, §9). */
   constructor(opts: HandshakeOptions) {
+    const src = (opts as { [FORK_OF]?: HandshakeState })[FORK_OF];
+    if (src !== undefined) {
+      // fork(): copy every field (keys are copied, never shared: each copy wipes its own).
+      this.protocol = src.protocol;
+      this.role = src.role;
+      this.#ss = src.#ss.fork();
+      const copyPair = (k: KeyPair | null): KeyPair | null => (k === null ? null : { privateKey: k.privateKey.slice(), publicKey: k.publicKey.slice() });
+      this.#s = src.#s; // the caller's static key: never wiped here, so shared
+      this.#e = copyPair(src.#e);
+      this.#rs = src.#rs?.slice() ?? null;
+      this.#re = src.#re?.slice() ?? null;
+      this.#psks = src.#psks.map((p) => p.slice());
+      this.#resolvePsk = src.#resolvePsk;
+      this.#pskIndex = src.#pskIndex;
+      this.#msgIndex = src.#msgIndex;
+      this.#randomBytes = src.#randomBytes;
+      this.#fixedEphemeral = src.#fixedEphemeral?.slice();
+      return;
+    }
     this.protocol = resolveProtocol(opts.protocolName);
     this.role = opts.initiator ? 'initiator' : 'responder';
     const { pattern, dh } = this.protocol;
@@ -115,7 +150,10 @@ export class HandshakeState {
 
     const pskTokens = pattern.messages.reduce((n, m) => n + m.tokens.filter((t) => t === 'psk').length, 0);
     const psks = opts.psks ?? [];
-    if (psks.length !== pskTokens) throw keyError(`${pattern.name} needs ${pskTokens} psk(s), got ${psks.length}`);
+    this.#resolvePsk = opts.resolvePsk;
+    if (psks.length !== pskTokens && !(psks.length === 0 && this.#resolvePsk !== undefined)) {
+      throw keyError(`${pattern.name} needs ${pskTokens} psk(s), got ${psks.length}`);
+    }
     if (psks.some((p) => p.length !== PSK_LEN)) throw keyError(`a psk must be ${PSK_LEN} bytes`);
     this.#psks = psks.map((p) => p.slice());
 
@@ -258,6 +296,17 @@ export class HandshakeState {
     }
   }
 
+  /**
+   * An independent copy of a handshake in progress (not finished), to try reading a message that
+   * may be forged without losing this state: readMessage fails closed, so a responder that read
+   * an attacker's last message on its only copy would lose the genuine handshake.
+   */
+  fork(): HandshakeState {
+    this.#live();
+    if (this.#split !== null) throw new TrickleError('ERR_NOISE_STATE', 'secure', 'a finished handshake cannot be forked');
+    return new HandshakeState({ protocolName: this.protocol.name, initiator: this.role === 'initiator', [FORK_OF]: this } as HandshakeOptions);
+  }
+
   /** Wipe every secret; the object is unusable afterwards. */
   destroy(): void {
     this.#fail();
@@ -282,7 +331,13 @@ export class HandshakeState {
   }
 
   #mixPsk(): void {
-    const psk = this.#psks[this.#pskIndex++];
+    let psk = this.#psks[this.#pskIndex++];
+    if (psk === undefined && this.#resolvePsk !== undefined) {
+      psk = this.#resolvePsk(this.#rs?.slice() ?? null);
+      if (psk.length !== PSK_LEN) throw keyError(`a psk must be ${PSK_LEN} bytes`);
+      psk = psk.slice();
+      this.#psks.push(psk);
+    }
     if (psk === undefined) throw keyError('not enough psks');
     this.#ss.mixKeyAndHash(psk);
   }
@@ -305,8 +360,8 @@ export class HandshakeState {
     this.#msgIndex++;
     if (this.#msgIndex === this.protocol.pattern.messages.length) {
       const handshakeHash = this.#ss.getHandshakeHash();
-      const [c1, c2] = this.#ss.split();
-      this.#split = { c1, c2, handshakeHash };
+      const [{ c1, resumption }, c2] = this.#ss.splitWithResumption();
+      this.#split = { c1, c2, handshakeHash, resumption };
       this.#ss.destroy();
       this.#wipeKeys();
     }
@@ -327,6 +382,7 @@ export class HandshakeState {
     if (this.#split !== null) {
       this.#split.c1.destroy();
       this.#split.c2.destroy();
+      this.#split.resumption.fill(0);
     }
   }
 

@@ -1,7 +1,8 @@
 /**
  * SecureLink: the security layer for one peer over a lossy radio link (Noise Pipes, Noise spec
- * rev 34 §10.4, on Noise_*_25519_ChaChaPoly_BLAKE2s). A pure state machine: frames in and out
- * through callbacks, time from an injected Clock, randomness injected; no I/O, no logging.
+ * rev 34 §10.4, on Noise_*_25519_ChaChaPoly_BLAKE2s, with IK made replay-proof by a psk). A pure
+ * state machine: frames in and out through callbacks, time from an injected Clock, randomness
+ * injected; no I/O, no logging.
  *
  * ON-AIR FORMAT. Byte 0 says what a frame is:
  *
@@ -12,8 +13,8 @@
  *   0x80 XX1    Noise_XX message 1  (e)                          1 + 32        = 33
  *   0x81 XX2    Noise_XX message 2  (e, ee, s, es)               1 + 96        = 97
  *   0x82 XX3    Noise_XX message 3  (s, se) + first queued data  1 + 64 + len  = 65 + len
- *   0x83 IK1    Noise_IK message 1  (e, es, s, ss) + 0-RTT data  1 + 96 + len  = 97 + len
- *   0x84 IK2    Noise_IK message 2  (e, ee, se)                  1 + 48        = 49
+ *   0x83 IK1    Noise_IKpsk1 message 1 (e, es, s, ss, psk) + 0-RTT data   1 + 96 + len  = 97 + len
+ *   0x84 IK2    Noise_IKpsk1 message 2 (e, ee, se)               1 + 48        = 49
  *   0x85 FB1    Noise_XXfallback message 1 (responder: e, ee, s, es), answer to an unreadable IK1
  *   0x86 FB2    Noise_XXfallback message 2 (initiator: s, se) + the IK1 data again
  *   0x87 REFUSED          1 byte, responder → initiator: your static key is not authorized
@@ -22,29 +23,59 @@
  *
  * The handshake messages are exactly the Noise messages after byte 0; each kind is readable at
  * one point of one pattern only, so a changed kind byte fails the Noise transcript. The prologue
- * is "Trickle v1 encrypt" or "Trickle v1 authenticate": peers in different modes cannot agree.
+ * is "Trickle v1 encrypt" or "Trickle v1 authenticate" plus the wire context: peers in different
+ * modes or with different tables cannot agree.
  * Whole XX handshake with empty payloads: 33 + 97 + 65 = 195 bytes (Noise's 192 + 3 kind bytes).
  *
- * FLOWS. First contact (no pinned key): XX; the initiator pins the responder's static key when
- * XX2 verifies (trust on first use, event 'pinned'); its first queued plaintext rides in XX3.
- * Pinned: IK with the first queued plaintext as 0-RTT payload (no extra round trip). If the
- * responder cannot read IK1 (its static key changed, or IK1 was damaged) it answers with
- * XXfallback (Noise Pipes, §10.4) reusing the initiator's IK ephemeral; the initiator resends
- * its data in FB2 — unless FB1 reveals a static key other than the pinned one: then it emits
- * 'key-changed' with both fingerprints and refuses every send until trustRemoteStatic().
+ * FLOWS. First contact (no pinned key, or no resumption secret yet): XX; the initiator pins the
+ * responder's static key when XX2 verifies (trust on first use, event 'pinned'; a pinned key
+ * that differs is 'key-changed'); its first queued plaintext rides in XX3.
+ * Later: IKpsk1 with the first queued plaintext as 0-RTT payload (no extra round trip). If the
+ * responder cannot read IK1 (its static key changed, it lost or never had the resumption
+ * secret, or IK1 was damaged) it answers with XXfallback (Noise Pipes, §10.4) reusing the
+ * initiator's IK ephemeral; the initiator resends its data in FB2 — unless FB1 reveals a static
+ * key other than the pinned one: then it emits 'key-changed' with both fingerprints and refuses
+ * every send until trustRemoteStatic().
+ *
+ * 0-RTT REPLAY (SECURITY.md). A recorded IK1 must never make the responder perform its payload
+ * twice or replace a live session, whatever an unauthenticated sender does first and across
+ * restarts. IK alone cannot promise that (its message 1 depends on nothing the responder
+ * chose); a replay cache can be flushed by an attacker who floods it. So IK1 carries a psk
+ * (Noise §9, pattern IKpsk1: the psk token follows "ss", so the 0-RTT payload is encrypted
+ * under it): the RESUMPTION SECRET of the previous session between the same two static keys,
+ * the third HKDF output of that session's Split (SymmetricState.splitWithResumption). Every
+ * completed handshake (XX, XXfallback, IKpsk1) replaces it on both sides, and both persist it
+ * (in the snapshot) before anything of the new session leaves or is delivered. An IK1 is
+ * therefore readable exactly once: once processed, the responder holds the next secret and
+ * the recorded IK1 no longer decrypts; one never processed (lost, or jammed and recorded)
+ * stops decrypting as soon as any later handshake completes. No counter or clock is spent on
+ * air: IK1 stays 97 + payload bytes. The responder picks the psk by the initiator's static key,
+ * which IK reveals before the psk token (HandshakeState's resolvePsk). An IK1 from an
+ * authorized key that does not decrypt is a replay (its ephemeral is among the IK1s this
+ * responder completed for that key, a cache only authenticated handshakes enter: nothing an
+ * attacker sends can evict it) or an initiator out of step (lost IK2, restored state): only the
+ * latter gets XXfallback, from a reply budget of its own per key.
  *
  * LOSS. XX1 and IK1 are retransmitted (identical bytes) on the clock with backoff until
  * answered; the responder answers a duplicate with the identical cached XX2 / FB1 / IK2. XX3 and
  * FB2 get no answer of their own: the responder answers a transport frame it cannot open (no
  * session, a handshake waiting for its last message, or 3 failures in a row) with
- * UNKNOWN_SESSION (at most one per retry interval), and the initiator then resends its
- * unconfirmed XX3/FB2 (once; at the next UNKNOWN_SESSION it gives up on that session), or, with a confirmed session (one the responder has
- * spoken in, or a restored one), discards it and re-establishes with one IK exchange.
+ * UNKNOWN_SESSION, and the initiator then resends its unconfirmed XX3/FB2 (once), or, with a
+ * confirmed session (one the responder has spoken in, or a restored one), discards it and
+ * re-establishes with one IK exchange.
  *
- * REPLAY. Transport frames: the replay window. A handshake message the responder has seen
- * (its ephemeral key is in a persisted cache of the last 64) is answered only if it is the
- * duplicate of the current exchange, never processed twice, so a recorded IK1 cannot deliver its
- * 0-RTT payload again or replace the session (unless 64 newer handshakes pushed it out).
+ * UNAUTHENTICATED INPUT IS CHEAP TO IGNORE. REFUSED and UNKNOWN_SESSION cannot be authenticated
+ * (the responder may have lost every key when it sends them), so the initiator treats them as
+ * hints: one that does not follow a frame of its own within the hint window is ignored; one that
+ * does is acted on only if no authentic frame from the responder arrives during the next window
+ * (a forged one is then contradicted by the real traffic); during a handshake REFUSED does not
+ * stop it (an authentic answer proves it forged; if none comes, the failure is reported as a
+ * refusal). A handshake answer that does not verify is dropped and the handshake waits for the
+ * genuine one. The responder tries a last handshake message (XX3/FB2) on a copy of each pending
+ * handshake (up to MAX_PENDING, so a forged XX1 does not evict a genuine first contact), and
+ * answers frames that prove nothing (XX2, FB1, a repeated IK2, REFUSED, UNKNOWN_SESSION) only
+ * from a token bucket (`unauthenticatedReplies`: the radio sizes it as a fixed share of the
+ * airtime budget); what it withholds is counted (ERR_NOISE_RATE).
  *
  * AUTHORIZATION (responder). isAuthorized(remoteStatic) is asked when XX3 / FB2 / IK1 reveals
  * the initiator's key and again before every delivery (so revoking works on a live session).
@@ -57,10 +88,11 @@
  * encrypts are the static public keys and empty payloads: no message content (SECURITY.md).
  *
  * RESUMPTION. With `persist`, a JSON snapshot (session keys, nonce high-water marks with a
- * margin, remote static, pinned key, ephemeral cache) is handed over whenever it changes, every
- * 32 frames sent and on every received frame that advances the nonce high-water mark (so a
- * restarted end drops none of the peer's frames); it must be durable when persist returns. Constructing with `restore`
- * continues the session with no handshake: no nonce is reused, no frame delivered twice.
+ * margin, remote static, pinned key, resumption secrets, replay caches) is handed over whenever
+ * it changes, every 32 frames sent and on every received frame that advances the nonce
+ * high-water mark (so a restarted end drops none of the peer's frames); it must be durable when
+ * persist returns. Constructing with `restore` continues the session with no handshake: no
+ * nonce is reused, no frame delivered twice.
  */
 import { blake2s } from '@noble/hashes/blake2.js';
 import type { ErrorCode } from '../errors.ts';
@@ -72,7 +104,7 @@ import { HandshakeState } from './handshake-state.ts';
 import { FRAME_OVERHEAD, SecureTransport, type TransportMode, type TransportSnapshot } from './transport.ts';
 
 export const XX_PROTOCOL = 'Noise_XX_25519_ChaChaPoly_BLAKE2s';
-export const IK_PROTOCOL = 'Noise_IK_25519_ChaChaPoly_BLAKE2s';
+export const IK_PROTOCOL = 'Noise_IKpsk1_25519_ChaChaPoly_BLAKE2s';
 export const XXFALLBACK_PROTOCOL = 'Noise_XXfallback_25519_ChaChaPoly_BLAKE2s';
 
 export const FrameKind = Object.freeze({
@@ -88,19 +120,26 @@ export const XX3_OVERHEAD = 65;
 const IK1_NOISE_LEN = 96;
 const DHLEN = 32;
 const SEEN_EPHEMERALS_MAX = 64;
+/** Authenticated IK1 ephemerals remembered per initiator key (only the responder's own successes enter). */
+const IK_SEEN_MAX = 64;
+/** Responder: handshakes waiting for their last message at once (a forged XX1 cannot evict a genuine one). */
+const MAX_PENDING = 4;
 const FINAL_RESENDS_MAX = 1;
 const FAILURES_BEFORE_UNKNOWN = 3;
 const BACKOFF_CAP = 4;
 /** Transport parameters of the link format. */
 const NONCE_BITS = 7;
 const RESYNC_WRAPS = 8;
+/** Default reply budget for unauthenticated frames: 4 at once, then one a minute. */
+const DEFAULT_UNAUTH_REPLIES = { burst: 4, refillMs: 60_000 } as const;
 
 export type SecureLinkRole = 'initiator' | 'responder';
 export type HandshakePatternName = 'XX' | 'IK' | 'XXfallback';
 
 /** Why a frame (received, or handed to send()) was dropped. */
 export type SecureLinkDropCode = Extract<ErrorCode,
-  'ERR_NOISE_DECRYPT' | 'ERR_NOISE_REPLAY' | 'ERR_NOISE_HANDSHAKE' | 'ERR_NOISE_KEY' | 'ERR_NOISE_STATE' | 'ERR_NOISE_NONCE' | 'ERR_QUEUE_FULL'>;
+  'ERR_NOISE_DECRYPT' | 'ERR_NOISE_REPLAY' | 'ERR_NOISE_HANDSHAKE' | 'ERR_NOISE_KEY' | 'ERR_NOISE_STATE' | 'ERR_NOISE_NONCE' | 'ERR_QUEUE_FULL'
+  | 'ERR_NOISE_RATE' | 'ERR_NOISE_CONTROL'>;
 
 export type SecureLinkEvent =
   | { type: 'established'; pattern: HandshakePatternName; remoteStatic: Uint8Array; fingerprint: string; name?: string }
@@ -121,8 +160,16 @@ export interface SecureLinkSnapshot {
   /** Initiator: the pinned responder key (hex), or null before first contact. */
   readonly pinnedRemoteStatic: string | null;
   readonly session: null | { readonly remoteStatic: string; readonly pattern: HandshakePatternName; readonly transport: TransportSnapshot };
-  /** Responder: hex of BLAKE2s(e)[0..16] of the last handshakes seen (replay cache). */
+  /** Responder: hex of BLAKE2s(e)[0..16] of the last handshakes seen (any: dedup only). */
   readonly seenEphemerals: readonly string[];
+  /** Initiator: the psk of the next IKpsk1 with the pinned key (hex, secret), or null. */
+  readonly resumption?: string | null;
+  /** Responder: [initiator static (hex), psk of its next IKpsk1 (hex, secret)]. */
+  readonly resumptions?: readonly (readonly [string, string])[];
+  /** Responder: [initiator static (hex), ids of the IK1s completed for it, oldest first]. */
+  readonly ikSeen?: readonly (readonly [string, readonly string[]])[];
+  /** Responder: the last completed IK exchange (id of IK1, IK2 hex), to answer its duplicate. */
+  readonly lastIk?: { readonly ik1: string; readonly ik2: string } | null;
 }
 
 export interface SecureLinkOptions {
@@ -160,6 +207,13 @@ export interface SecureLinkOptions {
   readonly rekeyIntervalLog2?: number;
   /** Transport: nonces usable past the last persisted snapshot, 1..96 (default 32). */
   readonly persistMargin?: number;
+  /**
+   * Responder: replies to frames that prove nothing about their sender (XX2, FB1, a repeated
+   * IK2, REFUSED, UNKNOWN_SESSION) come from a token bucket of `burst` replies refilled one per
+   * `refillMs`; an authorized key that asks for XXfallback has a bucket of its own. Default 4,
+   * one a minute; the radio stack sizes it from a fixed share of the airtime budget.
+   */
+  readonly unauthenticatedReplies?: { readonly burst: number; readonly refillMs: number };
 }
 
 interface Session {
@@ -171,7 +225,6 @@ interface Session {
   /** Initiator: XX3/FB2 as sent, resent on UNKNOWN_SESSION while unconfirmed. */
   finalFrame: Uint8Array | null;
   finalResends: number;
-  lastFinalResendMs: number;
 }
 
 /** Initiator: a handshake waiting for its answer. */
@@ -184,6 +237,8 @@ interface InitiatorHandshake {
   /** IK: the data sent as 0-RTT payload (resent in FB2). */
   payload: Uint8Array | null;
   attempts: number;
+  /** A REFUSED arrived while it ran (it goes on: only an authentic answer or none decides). */
+  refused: boolean;
 }
 
 /** Responder: a handshake waiting for its last message (XX3 or FB2). */
@@ -194,7 +249,19 @@ interface ResponderPending {
   reply: Uint8Array;
 }
 
+/** Initiator: an unauthenticated control frame waiting to be confirmed by silence. */
+interface Hint {
+  kind: 'unknown-session' | 'refused';
+  sinceMs: number;
+  timer: TimerHandle;
+}
+
+interface Bucket { tokens: number; atMs: number }
+
 const EMPTY: Uint8Array = new Uint8Array(0);
+const idOf = (bytes: Uint8Array): string => toHex(blake2s(bytes).subarray(0, 16));
+const HEX32 = /^[0-9a-f]{64}$/;
+const ID = /^[0-9a-f]{32}$/;
 
 export class SecureLink {
   readonly role: SecureLinkRole;
@@ -205,6 +272,8 @@ export class SecureLink {
   readonly #maxFrameLen: number;
   readonly #maxAttempts: number;
   readonly #maxQueued: number;
+  readonly #replyBurst: number;
+  readonly #replyRefillMs: number;
   #pinned: Uint8Array | null = null;
   #session: Session | null = null;
   #queue: Uint8Array[] = [];
@@ -214,12 +283,24 @@ export class SecureLink {
   #keyChanged = false;
   /** Initiator: refused by the responder; no new handshake before this time. */
   #refusedUntilMs = 0;
-  #pending: ResponderPending | null = null;
+  /** Initiator: psk of the next IKpsk1 with the pinned key. */
+  #resumption: Uint8Array | null = null;
+  /** Initiator: when we last transmitted, and last heard an authentic frame. */
+  #lastTxMs = -Infinity;
+  #lastAuthenticRxMs = -Infinity;
+  #hint: Hint | null = null;
+  #pending: ResponderPending[] = [];
   /** Responder: the last completed IK exchange, to answer a duplicate IK1. */
-  #lastIk: { ik1: Uint8Array; ik2: Uint8Array } | null = null;
+  #lastIk: { ik1: string; ik2: Uint8Array } | null = null;
   /** Responder: the last completed XX3/FB2, to recognise a duplicate. */
   #lastFinal: Uint8Array | null = null;
   #seen: string[] = [];
+  /** Responder: psk of each authorized key's next IKpsk1 (by key hex). */
+  #resumptions = new Map<string, Uint8Array>();
+  /** Responder: ids of the ephemerals of IK1s completed per key (authenticated only). */
+  #ikSeen = new Map<string, string[]>();
+  #anonBucket: Bucket;
+  #claimBuckets = new Map<string, Bucket>();
   #failuresInRow = 0;
   #lastUnknownSentMs = -Infinity;
   #dropped = new Map<SecureLinkDropCode, number>();
@@ -241,6 +322,13 @@ export class SecureLink {
     this.#maxFrameLen = opts.maxFrameLen ?? 255;
     this.#maxAttempts = opts.maxHandshakeAttempts ?? 10;
     this.#maxQueued = opts.maxQueued ?? 32;
+    const replies = opts.unauthenticatedReplies ?? DEFAULT_UNAUTH_REPLIES;
+    if (!Number.isInteger(replies.burst) || replies.burst < 1 || !(replies.refillMs > 0)) {
+      throw new TypeError(`unauthenticatedReplies needs an integer burst ≥ 1 and refillMs > 0, got ${JSON.stringify(replies)}`);
+    }
+    this.#replyBurst = replies.burst;
+    this.#replyRefillMs = replies.refillMs;
+    this.#anonBucket = { tokens: replies.burst, atMs: opts.clock.now() };
     // Validate the transport options once, up front (throws ERR_NOISE_STATE naming the bad one).
     SecureTransport.fromKeys(new Uint8Array(32), new Uint8Array(32), this.#transportOptions()).destroy();
     if (opts.remoteStaticPinned !== undefined) {
@@ -299,7 +387,12 @@ export class SecureLink {
     this.#pinned = publicKey.slice();
     this.#keyChanged = false;
     this.#refusedUntilMs = 0;
-    if (changed && this.#session !== null && !equalBytes(this.#session.remoteStatic, publicKey)) this.#endSession();
+    if (changed) {
+      // A secret shared with another key is of no use with this one.
+      this.#resumption?.fill(0);
+      this.#resumption = null;
+      if (this.#session !== null && !equalBytes(this.#session.remoteStatic, publicKey)) this.#endSession();
+    }
     this.#emit({ type: 'pinned', remoteStatic: publicKey.slice(), fingerprint: fingerprint(publicKey) });
     this.#persistNow();
   }
@@ -317,10 +410,11 @@ export class SecureLink {
     return this.#session?.remoteStatic.slice() ?? null;
   }
 
-  stats(): { state: string; pattern: HandshakePatternName | null; queued: number; dropped: Record<string, number> } {
+  stats(): { state: string; pattern: HandshakePatternName | null; queued: number; dropped: Record<string, number>; resumable: boolean } {
     const state = this.#session !== null ? (this.#session.confirmed || this.role === 'responder' ? 'established' : 'unconfirmed')
       : this.#keyChanged ? 'key-changed' : this.#hs !== null ? `handshake-${this.#hs.pattern}` : 'idle';
-    return { state, pattern: this.#session?.pattern ?? null, queued: this.#queue.length, dropped: Object.fromEntries(this.#dropped) };
+    const resumable = this.role === 'initiator' ? this.#resumption !== null : this.#resumptions.size > 0;
+    return { state, pattern: this.#session?.pattern ?? null, queued: this.#queue.length, dropped: Object.fromEntries(this.#dropped), resumable };
   }
 
   /** Stop timers and wipe keys. */
@@ -329,12 +423,17 @@ export class SecureLink {
     this.#closed = true;
     this.#timer?.cancel();
     this.#timer = null;
+    this.#hint?.timer.cancel();
+    this.#hint = null;
     this.#hs?.hs.destroy();
     this.#hs = null;
-    this.#pending?.hs.destroy();
-    this.#pending = null;
+    for (const p of this.#pending) p.hs.destroy();
+    this.#pending = [];
     this.#session?.transport.destroy();
     this.#session = null;
+    this.#resumption?.fill(0);
+    for (const k of this.#resumptions.values()) k.fill(0);
+    this.#resumptions.clear();
     this.#queue = [];
   }
 
@@ -385,7 +484,7 @@ export class SecureLink {
       this.#drop(code === 'ERR_NOISE_REPLAY' || code === 'ERR_NOISE_NONCE' ? code : 'ERR_NOISE_DECRYPT', (e as Error).message);
       if (this.role === 'responder' && code !== 'ERR_NOISE_REPLAY') {
         this.#failuresInRow++;
-        if (this.#pending !== null || this.#failuresInRow >= FAILURES_BEFORE_UNKNOWN) this.#maybeSendUnknown(frame);
+        if (this.#pending.length > 0 || this.#failuresInRow >= FAILURES_BEFORE_UNKNOWN) this.#maybeSendUnknown(frame);
       }
       return;
     }
@@ -394,14 +493,20 @@ export class SecureLink {
       if (this.#o.isAuthorized!(s.remoteStatic) === undefined) {
         this.#drop('ERR_NOISE_KEY', 'key no longer authorized');
         this.#emit({ type: 'refused', reason: 'revoked', fingerprint: fingerprint(s.remoteStatic) });
+        this.#forgetKey(s.remoteStatic);
         this.#endSession();
         this.#persistNow();
         this.#o.send(new Uint8Array([FrameKind.REFUSED]));
         return;
       }
-    } else if (!s.confirmed) {
-      s.confirmed = true;
-      s.finalFrame = null;
+      // The initiator speaks in the session: it has IK2, so a copy of that IK1 is a replay now.
+      if (this.#lastIk !== null && s.pattern === 'IK') this.#lastIk = null;
+    } else {
+      this.#lastAuthenticRxMs = this.#o.clock.now();
+      if (!s.confirmed) {
+        s.confirmed = true;
+        s.finalFrame = null;
+      }
     }
     if (plaintext.length > 0) this.#o.deliver(plaintext);
   }
@@ -409,20 +514,24 @@ export class SecureLink {
   // Responder side.
 
   #onXx1(frame: Uint8Array, body: Uint8Array): void {
-    if (this.#pending !== null && equalBytes(this.#pending.trigger, frame)) {
-      this.#o.send(this.#pending.reply); // a retransmitted XX1: the same XX2 again
+    const dup = this.#pending.find((p) => equalBytes(p.trigger, frame));
+    if (dup !== undefined) {
+      // A retransmitted XX1: the same XX2 again (if the reply budget allows).
+      if (this.#spend(this.#anonBucket, 'XX2 again')) this.#o.send(dup.reply);
       return;
     }
     if (body.length !== DHLEN) return this.#drop('ERR_NOISE_HANDSHAKE', `XX1 must be ${DHLEN} bytes after the kind byte`);
+    // Checked before anything is recorded: a withheld XX1 is answered when its sender retries.
+    if (!this.#canSpend(this.#anonBucket)) return this.#drop('ERR_NOISE_RATE', 'XX1 not answered: the reply budget for unauthenticated handshakes is spent');
     if (!this.#markSeen(body)) return this.#drop('ERR_NOISE_REPLAY', 'XX1 ephemeral seen before');
     let hs: HandshakeState | null = null;
     try {
       hs = new HandshakeState({ protocolName: XX_PROTOCOL, initiator: false, prologue: this.#prologue, s: this.#static, randomBytes: this.#o.randomBytes });
       hs.readMessage(body);
       const reply = concatBytes(new Uint8Array([FrameKind.XX2]), hs.writeMessage(EMPTY));
-      this.#pending?.hs.destroy();
-      this.#pending = { pattern: 'XX', hs, trigger: frame.slice(), reply };
+      this.#addPending({ pattern: 'XX', hs, trigger: frame.slice(), reply });
       this.#persistNow();
+      this.#spend(this.#anonBucket, 'XX2');
       this.#o.send(reply);
     } catch (e) {
       hs?.destroy();
@@ -431,36 +540,50 @@ export class SecureLink {
   }
 
   #onIk1(frame: Uint8Array, body: Uint8Array): void {
-    if (this.#lastIk !== null && equalBytes(this.#lastIk.ik1, frame)) {
-      this.#o.send(this.#lastIk.ik2); // IK2 was lost: the same IK2 again
+    const id = idOf(frame);
+    if (this.#lastIk !== null && this.#lastIk.ik1 === id) {
+      // IK2 was lost: the same IK2 again. Nothing is processed or delivered twice.
+      if (this.#spend(this.#anonBucket, 'IK2 again')) this.#o.send(this.#lastIk.ik2);
       return;
     }
-    if (this.#pending !== null && equalBytes(this.#pending.trigger, frame)) {
-      this.#o.send(this.#pending.reply); // FB1 was lost
+    const dup = this.#pending.find((p) => equalBytes(p.trigger, frame));
+    if (dup !== undefined) {
+      if (this.#spend(this.#anonBucket, 'FB1 again')) this.#o.send(dup.reply); // FB1 was lost
       return;
     }
     if (body.length < IK1_NOISE_LEN) return this.#drop('ERR_NOISE_HANDSHAKE', `IK1 shorter than ${IK1_NOISE_LEN} bytes`);
     const re = body.subarray(0, DHLEN);
-    if (!this.#markSeen(re)) return this.#drop('ERR_NOISE_REPLAY', 'IK1 ephemeral seen before');
+    if (this.#seen.includes(idOf(re))) return this.#drop('ERR_NOISE_REPLAY', 'IK1 ephemeral seen before');
     const [noiseMsg, clear] = this.mode === 'authenticate' ? [body.subarray(0, IK1_NOISE_LEN), body.subarray(IK1_NOISE_LEN)] : [body, EMPTY];
+    let claimed: Uint8Array | null = null;
+    let unauthorized = false;
     let hs: HandshakeState | null = null;
     let payload: Uint8Array;
     try {
-      hs = new HandshakeState({ protocolName: IK_PROTOCOL, initiator: false, prologue: concatBytes(this.#prologue, clear), s: this.#static, randomBytes: this.#o.randomBytes });
+      hs = new HandshakeState({
+        protocolName: IK_PROTOCOL, initiator: false, prologue: concatBytes(this.#prologue, clear), s: this.#static, randomBytes: this.#o.randomBytes,
+        resolvePsk: (rs) => {
+          claimed = rs;
+          if (rs === null || this.#o.isAuthorized!(rs) === undefined) {
+            unauthorized = true;
+            throw new Error('static key not authorized');
+          }
+          // No secret yet (a handshake that never completed here): a random one fails like a stale one.
+          return this.#resumptions.get(toHex(rs)) ?? this.#o.randomBytes(32);
+        },
+      });
       payload = hs.readMessage(noiseMsg);
     } catch {
-      // Unreadable IK1 (our static key is not the one it was made for, or it is damaged):
-      // Noise Pipes fallback, answering with XXfallback on the initiator's ephemeral.
       hs?.destroy();
-      this.#startFallback(frame, re);
+      this.#ik1Failed(frame, re, claimed, unauthorized);
       return;
     }
+    this.#markSeen(re);
     const rs = hs.getRemoteStatic()!;
     const name = this.#o.isAuthorized!(rs);
-    if (name === undefined) {
+    if (name === undefined) { // cannot happen (resolvePsk checked), kept as a guard
       hs.destroy();
-      this.#refuse(rs);
-      return;
+      return this.#refuse(rs);
     }
     let ik2: Uint8Array;
     try {
@@ -469,23 +592,53 @@ export class SecureLink {
       this.#drop('ERR_NOISE_HANDSHAKE', (e as Error).message);
       return;
     }
-    this.#lastIk = { ik1: frame.slice(), ik2 };
-    this.#pending?.hs.destroy();
-    this.#pending = null;
-    this.#establish(hs, 'IK', rs, name);
+    const keyHex = toHex(rs);
+    const seen = this.#ikSeen.get(keyHex) ?? [];
+    seen.push(idOf(re));
+    if (seen.length > IK_SEEN_MAX) seen.shift();
+    this.#ikSeen.set(keyHex, seen);
+    this.#lastIk = { ik1: id, ik2 };
+    this.#establish(hs, 'IK', rs, name); // persists the new resumption secret before anything leaves
+    if (this.#session === null) return; // persist failed: nothing may be sent or delivered
     this.#o.send(ik2);
     const data = this.mode === 'authenticate' ? clear : payload;
     if (data.length > 0) this.#deliverChecked(data);
   }
 
-  #startFallback(trigger: Uint8Array, re: Uint8Array): void {
+  /**
+   * An IK1 that did not decrypt. Its static key unreadable: our key is not the one it was made
+   * for (or it is damaged): XXfallback. Readable but not authorized: REFUSED. Authorized: a
+   * replay of an IK1 completed here (silence) or an initiator out of step (XXfallback, from
+   * that key's own reply budget, so strangers cannot spend it).
+   */
+  #ik1Failed(frame: Uint8Array, re: Uint8Array, claimed: Uint8Array | null, unauthorized: boolean): void {
+    if (claimed === null) return this.#startFallback(frame, re, this.#anonBucket);
+    if (unauthorized) {
+      if (this.#spend(this.#anonBucket, 'REFUSED')) this.#refuse(claimed);
+      return;
+    }
+    const keyHex = toHex(claimed);
+    if (this.#ikSeen.get(keyHex)?.includes(idOf(re))) {
+      return this.#drop('ERR_NOISE_REPLAY', 'IK1 of a handshake already completed: a replay');
+    }
+    let bucket = this.#claimBuckets.get(keyHex);
+    if (bucket === undefined) {
+      bucket = { tokens: this.#replyBurst, atMs: this.#o.clock.now() };
+      this.#claimBuckets.set(keyHex, bucket);
+    }
+    this.#startFallback(frame, re, bucket);
+  }
+
+  #startFallback(trigger: Uint8Array, re: Uint8Array, bucket: Bucket): void {
+    if (!this.#canSpend(bucket)) return this.#drop('ERR_NOISE_RATE', 'IK1 not answered with XXfallback: the reply budget is spent');
+    this.#markSeen(re);
     let hs: HandshakeState | null = null;
     try {
       hs = new HandshakeState({ protocolName: XXFALLBACK_PROTOCOL, initiator: false, prologue: this.#prologue, s: this.#static, re, randomBytes: this.#o.randomBytes });
       const reply = concatBytes(new Uint8Array([FrameKind.FB1]), hs.writeMessage(EMPTY));
-      this.#pending?.hs.destroy();
-      this.#pending = { pattern: 'XXfallback', hs, trigger: trigger.slice(), reply };
+      this.#addPending({ pattern: 'XXfallback', hs, trigger: trigger.slice(), reply });
       this.#persistNow();
+      this.#spend(bucket, 'FB1');
       this.#o.send(reply);
     } catch (e) {
       hs?.destroy();
@@ -493,33 +646,42 @@ export class SecureLink {
     }
   }
 
+  #addPending(p: ResponderPending): void {
+    this.#pending.push(p);
+    while (this.#pending.length > MAX_PENDING) this.#pending.shift()!.hs.destroy();
+  }
+
   /** XX3 (XX) or FB2 (XXfallback): the initiator's last message. */
   #onFinal(frame: Uint8Array, body: Uint8Array, pattern: 'XX' | 'XXfallback'): void {
     if (this.#lastFinal !== null && equalBytes(this.#lastFinal, frame)) {
       return this.#drop('ERR_NOISE_REPLAY', 'duplicate final handshake message');
     }
-    const p = this.#pending;
-    if (p === null || p.pattern !== pattern) return this.#drop('ERR_NOISE_STATE', `${pattern === 'XX' ? 'XX3' : 'FB2'} without a handshake waiting for it`);
-    let payload: Uint8Array;
-    try {
-      payload = p.hs.readMessage(body);
-    } catch (e) {
-      // The HandshakeState failed closed; the initiator starts over after UNKNOWN_SESSIONs.
-      this.#pending = null;
-      this.#drop('ERR_NOISE_HANDSHAKE', (e as Error).message);
-      return;
+    const candidates = this.#pending.filter((p) => p.pattern === pattern);
+    if (candidates.length === 0) return this.#drop('ERR_NOISE_STATE', `${pattern === 'XX' ? 'XX3' : 'FB2'} without a handshake waiting for it`);
+    // Each pending handshake is tried on a copy: a forged last message must not wipe a genuine one.
+    let done: { p: ResponderPending; hs: HandshakeState; payload: Uint8Array } | null = null;
+    for (let i = candidates.length - 1; i >= 0 && done === null; i--) {
+      const p = candidates[i]!;
+      const fork = p.hs.fork();
+      try {
+        done = { p, hs: fork, payload: fork.readMessage(body) };
+      } catch {
+        fork.destroy();
+      }
     }
-    this.#pending = null;
-    const rs = p.hs.getRemoteStatic()!;
+    if (done === null) return this.#drop('ERR_NOISE_HANDSHAKE', `${pattern === 'XX' ? 'XX3' : 'FB2'} does not complete any handshake waiting here`);
+    this.#pending = this.#pending.filter((p) => p !== done.p);
+    done.p.hs.destroy();
+    const rs = done.hs.getRemoteStatic()!;
     const name = this.#o.isAuthorized!(rs);
     if (name === undefined) {
-      p.hs.destroy();
-      this.#refuse(rs);
+      done.hs.destroy();
+      if (this.#spend(this.#anonBucket, 'REFUSED')) this.#refuse(rs);
       return;
     }
     this.#lastFinal = frame.slice();
-    this.#establish(p.hs, pattern, rs, name);
-    if (payload.length > 0) this.#deliverChecked(payload);
+    this.#establish(done.hs, pattern, rs, name);
+    if (this.#session !== null && done.payload.length > 0) this.#deliverChecked(done.payload);
   }
 
   #refuse(rs: Uint8Array): void {
@@ -532,13 +694,14 @@ export class SecureLink {
     if (frame.length < FRAME_OVERHEAD) return; // noise, not a transport frame worth answering
     const now = this.#o.clock.now();
     if (now - this.#lastUnknownSentMs < this.#retryMs(1)) return;
+    if (!this.#spend(this.#anonBucket, 'UNKNOWN_SESSION')) return;
     this.#lastUnknownSentMs = now;
     this.#o.send(new Uint8Array([FrameKind.UNKNOWN_SESSION]));
   }
 
   /** Record a handshake ephemeral; false if it was seen before (replay). */
   #markSeen(e: Uint8Array): boolean {
-    const id = toHex(blake2s(e).subarray(0, 16));
+    const id = idOf(e);
     if (this.#seen.includes(id)) return false;
     this.#seen.push(id);
     if (this.#seen.length > SEEN_EPHEMERALS_MAX) this.#seen.shift();
@@ -552,12 +715,41 @@ export class SecureLink {
     this.#o.deliver(plaintext);
   }
 
+  /** A revoked key: its secrets go, so a later authorization starts with a full handshake. */
+  #forgetKey(rs: Uint8Array): void {
+    const keyHex = toHex(rs);
+    this.#resumptions.get(keyHex)?.fill(0);
+    this.#resumptions.delete(keyHex);
+    this.#ikSeen.delete(keyHex);
+    this.#claimBuckets.delete(keyHex);
+  }
+
+  /** Token bucket: refill, then say whether one reply may go. */
+  #canSpend(b: Bucket): boolean {
+    const now = this.#o.clock.now();
+    const refill = Math.floor((now - b.atMs) / this.#replyRefillMs);
+    if (refill > 0) {
+      b.tokens = Math.min(this.#replyBurst, b.tokens + refill);
+      b.atMs = b.tokens === this.#replyBurst ? now : b.atMs + refill * this.#replyRefillMs;
+    }
+    return b.tokens >= 1;
+  }
+
+  #spend(b: Bucket, what: string): boolean {
+    if (!this.#canSpend(b)) {
+      this.#drop('ERR_NOISE_RATE', `${what} withheld: the reply budget for unauthenticated frames is spent`);
+      return false;
+    }
+    b.tokens--;
+    return true;
+  }
+
   // Initiator side.
 
   /** Build XX1 or IK1 and transmit it; `attempts` carries over from a restarted handshake. */
   #startHandshake(attempts = 0): void {
     this.#cancelTimer();
-    const ik = this.#pinned !== null;
+    const ik = this.#pinned !== null && this.#resumption !== null;
     let payload: Uint8Array | null = null;
     let clear: Uint8Array = EMPTY;
     const first = this.#queue[0];
@@ -574,14 +766,17 @@ export class SecureLink {
     let hs: HandshakeState;
     let frame: Uint8Array;
     if (ik) {
-      hs = new HandshakeState({ protocolName: IK_PROTOCOL, initiator: true, prologue: concatBytes(this.#prologue, clear), s: this.#static, rs: this.#pinned!, randomBytes: rnd });
+      hs = new HandshakeState({
+        protocolName: IK_PROTOCOL, initiator: true, prologue: concatBytes(this.#prologue, clear), s: this.#static, rs: this.#pinned!,
+        psks: [this.#resumption!], randomBytes: rnd,
+      });
       const noisePayload = this.mode === 'encrypt' && payload !== null ? payload : EMPTY;
       frame = concatBytes(new Uint8Array([FrameKind.IK1]), hs.writeMessage(noisePayload), clear);
     } else {
       hs = new HandshakeState({ protocolName: XX_PROTOCOL, initiator: true, prologue: this.#prologue, s: this.#static, randomBytes: this.#o.randomBytes });
       frame = concatBytes(new Uint8Array([FrameKind.XX1]), hs.writeMessage(EMPTY));
     }
-    this.#hs = { pattern: ik ? 'IK' : 'XX', hs, frame, ephemeral, payload, attempts };
+    this.#hs = { pattern: ik ? 'IK' : 'XX', hs, frame, ephemeral, payload, attempts, refused: false };
     this.#transmitHandshake();
   }
 
@@ -590,7 +785,8 @@ export class SecureLink {
     if (h === null || this.#closed) return;
     if (h.attempts >= this.#maxAttempts) {
       this.#abandonHandshake();
-      this.#emit({ type: 'handshake-failed', attempts: h.attempts });
+      if (h.refused) this.#refusedByPeer();
+      else this.#emit({ type: 'handshake-failed', attempts: h.attempts });
       return;
     }
     h.attempts++;
@@ -599,7 +795,7 @@ export class SecureLink {
       this.#timer = null;
       this.#transmitHandshake();
     });
-    this.#o.send(h.frame);
+    this.#sendOwn(h.frame);
   }
 
   #abandonHandshake(): void {
@@ -613,34 +809,33 @@ export class SecureLink {
     for (let i = 0; i < n; i++) this.#drop('ERR_NOISE_STATE', 'handshake abandoned');
   }
 
-  /** The handshake failed to verify an answer: start over with a fresh ephemeral. */
-  #restartHandshake(): void {
-    const h = this.#hs;
-    if (h === null) return;
-    this.#cancelTimer();
-    h.hs.destroy();
-    if (h.payload !== null) this.#queue.unshift(h.payload);
-    this.#hs = null;
-    this.#startHandshake(h.attempts);
+  /** Read a handshake answer on a copy: a forged or damaged one is dropped, the handshake waits on. */
+  #readAnswer(h: InitiatorHandshake, body: Uint8Array, what: string): { hs: HandshakeState; payload: Uint8Array } | null {
+    const fork = h.hs.fork();
+    try {
+      return { hs: fork, payload: fork.readMessage(body) };
+    } catch (e) {
+      fork.destroy();
+      this.#drop('ERR_NOISE_HANDSHAKE', `${what}: ${(e as Error).message}`);
+      return null;
+    }
   }
 
   #onXx2(body: Uint8Array): void {
     const h = this.#hs;
     if (h === null || h.pattern !== 'XX') return this.#drop('ERR_NOISE_STATE', 'XX2 without an XX1 waiting');
-    try {
-      h.hs.readMessage(body);
-    } catch (e) {
-      this.#drop('ERR_NOISE_HANDSHAKE', (e as Error).message);
-      this.#restartHandshake();
-      return;
-    }
-    const rs = h.hs.getRemoteStatic()!;
+    const r = this.#readAnswer(h, body, 'XX2');
+    if (r === null) return;
+    this.#lastAuthenticRxMs = this.#o.clock.now();
+    h.hs.destroy();
+    h.hs = r.hs;
+    const rs = r.hs.getRemoteStatic()!;
     if (this.#pinned !== null && !equalBytes(this.#pinned, rs)) return this.#keyChangedSeen(rs);
     if (this.#pinned === null) {
       this.#pinned = rs.slice();
       this.#emit({ type: 'pinned', remoteStatic: rs.slice(), fingerprint: fingerprint(rs) });
     }
-    this.#finish(h, 'XX', FrameKind.XX3, h.hs, rs, this.#takeForFinal());
+    this.#finish(h, 'XX', FrameKind.XX3, r.hs, rs, this.#takeForFinal());
   }
 
   #onFb1(body: Uint8Array): void {
@@ -657,6 +852,7 @@ export class SecureLink {
       // The IK state and our ephemeral are untouched: a genuine FB1 may still come.
       return this.#drop('ERR_NOISE_HANDSHAKE', (e as Error).message);
     }
+    this.#lastAuthenticRxMs = this.#o.clock.now();
     const rs = fb.getRemoteStatic()!;
     if (this.#pinned !== null && !equalBytes(this.#pinned, rs)) {
       fb.destroy();
@@ -676,20 +872,17 @@ export class SecureLink {
   #onIk2(body: Uint8Array): void {
     const h = this.#hs;
     if (h === null || h.pattern !== 'IK') return this.#drop('ERR_NOISE_STATE', 'IK2 without an IK1 waiting');
-    let payload: Uint8Array;
-    try {
-      payload = h.hs.readMessage(body);
-    } catch (e) {
-      this.#drop('ERR_NOISE_HANDSHAKE', (e as Error).message);
-      this.#restartHandshake();
-      return;
-    }
+    const r = this.#readAnswer(h, body, 'IK2');
+    if (r === null) return;
+    this.#lastAuthenticRxMs = this.#o.clock.now();
     this.#cancelTimer();
     this.#hs = null;
+    h.hs.destroy();
     h.ephemeral?.privateKey.fill(0);
-    this.#establish(h.hs, 'IK', this.#pinned!, undefined);
-    this.#session!.confirmed = true;
-    if (payload.length > 0) this.#o.deliver(payload);
+    this.#establish(r.hs, 'IK', this.#pinned!, undefined);
+    if (this.#session === null) return;
+    this.#session.confirmed = true;
+    if (r.payload.length > 0) this.#o.deliver(r.payload);
     this.#flushQueue();
   }
 
@@ -702,16 +895,18 @@ export class SecureLink {
       frame = concatBytes(new Uint8Array([kind]), hs.writeMessage(payload ?? EMPTY));
     } catch (e) {
       this.#drop('ERR_NOISE_HANDSHAKE', (e as Error).message);
-      this.#hs = h;
       if (payload !== null) this.#queue.unshift(payload);
-      this.#restartHandshake();
+      if (h.payload !== null) this.#queue.unshift(h.payload);
+      h.ephemeral?.privateKey.fill(0);
+      this.#startHandshake(h.attempts);
       return;
     }
     h.ephemeral?.privateKey.fill(0);
     this.#establish(hs, pattern, rs, undefined);
-    const s = this.#session!;
+    const s = this.#session;
+    if (s === null) return;
     s.finalFrame = frame;
-    this.#o.send(frame);
+    this.#sendOwn(frame);
     this.#flushQueue();
   }
 
@@ -732,51 +927,100 @@ export class SecureLink {
 
   #onRefused(frame: Uint8Array): void {
     if (frame.length !== 1) return this.#drop('ERR_NOISE_HANDSHAKE', 'REFUSED is one byte');
-    if (this.#hs === null && (this.#session === null || this.#session.confirmed)) {
-      return this.#drop('ERR_NOISE_STATE', 'REFUSED outside a handshake');
+    if (this.#hs !== null) {
+      // Anyone can send this byte: the handshake goes on, and an authentic answer proves it forged.
+      this.#hs.refused = true;
+      return this.#drop('ERR_NOISE_CONTROL', 'REFUSED during a handshake: noted; the handshake goes on');
     }
-    this.#abandonHandshake();
-    if (this.#session !== null) this.#endSession();
+    if (this.#session === null || this.#session.confirmed) return this.#drop('ERR_NOISE_CONTROL', 'REFUSED outside a handshake');
+    this.#hintReceived('refused');
+  }
+
+  #onUnknownSession(frame: Uint8Array): void {
+    if (frame.length !== 1) return this.#drop('ERR_NOISE_HANDSHAKE', 'UNKNOWN_SESSION is one byte');
+    if (this.#session === null) return this.#drop('ERR_NOISE_CONTROL', 'UNKNOWN_SESSION without a session'); // a handshake runs or will run on the next send
+    this.#hintReceived('unknown-session');
+  }
+
+  /**
+   * An unauthenticated REFUSED / UNKNOWN_SESSION about the current session. It counts only as an
+   * answer to a frame of ours (the responder sends it when it cannot use one) and only if no
+   * authentic frame from the responder arrives in the window that follows.
+   */
+  #hintReceived(kind: Hint['kind']): void {
+    const now = this.#o.clock.now();
+    const windowMs = this.#retryMs(this.#maxFrameLen);
+    if (now - this.#lastTxMs > windowMs) return this.#drop('ERR_NOISE_CONTROL', `${kind} that answers no recent frame of ours: ignored`);
+    if (this.#hint !== null) {
+      if (kind === 'refused') this.#hint.kind = kind;
+      return;
+    }
+    const timer = this.#o.clock.setTimer(windowMs, () => this.#hintExpired());
+    this.#hint = { kind, sinceMs: now, timer };
+  }
+
+  #hintExpired(): void {
+    const h = this.#hint;
+    this.#hint = null;
+    if (h === null || this.#closed) return;
+    if (this.#lastAuthenticRxMs >= h.sinceMs) {
+      return this.#drop('ERR_NOISE_CONTROL', `${h.kind} contradicted by an authentic frame from the gateway: forged or stale, ignored`);
+    }
+    const s = this.#session;
+    if (s === null) return;
+    if (h.kind === 'refused') {
+      this.#endSession();
+      this.#refusedByPeer();
+      return;
+    }
+    if (!s.confirmed && s.finalFrame !== null && s.finalResends < FINAL_RESENDS_MAX) {
+      s.finalResends++;
+      this.#sendOwn(s.finalFrame);
+      return;
+    }
+    this.#endSession();
+    this.#emit({ type: 'session-lost', reason: s.confirmed ? 'unknown-session' : 'unconfirmed' });
+    this.#persistNow();
+    if (this.#queue.length > 0 && this.#hs === null && !this.#keyChanged) this.#startHandshake();
+  }
+
+  #refusedByPeer(): void {
     this.#queue = [];
     this.#refusedUntilMs = this.#o.clock.now() + this.#retryMs(IK1_OVERHEAD) * BACKOFF_CAP * 4;
     this.#emit({ type: 'refused', reason: 'by-peer' });
     this.#persistNow();
   }
 
-  #onUnknownSession(frame: Uint8Array): void {
-    if (frame.length !== 1) return this.#drop('ERR_NOISE_HANDSHAKE', 'UNKNOWN_SESSION is one byte');
-    const s = this.#session;
-    if (s === null) return; // a handshake is running or will run on the next send
-    if (!s.confirmed && s.finalFrame !== null) {
-      if (s.finalResends < FINAL_RESENDS_MAX) {
-        const now = this.#o.clock.now();
-        if (now - s.lastFinalResendMs >= this.#retryMs(s.finalFrame.length)) {
-          s.finalResends++;
-          s.lastFinalResendMs = now;
-          this.#o.send(s.finalFrame);
-        }
-        return;
-      }
-      this.#endSession();
-      this.#emit({ type: 'session-lost', reason: 'unconfirmed' });
-    } else {
-      this.#endSession();
-      this.#emit({ type: 'session-lost', reason: 'unknown-session' });
-    }
-    this.#persistNow();
-    if (this.#queue.length > 0 && this.#hs === null && !this.#keyChanged) this.#startHandshake();
+  /** Initiator: transmit one of our own frames (remembered for the hint window). */
+  #sendOwn(frame: Uint8Array): void {
+    this.#lastTxMs = this.#o.clock.now();
+    this.#o.send(frame);
   }
 
   // ───────────────────────────── sessions ─────────────────────────────
 
   #establish(hs: HandshakeState, pattern: HandshakePatternName, rs: Uint8Array, name: string | undefined): void {
     const old = this.#session;
+    // The secret for the next IKpsk1 between these two keys; the previous one is spent.
+    const resumption = hs.split().resumption.slice();
     const transport = SecureTransport.fromHandshake(hs, { ...this.#transportOptions(), ...this.#persistHook() });
     hs.destroy();
     old?.transport.destroy();
-    this.#session = { transport, remoteStatic: rs.slice(), pattern, confirmed: false, finalFrame: null, finalResends: 0, lastFinalResendMs: -Infinity };
+    this.#hint?.timer.cancel();
+    this.#hint = null;
+    if (this.role === 'initiator') {
+      this.#resumption?.fill(0);
+      this.#resumption = resumption;
+    } else {
+      const keyHex = toHex(rs);
+      this.#resumptions.get(keyHex)?.fill(0);
+      this.#resumptions.set(keyHex, resumption);
+      this.#claimBuckets.delete(keyHex);
+    }
+    this.#session = { transport, remoteStatic: rs.slice(), pattern, confirmed: false, finalFrame: null, finalResends: 0 };
     this.#failuresInRow = 0;
     this.#persistNow();
+    if (this.#session === null) return; // persist failed: the session is gone, nothing leaves
     this.#emit({ type: 'established', pattern, remoteStatic: rs.slice(), fingerprint: fingerprint(rs), ...(name !== undefined ? { name } : {}) });
   }
 
@@ -805,7 +1049,8 @@ export class SecureLink {
       }
       return;
     }
-    this.#o.send(frame);
+    if (this.role === 'initiator') this.#sendOwn(frame);
+    else this.#o.send(frame);
   }
 
   #transportOptions() {
@@ -826,13 +1071,13 @@ export class SecureLink {
     return { persist: (t) => persist(this.#snapshot(t)) };
   }
 
-  /** Persist now (pin, session change, replay cache); the transport engages its margin. */
+  /** Persist now (pin, session change, secrets, replay caches); the transport engages its margin. */
   #persistNow(): void {
     if (this.#o.persist === undefined) return;
     try {
       this.#o.persist(this.#snapshot(this.#session?.transport.exportState()));
     } catch (e) {
-      // Without a durable snapshot a restart could reuse nonces: drop the session.
+      // Without a durable snapshot a restart could reuse nonces or accept a replayed IK1: drop the session.
       if (this.#session !== null) {
         this.#endSession();
         this.#emit({ type: 'session-lost', reason: 'persist-failed' });
@@ -843,14 +1088,21 @@ export class SecureLink {
 
   #snapshot(transport: TransportSnapshot | undefined): SecureLinkSnapshot {
     const s = this.#session;
-    return {
-      version: 1,
+    const base = {
+      version: 1 as const,
       role: this.role,
       mode: this.mode,
       localStatic: toHex(this.#static.publicKey),
       pinnedRemoteStatic: this.#pinned === null ? null : toHex(this.#pinned),
       session: s === null || transport === undefined ? null : { remoteStatic: toHex(s.remoteStatic), pattern: s.pattern, transport },
       seenEphemerals: [...this.#seen],
+    };
+    if (this.role === 'initiator') return { ...base, resumption: this.#resumption === null ? null : toHex(this.#resumption) };
+    return {
+      ...base,
+      resumptions: [...this.#resumptions].map(([k, v]) => [k, toHex(v)] as const),
+      ikSeen: [...this.#ikSeen].map(([k, v]) => [k, [...v]] as const),
+      lastIk: this.#lastIk === null ? null : { ik1: this.#lastIk.ik1, ik2: toHex(this.#lastIk.ik2) },
     };
   }
 
@@ -859,14 +1111,33 @@ export class SecureLink {
     if (snap === null || typeof snap !== 'object' || snap.version !== 1) return fail('unknown snapshot version');
     if (snap.role !== this.role) return fail(`snapshot is of a ${String(snap.role)}, this link is the ${this.role}`);
     if (snap.localStatic !== toHex(this.#static.publicKey)) return fail('snapshot belongs to another static key; starting fresh');
-    if (Array.isArray(snap.seenEphemerals)) this.#seen = snap.seenEphemerals.filter((x) => typeof x === 'string' && /^[0-9a-f]{32}$/.test(x)).slice(-SEEN_EPHEMERALS_MAX);
-    if (this.role === 'initiator' && this.#pinned === null && typeof snap.pinnedRemoteStatic === 'string' && /^[0-9a-f]{64}$/.test(snap.pinnedRemoteStatic)) {
-      this.#pinned = fromHex(snap.pinnedRemoteStatic);
+    if (Array.isArray(snap.seenEphemerals)) this.#seen = snap.seenEphemerals.filter((x) => typeof x === 'string' && ID.test(x)).slice(-SEEN_EPHEMERALS_MAX);
+    if (this.role === 'initiator') {
+      const fromSnapshot = typeof snap.pinnedRemoteStatic === 'string' && HEX32.test(snap.pinnedRemoteStatic) ? snap.pinnedRemoteStatic : null;
+      if (this.#pinned === null && fromSnapshot !== null) this.#pinned = fromHex(fromSnapshot);
+      // The secret belongs to the key it was agreed with: a pin changed on disk voids it.
+      if (typeof snap.resumption === 'string' && HEX32.test(snap.resumption) && this.#pinned !== null && fromSnapshot === toHex(this.#pinned)) {
+        this.#resumption = fromHex(snap.resumption);
+      }
+    } else {
+      for (const e of Array.isArray(snap.resumptions) ? snap.resumptions : []) {
+        if (!Array.isArray(e) || typeof e[0] !== 'string' || !HEX32.test(e[0]) || typeof e[1] !== 'string' || !HEX32.test(e[1])) continue;
+        if (this.#o.isAuthorized!(fromHex(e[0])) === undefined) continue;
+        this.#resumptions.set(e[0], fromHex(e[1]));
+      }
+      for (const e of Array.isArray(snap.ikSeen) ? snap.ikSeen : []) {
+        if (!Array.isArray(e) || typeof e[0] !== 'string' || !HEX32.test(e[0]) || !Array.isArray(e[1])) continue;
+        this.#ikSeen.set(e[0], (e[1] as unknown[]).filter((x): x is string => typeof x === 'string' && ID.test(x)).slice(-IK_SEEN_MAX));
+      }
+      const l = snap.lastIk;
+      if (l !== null && l !== undefined && typeof l.ik1 === 'string' && ID.test(l.ik1) && typeof l.ik2 === 'string' && /^[0-9a-f]{98}$/.test(l.ik2)) {
+        this.#lastIk = { ik1: l.ik1, ik2: fromHex(l.ik2) };
+      }
     }
     const ss = snap.session;
     if (ss === null || ss === undefined) return;
     if (snap.mode !== this.mode) return fail(`snapshot session is in ${String(snap.mode)} mode, this link in ${this.mode}`);
-    if (typeof ss.remoteStatic !== 'string' || !/^[0-9a-f]{64}$/.test(ss.remoteStatic)) return fail('snapshot session has no valid remote static key');
+    if (typeof ss.remoteStatic !== 'string' || !HEX32.test(ss.remoteStatic)) return fail('snapshot session has no valid remote static key');
     const rs = fromHex(ss.remoteStatic);
     if (this.role === 'initiator' && (this.#pinned === null || !equalBytes(this.#pinned, rs))) return fail('snapshot session is with a key that is not the pinned one; starting fresh');
     if (this.role === 'responder' && this.#o.isAuthorized!(rs) === undefined) return fail('snapshot session is with a key no longer authorized; starting fresh');
@@ -881,7 +1152,7 @@ export class SecureLink {
       return fail('snapshot transport has another frame format');
     }
     const pattern: HandshakePatternName = ss.pattern === 'IK' || ss.pattern === 'XXfallback' ? ss.pattern : 'XX';
-    this.#session = { transport, remoteStatic: rs, pattern, confirmed: true, finalFrame: null, finalResends: 0, lastFinalResendMs: -Infinity };
+    this.#session = { transport, remoteStatic: rs, pattern, confirmed: true, finalFrame: null, finalResends: 0 };
   }
 
   // ───────────────────────────── helpers ─────────────────────────────

@@ -13,9 +13,15 @@ export class SymmetricState {
   #ck: Uint8Array;
   #h: Uint8Array;
 
-  /** InitializeSymmetric(protocol_name). */
-  constructor(protocolName: string, cipher: CipherFunction, hash: HashFunction) {
+  /** InitializeSymmetric(protocol_name). `copyOf` is fork()'s: the other fields are ignored then. */
+  constructor(protocolName: string, cipher: CipherFunction, hash: HashFunction, copyOf?: SymmetricState) {
     this.hash = hash;
+    if (copyOf !== undefined) {
+      this.#ck = copyOf.#ck.slice();
+      this.#h = copyOf.#h.slice();
+      this.cipherState = copyOf.cipherState.fork();
+      return;
+    }
     const name = utf8.encode(protocolName);
     // §5.2: name padded with zeros to HASHLEN if it fits, else HASH(name).
     if (name.length <= hash.HASHLEN) {
@@ -81,14 +87,36 @@ export class SymmetricState {
    * key is wiped afterwards (§5.2 says it may be deleted).
    */
   split(): [CipherState, CipherState] {
-    const [k1, k2] = this.hash.hkdf(this.#ck, new Uint8Array(0), 2) as [Uint8Array, Uint8Array];
+    const [c1, c2] = this.splitWithResumption();
+    c1.resumption.fill(0);
+    return [c1.c1, c2];
+  }
+
+  /**
+   * Split() plus a third HKDF output (Trickle extension): temp_k1, temp_k2, temp_k3 =
+   * HKDF(ck, zerolen, 3). temp_k1 and temp_k2 are exactly Split()'s (RFC 5869 outputs chain:
+   * asking for a third does not change the first two), so the transport keys and the test
+   * vectors are unchanged. temp_k3 is a secret both parties hold after the handshake and that
+   * nobody else can compute (it depends on ck, which mixes every DH output): Trickle uses it
+   * as the psk of the next IKpsk1 handshake between the same two parties (secure-link.ts).
+   * Like the split keys it must be wiped when no longer needed.
+   */
+  splitWithResumption(): [{ c1: CipherState; resumption: Uint8Array }, CipherState] {
+    const [k1, k2, k3] = this.hash.hkdf(this.#ck, new Uint8Array(0), 3) as [Uint8Array, Uint8Array, Uint8Array];
     const c1 = new CipherState(this.cipherState.cipher);
     const c2 = new CipherState(this.cipherState.cipher);
     c1.initializeKey(k1.subarray(0, 32));
     c2.initializeKey(k2.subarray(0, 32));
     k1.fill(0);
     k2.fill(0);
-    return [c1, c2];
+    const resumption = k3.slice(0, 32);
+    k3.fill(0);
+    return [{ c1, resumption }, c2];
+  }
+
+  /** An independent copy (ck, h and the cipher key): to try a message without committing. */
+  fork(): SymmetricState {
+    return new SymmetricState('', this.cipherState.cipher, this.hash, this);
   }
 
   /** Wipe ck and the cipher key. */

@@ -37,6 +37,12 @@ export interface PairOptions {
   initiatorKey?: KeyPair;
   responderKey?: KeyPair;
   persist?: boolean;
+  /**
+   * Start where IKpsk1 applies: one XX handshake (empty payload) has run, then the initiator
+   * lost its session but kept its resumption secret (as after a session reset); the air,
+   * deliveries and events are cleared. Implies recording snapshots in `disk`.
+   */
+  resumable?: boolean;
   extra?: Partial<SecureLinkOptions>;
 }
 
@@ -71,6 +77,32 @@ export class LinkPair {
     this.#loss = prng(opts.lossSeed ?? 1);
     this.initiator = this.makeInitiator(opts.pinned !== undefined ? { remoteStaticPinned: opts.pinned } : {});
     this.responder = this.makeResponder({});
+    if (opts.resumable === true) {
+      const loss = this.lossRate;
+      this.lossRate = 0;
+      this.initiator.send(new Uint8Array(0));
+      this.run();
+      if (!this.initiator.established || !this.responder.established) throw new Error('resumable: the XX handshake did not complete');
+      this.restartWithoutSession('initiator');
+      this.lossRate = loss;
+      this.air.length = 0;
+      this.events.initiator.length = 0;
+      this.events.responder.length = 0;
+    }
+  }
+
+  get #recording(): boolean {
+    return this.opts.persist === true || this.opts.resumable === true;
+  }
+
+  /** Restart one end from its last snapshot with the session taken out (secrets and caches kept). */
+  restartWithoutSession(side: 'initiator' | 'responder'): void {
+    const snap = this.disk[side];
+    if (snap === undefined) throw new Error(`no snapshot of the ${side}`);
+    this[side].close();
+    const restore = { ...snap, session: null };
+    if (side === 'initiator') this.initiator = this.makeInitiator({ restore });
+    else this.responder = this.makeResponder({ restore });
   }
 
   #transmit(dir: Dir, bytes: Uint8Array): void {
@@ -103,7 +135,7 @@ export class LinkPair {
       deliver: (p) => this.#deliver('initiator', p),
       onEvent: (e) => this.events.initiator.push(e),
       handshakeRetryMs: 1000,
-      ...(this.opts.persist === true ? { persist: (s: SecureLinkSnapshot) => { this.disk.initiator = JSON.parse(JSON.stringify(s)) as SecureLinkSnapshot; } } : {}),
+      ...(this.#recording ? { persist: (s: SecureLinkSnapshot) => { this.disk.initiator = JSON.parse(JSON.stringify(s)) as SecureLinkSnapshot; } } : {}),
       ...this.opts.extra,
       ...extra,
     });
@@ -121,7 +153,7 @@ export class LinkPair {
       deliver: (p) => this.#deliver('responder', p),
       onEvent: (e) => this.events.responder.push(e),
       handshakeRetryMs: 1000,
-      ...(this.opts.persist === true ? { persist: (s: SecureLinkSnapshot) => { this.disk.responder = JSON.parse(JSON.stringify(s)) as SecureLinkSnapshot; } } : {}),
+      ...(this.#recording ? { persist: (s: SecureLinkSnapshot) => { this.disk.responder = JSON.parse(JSON.stringify(s)) as SecureLinkSnapshot; } } : {}),
       ...this.opts.extra,
       ...extra,
     });

@@ -82,12 +82,12 @@ describe('on-air sizes (the byte budget)', () => {
     p.run();
     expect(p.air[from]!.bytes.length).toBe(51);
 
-    const ik = new LinkPair({ pinned: p.responderKey.publicKey, seed: 'pair' });
+    const ik = new LinkPair({ resumable: true, seed: 'pair' });
     ik.initiator.send(new Uint8Array(0));
     ik.run();
     expect(ik.kinds()).toEqual(['IK1', 'IK2']);
     expect(ik.air.map((f) => f.bytes.length)).toEqual([97, 49]);
-    const ik14 = new LinkPair({ pinned: p.responderKey.publicKey, seed: 'pair' });
+    const ik14 = new LinkPair({ resumable: true, seed: 'pair' });
     ik14.initiator.send(HELLO14);
     ik14.run();
     expect(ik14.air.map((f) => f.bytes.length)).toEqual([IK1_OVERHEAD + 14, 49]);
@@ -164,9 +164,19 @@ describe('XX on first contact', () => {
   });
 });
 
-describe('IK once the gateway key is pinned', () => {
+describe('IKpsk1 once the field kit holds a resumption secret', () => {
+  it('pinned in advance but no session yet: first contact is XX (IK needs a secret from a completed handshake)', () => {
+    const p = new LinkPair({ pinned: GATEWAY_KEY.publicKey });
+    p.initiator.send(enc('first'));
+    p.run();
+    expect(p.kinds()).toEqual(['XX1', 'XX2', 'XX3']);
+    expect(p.delivered.responder).toEqual(['first']);
+    expect(p.initiator.stats().resumable).toBe(true);
+    expect(p.responder.stats().resumable).toBe(true);
+  });
+
   it('carries the first request as 0-RTT payload: delivered on the first frame, no extra round trip', () => {
-    const p = manualPair({ pinned: GATEWAY_KEY.publicKey });
+    const p = manualPair({ resumable: true });
     p.initiator.send(HELLO14);
     expect(p.kinds()).toEqual(['IK1']);
     p.responder.receive(p.air[0]!.bytes); // the responder's application has the request now
@@ -181,7 +191,7 @@ describe('IK once the gateway key is pinned', () => {
   });
 
   it('a lost IK2 gets the identical IK2 again, and the 0-RTT data is delivered once', () => {
-    const p = new LinkPair({ pinned: GATEWAY_KEY.publicKey });
+    const p = new LinkPair({ resumable: true });
     p.tamper = (f, i) => (i === 1 ? null : f.bytes);
     p.initiator.send(enc('zero-rtt'));
     p.run();
@@ -191,8 +201,20 @@ describe('IK once the gateway key is pinned', () => {
     expect(p.initiator.established).toBe(true);
   });
 
+  it('a lost IK2 is answered again after a restart of the responder (the exchange is persisted)', () => {
+    const p = new LinkPair({ resumable: true });
+    p.tamper = (f, i) => (i === 1 ? null : f.bytes);
+    p.initiator.send(enc('zero-rtt'));
+    p.run(500); // IK1 delivered, IK2 lost, the retransmission not yet due
+    p.restart('responder', { restore: true });
+    p.run();
+    expect(p.kinds()).toEqual(['IK1', 'IK2', 'IK1', 'IK2']);
+    expect(p.delivered.responder).toEqual(['zero-rtt']);
+    expect(p.initiator.established).toBe(true);
+  });
+
   it('falls back to XX (Noise Pipes XXfallback) when IK1 cannot be read, resending the data', () => {
-    const p = new LinkPair({ pinned: GATEWAY_KEY.publicKey });
+    const p = new LinkPair({ resumable: true });
     p.tamper = (f, i) => {
       if (i !== 0) return f.bytes;
       const b = f.bytes.slice();
@@ -209,13 +231,13 @@ describe('IK once the gateway key is pinned', () => {
     expect(p.delivered.initiator).toEqual(['back']);
   });
 
-  it('responder lost its sessions (same key): one IK exchange re-establishes', () => {
+  it('responder lost only its session (it kept its secrets): one IK exchange re-establishes', () => {
     const p = new LinkPair({ persist: true });
     p.initiator.send(enc('a'));
     p.run();
     p.responder.send(enc('a-ack')); // the session is confirmed once the gateway has spoken in it
     p.run();
-    p.restart('responder', { restore: false }); // state gone, key kept
+    p.restartWithoutSession('responder');
     const from = p.air.length;
     p.initiator.send(enc('b')); // goes out under the old session
     p.run();
@@ -226,6 +248,30 @@ describe('IK once the gateway key is pinned', () => {
     expect(p.delivered.responder).toEqual(['a', 'b (retransmitted)']);
   });
 
+  it('responder lost all its state (same key): XXfallback re-establishes, the data arrives once', () => {
+    const p = new LinkPair({ persist: true });
+    p.initiator.send(enc('a'));
+    p.run();
+    p.responder.send(enc('a-ack'));
+    p.run();
+    p.restart('responder', { restore: false }); // state gone, key kept
+    const from = p.air.length;
+    p.initiator.send(enc('b'));
+    p.run();
+    expect(p.eventTypes('initiator')).toContain('session-lost');
+    p.initiator.send(enc('b (retransmitted)'));
+    p.run();
+    expect(p.kinds(from)).toEqual(['T', 'UNKNOWN', 'IK1', 'FB1', 'FB2']);
+    expect(p.delivered.responder).toEqual(['a', 'b (retransmitted)']);
+    // The new session has a new secret on both sides: the next reset is IK again.
+    p.restartWithoutSession('initiator');
+    const next = p.air.length;
+    p.initiator.send(enc('c'));
+    p.run();
+    expect(p.kinds(next)).toEqual(['IK1', 'IK2']);
+    expect(p.delivered.responder).toEqual(['a', 'b (retransmitted)', 'c']);
+  });
+
   it('responder lost its keys: fallback reveals a changed key, refused loudly until trusted', () => {
     const p = new LinkPair({ persist: true });
     p.initiator.send(enc('a'));
@@ -233,7 +279,7 @@ describe('IK once the gateway key is pinned', () => {
     const oldKey = p.responderKey;
     p.responderKey = X25519.generateKeyPair(seededRandom('new gateway key'));
     p.restart('responder', { restore: false });
-    p.restart('initiator', { restore: false, extra: { remoteStaticPinned: oldKey.publicKey } });
+    p.restartWithoutSession('initiator');
     p.initiator.send(enc('secret'));
     p.run();
     expect(p.kinds().slice(-2)).toEqual(['IK1', 'FB1']);
@@ -249,12 +295,12 @@ describe('IK once the gateway key is pinned', () => {
     p.initiator.trustRemoteStatic(changed.receivedKey);
     p.initiator.send(enc('after trust'));
     p.run();
-    expect(p.kinds(n)).toEqual(['IK1', 'IK2']);
+    expect(p.kinds(n)).toEqual(['XX1', 'XX2', 'XX3']); // the old secret was for the old key
     expect(p.delivered.responder).toEqual(['a', 'after trust']);
   });
 
-  it('a damaged IK2 restarts IK with a fresh ephemeral', () => {
-    const p = new LinkPair({ pinned: GATEWAY_KEY.publicKey });
+  it('a damaged IK2 is dropped; the retransmitted IK1 gets the genuine IK2', () => {
+    const p = new LinkPair({ resumable: true });
     p.tamper = (f, i) => {
       if (i !== 1) return f.bytes;
       const b = f.bytes.slice();
@@ -265,7 +311,8 @@ describe('IK once the gateway key is pinned', () => {
     p.run();
     expect(p.initiator.established).toBe(true);
     expect(p.kinds()).toEqual(['IK1', 'IK2', 'IK1', 'IK2']);
-    expect(toHex(p.air[2]!.bytes)).not.toBe(toHex(p.air[0]!.bytes));
+    expect(toHex(p.air[2]!.bytes)).toBe(toHex(p.air[0]!.bytes));
+    expect(p.delivered.responder).toEqual(['x']);
   });
 });
 
@@ -339,20 +386,22 @@ describe('tampering', () => {
       expect(p.delivered.responder).toEqual([]);
       checked++;
     }
-    // IK1 (with 0-RTT data) → nothing delivered, no session.
-    const ik = manualPair({ pinned: GATEWAY_KEY.publicKey });
+    // IK1 (with 0-RTT data) → nothing delivered, the responder's session not replaced.
+    const ik = manualPair({ resumable: true });
     ik.initiator.send(HELLO14);
     ik.responder.receive(ik.air[0]!.bytes);
+    expect(ik.delivered.responder).toEqual([dec(HELLO14)]);
+    const flipped = manualPair({ resumable: true });
+    const established = (p: LinkPair) => p.events.responder.filter((e) => e.type === 'established').length;
     for (const bad of byteFlips(ik.air[0]!.bytes)) {
-      const p = manualPair({ pinned: GATEWAY_KEY.publicKey });
-      p.responder.receive(bad);
-      expect(p.responder.established).toBe(false);
-      expect(p.delivered.responder).toEqual([]);
+      flipped.responder.receive(bad);
+      expect(established(flipped)).toBe(0);
+      expect(flipped.delivered.responder).toEqual([]);
       checked++;
     }
     // IK2 → the initiator must not establish.
     for (const bad of byteFlips(ik.air[1]!.bytes)) {
-      const p = manualPair({ pinned: GATEWAY_KEY.publicKey });
+      const p = manualPair({ resumable: true });
       p.initiator.send(HELLO14);
       p.initiator.receive(bad);
       expect(p.initiator.established).toBe(false);
@@ -403,12 +452,13 @@ describe('replay and old sessions', () => {
   });
 
   it('a recorded IK1 replayed later delivers nothing and does not replace the session (even after a restart)', () => {
-    const p = new LinkPair({ pinned: GATEWAY_KEY.publicKey, persist: true });
+    const p = new LinkPair({ resumable: true });
     p.initiator.send(enc('transfer'));
     p.run();
     const recorded = p.air[0]!.bytes;
-    // The field kit restarts without state: a second IK replaces the gateway's cached one.
-    p.restart('initiator', { restore: false, extra: { remoteStaticPinned: GATEWAY_KEY.publicKey } });
+    expect(kindName(recorded)).toBe('IK1');
+    // The field kit loses its session again: a second IK.
+    p.restartWithoutSession('initiator');
     p.initiator.send(enc('second'));
     p.run();
     for (const restart of [false, true]) {
@@ -420,18 +470,67 @@ describe('replay and old sessions', () => {
       p.run();
     }
     expect(p.delivered.responder).toEqual(['transfer', 'second', 'still works false', 'still works true']);
-    expect(p.dropped('responder', 'ERR_NOISE_REPLAY')).toBe(1);
+    expect(p.eventTypes('responder').filter((t) => t === 'established')).toHaveLength(2);
+  });
+
+  it('the issue-11 attack: forged XX1s flush the ephemeral cache, then the recorded IK1 is replayed — nothing is performed twice, the live session stays', () => {
+    const p = new LinkPair({ resumable: true, extra: { unauthenticatedReplies: { burst: 1000, refillMs: 1 } } });
+    p.initiator.send(enc('POST /send once'));
+    p.run();
+    const recorded = p.air[0]!.bytes;
+    p.responder.send(enc('ok'));
+    p.initiator.send(enc('ack')); // the kit speaks in the new session: it has IK2
+    p.run();
+    const rnd = seededRandom('attacker');
+    for (const restart of [false, true]) {
+      if (restart) p.restart('responder', { restore: true, extra: { unauthenticatedReplies: { burst: 1000, refillMs: 1 } } });
+      for (let i = 0; i < 100; i++) p.responder.receive(new Uint8Array([FrameKind.XX1, ...rnd(32)]));
+      const established = p.events.responder.filter((e) => e.type === 'established').length;
+      const sent = p.air.length;
+      p.responder.receive(recorded);
+      expect(p.events.responder.filter((e) => e.type === 'established').length).toBe(established);
+      expect(p.air.length).toBe(sent); // no FB1 either: it is a handshake this responder completed
+      // The kit's live session still works, both ways.
+      p.initiator.send(enc(`after replay ${restart}`));
+      p.responder.send(enc(`answer ${restart}`));
+      p.run();
+      expect(p.delivered.responder.at(-1)).toBe(`after replay ${restart}`);
+      expect(p.delivered.initiator.at(-1)).toBe(`answer ${restart}`);
+    }
+    expect(p.delivered.responder.filter((t) => t === 'POST /send once')).toHaveLength(1);
+    expect(p.dropped('responder', 'ERR_NOISE_REPLAY')).toBe(1); // by the responder restarted last
+  });
+
+  it('an IK1 that never reached the responder (jammed and recorded) is useless once a later handshake completed', () => {
+    const p = new LinkPair({ resumable: true });
+    p.tamper = (f, i) => (i === 0 ? null : f.bytes); // the attacker jams the first IK1 and keeps it
+    p.initiator.send(enc('jammed'));
+    p.run(500);
+    const jammed = p.air[0]!.bytes;
+    p.tamper = null;
+    p.run(); // the retransmission (the same bytes) gets through: delivered once
+    expect(p.delivered.responder).toEqual(['jammed']);
+    p.responder.receive(jammed); // identical to the completed exchange: answered from the cache, not processed
+    // Now a newer handshake: the recorded IK1 is built on a secret the responder no longer holds.
+    p.restartWithoutSession('initiator');
+    p.initiator.send(enc('newer'));
+    p.run();
+    const sessions = p.events.responder.filter((e) => e.type === 'established').length;
+    p.responder.receive(jammed);
+    p.run();
+    expect(p.delivered.responder).toEqual(['jammed', 'newer']);
+    expect(p.events.responder.filter((e) => e.type === 'established').length).toBe(sessions);
   });
 
   it('frames of an old session are rejected after a new handshake', () => {
-    const p = new LinkPair({ pinned: GATEWAY_KEY.publicKey });
+    const p = new LinkPair({ resumable: true });
     p.initiator.send(enc('s1 a'));
     p.run();
     p.responder.send(enc('s1 b'));
     p.initiator.send(enc('s1 c'));
     p.run();
     const old = p.air.filter((f) => kindName(f.bytes) === 'T');
-    p.restart('initiator', { restore: false, extra: { remoteStaticPinned: GATEWAY_KEY.publicKey } });
+    p.restartWithoutSession('initiator');
     p.initiator.send(enc('s2 a'));
     p.run();
     expect(p.kinds().slice(-2)).toEqual(['IK1', 'IK2']);
@@ -459,11 +558,15 @@ describe('authorization (responder)', () => {
   });
 
   it('an unauthorized key gets nothing delivered: IK 0-RTT', () => {
-    const p = new LinkPair({ authorized: false, pinned: GATEWAY_KEY.publicKey });
+    const p = new LinkPair({ resumable: true });
+    p.authorized = false;
     p.initiator.send(enc('0-rtt request'));
-    p.run();
-    expect(p.kinds()).toEqual(['IK1', 'REFUSED']);
+    p.run(600_000);
+    expect(p.kinds().slice(0, 2)).toEqual(['IK1', 'REFUSED']);
     expect(p.delivered.responder).toEqual([]);
+    // The kit retries (a lone REFUSED may be forged), then reports the refusal.
+    expect(p.eventTypes('initiator')).toContain('refused');
+    expect(p.kinds().filter((k) => k === 'REFUSED').length).toBeLessThanOrEqual(4); // the reply budget
   });
 
   it('revoking a key ends a live session before anything more is delivered', () => {
@@ -563,17 +666,130 @@ describe('authenticate-only mode (amateur bands)', () => {
     expect(t.length).toBe(12 + 17);
     expect(p.delivered.responder).toEqual(['CQ de N0CALL']);
 
-    const ik = manualPair({ mode: 'authenticate', pinned: GATEWAY_KEY.publicKey });
+    const ik = manualPair({ mode: 'authenticate', resumable: true });
     ik.initiator.send(enc('QRV? de N0CALL'));
     const ik1 = ik.air[0]!.bytes;
     expect(ik1[0]).toBe(FrameKind.IK1);
     expect(dec(ik1.subarray(97))).toBe('QRV? de N0CALL');
+    const q = manualPair({ mode: 'authenticate', resumable: true });
     for (const bad of byteFlips(ik1)) {
-      const q = manualPair({ mode: 'authenticate', pinned: GATEWAY_KEY.publicKey });
       q.responder.receive(bad);
       expect(q.delivered.responder).toEqual([]);
     }
     ik.responder.receive(ik1);
     expect(ik.delivered.responder).toEqual(['QRV? de N0CALL']);
+  });
+});
+
+describe('unauthenticated input is cheap to ignore', () => {
+  it('a forged UNKNOWN_SESSION right after the kit transmits does not end a working session', () => {
+    const p = new LinkPair();
+    p.onDeliver = (side, text) => { if (side === 'responder') p.responder.send(enc(`re: ${text}`)); };
+    p.initiator.send(enc('a'));
+    p.run();
+    for (let i = 0; i < 5; i++) {
+      p.initiator.send(enc(`q${i}`));
+      p.initiator.receive(new Uint8Array([FrameKind.UNKNOWN_SESSION])); // the attacker is faster than the gateway
+      p.run();
+    }
+    expect(p.initiator.established).toBe(true);
+    expect(p.eventTypes('initiator')).not.toContain('session-lost');
+    expect(p.kinds().filter((k) => k !== 'T')).toEqual(['XX1', 'XX2', 'XX3']); // no new handshake
+    expect(p.delivered.initiator).toEqual(['re: a', 're: q0', 're: q1', 're: q2', 're: q3', 're: q4']);
+    expect(p.dropped('initiator', 'ERR_NOISE_CONTROL')).toBe(5);
+  });
+
+  it('an UNKNOWN_SESSION that answers nothing the kit sent is ignored', () => {
+    const p = new LinkPair();
+    p.initiator.send(enc('a'));
+    p.run();
+    p.run(60_000); // idle
+    for (let i = 0; i < 20; i++) p.initiator.receive(new Uint8Array([FrameKind.UNKNOWN_SESSION]));
+    p.run();
+    expect(p.initiator.established).toBe(true);
+    expect(p.air.length).toBe(3);
+  });
+
+  it('a forged REFUSED does not stop a handshake that the gateway answers', () => {
+    const p = new LinkPair();
+    p.tamper = (f) => {
+      if (f.dir === 'i2r' && kindName(f.bytes) === 'XX1') p.clock.setTimer(1, () => p.initiator.receive(new Uint8Array([FrameKind.REFUSED])));
+      return f.bytes;
+    };
+    p.initiator.send(enc('hello'));
+    p.run();
+    expect(p.initiator.established).toBe(true);
+    expect(p.delivered.responder).toEqual(['hello']);
+    expect(p.eventTypes('initiator')).not.toContain('refused');
+  });
+
+  it('a forged REFUSED after XX3 is contradicted by the gateway\'s answer', () => {
+    const p = new LinkPair();
+    p.onDeliver = (side, text) => { if (side === 'responder') p.responder.send(enc(`re: ${text}`)); };
+    p.tamper = (f) => {
+      if (f.dir === 'i2r' && kindName(f.bytes) === 'XX3') p.clock.setTimer(1, () => p.initiator.receive(new Uint8Array([FrameKind.REFUSED])));
+      return f.bytes;
+    };
+    p.initiator.send(enc('hello'));
+    p.run();
+    expect(p.initiator.established).toBe(true);
+    expect(p.delivered.initiator).toEqual(['re: hello']);
+    expect(p.eventTypes('initiator')).not.toContain('refused');
+  });
+
+  it('forged handshake answers (XX2, IK2) are dropped without restarting the kit\'s handshake', () => {
+    const rnd = seededRandom('forger');
+    const p = new LinkPair();
+    p.tamper = (f) => {
+      if (f.dir === 'i2r' && kindName(f.bytes) === 'XX1') p.initiator.receive(new Uint8Array([FrameKind.XX2, ...rnd(96)]));
+      return f.bytes;
+    };
+    p.initiator.send(enc('x'));
+    p.run();
+    expect(p.kinds()).toEqual(['XX1', 'XX2', 'XX3']);
+    expect(p.delivered.responder).toEqual(['x']);
+    const q = new LinkPair({ resumable: true });
+    q.tamper = (f) => {
+      if (f.dir === 'i2r' && kindName(f.bytes) === 'IK1') q.initiator.receive(new Uint8Array([FrameKind.IK2, ...rnd(48)]));
+      return f.bytes;
+    };
+    q.initiator.send(enc('y'));
+    q.run();
+    expect(q.kinds()).toEqual(['IK1', 'IK2']);
+    expect(q.delivered.responder).toEqual(['y']);
+  });
+
+  it('a flood of forged XX1s gets a bounded number of XX2s; a kit with a resumption secret is still served at once', () => {
+    const rnd = seededRandom('flood');
+    const p = new LinkPair({ resumable: true, extra: { unauthenticatedReplies: { burst: 4, refillMs: 60_000 } } });
+    const before = p.air.length;
+    for (let i = 0; i < 500; i++) p.responder.receive(new Uint8Array([FrameKind.XX1, ...rnd(32)]));
+    p.run(1000);
+    const replies = p.since(before).filter((f) => f.dir === 'r2i');
+    expect(replies.length).toBe(4);
+    expect(p.dropped('responder', 'ERR_NOISE_RATE')).toBe(496);
+    p.initiator.send(enc('0-rtt under attack'));
+    p.run(1000);
+    expect(p.delivered.responder).toEqual(['0-rtt under attack']);
+    // An hour later the budget has refilled (one a minute, capped at the burst).
+    p.run(3_600_000);
+    for (let i = 0; i < 100; i++) p.responder.receive(new Uint8Array([FrameKind.XX1, ...rnd(32)]));
+    p.run(1000);
+    const later = p.air.filter((f) => f.dir === 'r2i' && kindName(f.bytes) === 'XX2').length;
+    expect(later).toBe(4 + 4);
+  });
+
+  it('forged XX1s and a garbage XX3 do not destroy a genuine first contact in progress', () => {
+    const rnd = seededRandom('spoiler');
+    const p = manualPair();
+    p.initiator.send(enc('first contact'));
+    p.responder.receive(p.air[0]!.bytes); // genuine XX1 → XX2 (pending)
+    p.responder.receive(new Uint8Array([FrameKind.XX1, ...rnd(32)])); // a forged one: a second pending
+    p.responder.receive(new Uint8Array([FrameKind.XX3, ...rnd(80)])); // garbage XX3
+    p.initiator.receive(p.air[1]!.bytes); // the genuine XX2 → XX3
+    const xx3 = p.air.find((f) => f.dir === 'i2r' && kindName(f.bytes) === 'XX3')!;
+    p.responder.receive(xx3.bytes);
+    expect(p.responder.established).toBe(true);
+    expect(p.delivered.responder).toEqual(['first contact']);
   });
 });
