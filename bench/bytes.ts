@@ -263,11 +263,13 @@ try {
   alice = createClient({ baseUrl: hostUrl, accessToken: alice.getAccessToken()!, userId: alice.getUserId()!, deviceId: alice.getDeviceId()! });
   await measureHandshake('resume_after_restart', () => alice.sendTextMessage(roomId, 'back'));
 
-  // Restart it without its session but with the gateway's key pinned: one IK exchange, 0-RTT.
+  // Restart it without its session, as after a session reset (the gateway's key pinned and the
+  // resumption secret of the last session kept): one IKpsk1 exchange, 0-RTT.
   await host.close();
-  const { rmSync } = await import('node:fs');
+  const { rmSync, readFileSync, writeFileSync: writeFile } = await import('node:fs');
   const { join } = await import('node:path');
-  rmSync(join(state.hostDir, 'session-host.json'), { force: true });
+  const sessionFile = join(state.hostDir, 'session-host.json');
+  writeFile(sessionFile, JSON.stringify({ ...JSON.parse(readFileSync(sessionFile, 'utf8')) as object, session: null }), { mode: 0o600 });
   rmSync(join(state.hostDir, 'coap-host.json'), { force: true });
   host = await startTheHost();
   hostUrl = `http://127.0.0.1:${host.port}`;

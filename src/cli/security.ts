@@ -5,7 +5,7 @@
  * written with mode 0600 in a 0700 directory (util/state-file.ts).
  */
 import { join } from 'node:path';
-import type { Logger } from '../log.ts';
+import { throttledWarn, type Logger } from '../log.ts';
 import { TrickleError } from '../errors.ts';
 import { readStateFile, writeStateFile } from '../util/state-file.ts';
 import { fingerprint, encodePublicKey } from '../secure/fingerprint.ts';
@@ -61,6 +61,8 @@ export function buildSecurity(role: 'host' | 'gateway', stateDir: string, mode: 
     return undefined;
   }
   const onError = (e: Error) => log.error({ err: e.message }, 'state file problem');
+  // Anyone in radio range can make frames drop or be refused: at most one line a minute per reason.
+  const warnAir = throttledWarn(log);
   const { keyPair, created } = loadOrCreateIdentity(stateDir);
   const fp = fingerprint(keyPair.publicKey);
   if (created) log.info({ fingerprint: fp, publicKey: encodePublicKey(keyPair.publicKey), stateDir }, 'created this machine\'s key pair');
@@ -86,7 +88,7 @@ export function buildSecurity(role: 'host' | 'gateway', stateDir: string, mode: 
             break;
           case 'refused': log.error({ reason: e.reason }, 'the gateway refused this field kit: ask its operator to run "trickle keys add <your key> <name>" (see "trickle keys show")'); break;
           case 'established': log.info({ pattern: e.pattern, fingerprint: e.fingerprint }, 'secure session established'); break;
-          case 'frames-dropped': log.warn({ code: e.code, count: e.count }, 'secure frame dropped'); break;
+          case 'frames-dropped': warnAir(e.code, { code: e.code, count: e.count, detail: e.detail }, 'secure frame dropped'); break;
           case 'handshake-failed': log.warn({ attempts: e.attempts }, 'handshake failed: is the gateway running and in range?'); break;
           default: log.debug({ event: e.type }, 'secure link');
         }
@@ -106,9 +108,9 @@ export function buildSecurity(role: 'host' | 'gateway', stateDir: string, mode: 
     ...(store.restore ? { restore: store.restore } : {}),
     onEvent: (e) => {
       switch (e.type) {
-        case 'refused': log.warn({ reason: e.reason, fingerprint: e.fingerprint }, 'refused a field kit that is not authorized'); break;
+        case 'refused': warnAir(`refused:${e.reason}`, { reason: e.reason, fingerprint: e.fingerprint }, 'refused a field kit that is not authorized'); break;
         case 'established': log.info({ pattern: e.pattern, fingerprint: e.fingerprint, name: e.name }, 'secure session established'); break;
-        case 'frames-dropped': log.warn({ code: e.code, count: e.count }, 'secure frame dropped'); break;
+        case 'frames-dropped': warnAir(e.code, { code: e.code, count: e.count, detail: e.detail }, 'secure frame dropped'); break;
         default: log.debug({ event: e.type }, 'secure link');
       }
     },

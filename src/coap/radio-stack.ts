@@ -10,7 +10,7 @@
  * wait, never from CoAP's 2 s default.
  */
 import { randomBytes as nodeRandomBytes } from 'node:crypto';
-import type { Logger } from '../log.ts';
+import { throttledWarn, type Logger } from '../log.ts';
 import { systemClock, type Clock, type RandomBytes } from '../util/clock.ts';
 import { toHex } from '../util/bytes.ts';
 import { TrickleError } from '../errors.ts';
@@ -55,6 +55,14 @@ export interface RadioSettings {
 /** Shares of the hourly budget: sync and bulk together ≤ 90 % (ACKs and requests always find room), bulk ≤ 50 %. */
 const SYNC_SHARE = 0.9;
 const BULK_SHARE = 0.5;
+/**
+ * The share of the hourly airtime budget that answers to frames proving nothing about their
+ * sender (XX2, FB1, REFUSED, UNKNOWN_SESSION) may use: strangers in radio range cannot spend
+ * more than this of the gateway's legal airtime (SecureLink's `unauthenticatedReplies`).
+ */
+export const UNAUTHENTICATED_REPLY_SHARE = 0.02;
+/** At most this many such replies back to back (a genuine first contact needs one or two). */
+const UNAUTHENTICATED_REPLY_BURST = 4;
 
 export const DEFAULT_RADIO: RadioSettings = { region: 'eu868', bandwidthHz: 125_000, sf: 9, codingRate: 5 };
 
@@ -185,6 +193,18 @@ function legalMaxFrameLen(limit: number, channel: ResolvedChannel | undefined, a
   return n;
 }
 
+/**
+ * The token bucket for replies to unauthenticated frames: UNAUTHENTICATED_REPLY_SHARE of the
+ * tightest hourly budget, in replies of `replyAirtimeMs` (an XX2/FB1). Without airtime rules (a
+ * cable) the share is of the hour itself.
+ */
+export function unauthenticatedReplyBudget(channel: ResolvedChannel | undefined, replyAirtimeMs: number): { burst: number; refillMs: number } {
+  let perHourMs = 3_600_000;
+  for (const l of channel?.rules.limits ?? []) perHourMs = Math.min(perHourMs, (l.budgetMs / l.windowMs) * 3_600_000);
+  const repliesPerHour = (perHourMs * UNAUTHENTICATED_REPLY_SHARE) / Math.max(1, replyAirtimeMs);
+  return { burst: UNAUTHENTICATED_REPLY_BURST, refillMs: Math.max(1000, Math.ceil(3_600_000 / repliesPerHour)) };
+}
+
 /** Scheduler class of an outgoing CoAP message, read from the message itself. */
 export function priorityOfMessage(msg: CoapMessage): Priority {
   if (msg.code === 0 || msg.type === 3) return 'control'; // empty ACK, RST
@@ -200,6 +220,9 @@ export function priorityOfMessage(msg: CoapMessage): Priority {
 
 export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStack> {
   const log = opts.logger.child({ component: 'radio' });
+  // Drops are caused by whatever is on the air: each reason is logged at most once a minute
+  // (the counters on the status page have every one).
+  const warnDrop = throttledWarn(log, 60_000, () => clock.now());
   const clock = opts.clock ?? systemClock;
   const randomBytes: RandomBytes = opts.randomBytes ?? ((n) => new Uint8Array(nodeRandomBytes(n)));
   const { channel, lora } = resolveRadio(opts.radio);
@@ -218,6 +241,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
   const resetListeners: (() => void)[] = [];
   const emit = (rec: FrameRecord) => { for (const l of listeners) l(rec); };
   let sendErrors = 0;
+  let containerDrops = 0;
   let dutyCycleRefusals = 0;
   let sessionResets = 0;
 
@@ -357,7 +381,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
         else transmit(bytes, priority);
       },
     });
-    endpoint.onDrop((d) => log.warn({ code: d.reason, len: d.frameLen, err: d.error?.message }, 'CoAP message dropped'));
+    endpoint.onDrop((d) => warnDrop(`coap:${d.reason}`, { code: d.reason, len: d.frameLen, err: d.error?.message }, 'CoAP message dropped'));
     if (handler) endpoint.onRequest(handler);
     previous?.close();
   };
@@ -384,6 +408,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
       randomBytes,
       maxFrameLen,
       handshakeRetryMs: (len) => coapAckTimeoutMs({ ownWaitMs: waitFor(len), ownAirtimeMs: airtimeOf(len), ackAirtimeMs: airtimeOf(97) }),
+      unauthenticatedReplies: unauthenticatedReplyBudget(channel, airtimeOf(97)),
       send: (frame) => transmit(frame, frame[0]! & 0x80 ? 'control' : currentPriority),
       deliver: (plaintext) => endpoint.receive(plaintext),
       onEvent: (e) => {
@@ -411,7 +436,8 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
     try {
       messages = unpackFrame(frame);
     } catch (e) {
-      log.warn({ code: (e as TrickleError).code, len: frame.length }, 'frame dropped: bad container');
+      containerDrops++;
+      warnDrop('container', { code: (e as TrickleError).code, len: frame.length }, 'frame dropped: bad container');
       return;
     }
     for (const m of messages) {
@@ -425,7 +451,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
   });
   modem.onDrop((code, detail) => {
     if (code === 'ERR_AX25_NOT_OURS') log.debug({ code, ...detail }, 'frame for another station');
-    else log.warn({ code, ...detail }, 'frame dropped');
+    else warnDrop(`modem:${code}`, { code, ...detail }, 'frame dropped');
   });
   modem.onClose((err) => {
     if (err) log.error({ code: (err as { code?: string }).code, port: link.name, err: err.message }, 'serial device closed');
@@ -458,6 +484,13 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
       peerDutyCycle: peerLedger ? { heardLastHour: peerLedger.usage(clock.now()), nextAllowedSendInMs: peerWaitFor(64) } : null,
       sendErrors,
       dutyCycleRefusals,
+      // Every input dropped, by layer and reason: what arrived that was noise, forged or stale.
+      dropped: {
+        modem: modem.stats().dropped,
+        container: containerDrops,
+        security: secure ? secure.stats().dropped : {},
+        coap: endpoint.stats().dropped,
+      },
     }),
     async close() {
       endpoint.close();
