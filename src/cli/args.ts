@@ -33,6 +33,17 @@ export function hostPortFlag(flags: Flags, name: string, fallback: string): { ho
   return { host: (m[1] ?? '127.0.0.1').replace(/^\[|\]$/g, ''), port };
 }
 
+/** A repeatable string flag (`multiple: true` in its parseArgs option): every value given, in order. */
+export function listFlag(flags: Flags, name: string): string[] {
+  const raw = (flags as Record<string, unknown>)[name];
+  if (raw === undefined) return [];
+  const values = Array.isArray(raw) ? raw : [raw];
+  return values.map((v) => {
+    if (typeof v !== 'string' || v === '') throw new TrickleError('ERR_CONFIG', 'config', `--${name} needs a value`);
+    return v;
+  });
+}
+
 export function requiredFlag(flags: Flags, name: string, usage: string): string {
   const v = flags[name];
   if (typeof v !== 'string' || v === '') throw new TrickleError('ERR_USAGE', 'cli', `--${name} is required\n\n${usage}`);

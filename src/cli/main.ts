@@ -7,7 +7,8 @@ import { createLogger, type Logger } from '../log.ts';
 import { isTrickleError, TrickleError } from '../errors.ts';
 import { buildSecurity, stateStores, parseSecurityMode } from './security.ts';
 import { defaultStateDir } from './keys.ts';
-import { parseFlags, intFlag, hostPortFlag, requiredFlag, pushCarryFlag } from './args.ts';
+import { parseFlags, intFlag, hostPortFlag, requiredFlag, pushCarryFlag, listFlag } from './args.ts';
+import { checkListenAddress, parseAllowedOrigin } from '../host/local-api-policy.ts';
 import { startHost } from '../host/host.ts';
 import { startGateway } from '../gateway/gateway.ts';
 import { MODEM_FLAG_OPTIONS, MODEM_USAGE, resolveModemFlags, type ResolvedModemFlags } from './modem-options.ts';
@@ -26,7 +27,16 @@ ${MODEM_USAGE}`;
 
 const HOST_USAGE = `usage: trickle host (--device PATH | --kiss-tcp HOST:PORT --callsign CALL) [--listen HOST:PORT]
   --device PATH      serial device of the radio modem (or KISS TNC), e.g. /dev/ttyUSB0
-  --listen HOST:PORT where Matrix clients connect (default 127.0.0.1:8008)
+  --listen HOST:PORT where Matrix clients connect (default 127.0.0.1:8008); an address other
+                     than loopback is refused unless --allow-lan
+  --allow-lan        let --listen use a network address: anyone on that network can reach the kit
+                     (every request still needs a valid access token)
+  --allow-origin O   let web pages from origin O (e.g. https://app.element.io) use the kit; repeat
+                     for more. Requests from any other web page are refused (default: none)
+  --allow-host NAME  answer to the host name NAME (e.g. kit.local) besides IP addresses and
+                     localhost; other names are refused (DNS rebinding); repeatable
+  --max-connections N  local connections served at once (default 256); more get 429
+  --receive-timeout-ms N  time a client has to send a request body (default 30000); then 408
   --poll-sync        carry every client /sync long-poll over the radio instead of push sync
                      (default: /sync is answered locally and the gateway pushes what changed)
   --send-typing      carry the local clients' typing notifications over the radio
@@ -78,6 +88,32 @@ const COMMON_OPTIONS = {
   ...MODEM_FLAG_OPTIONS,
 } as const;
 
+const HOST_OPTIONS = {
+  ...COMMON_OPTIONS,
+  'allow-lan': { type: 'boolean' },
+  'allow-origin': { type: 'string', multiple: true },
+  'allow-host': { type: 'string', multiple: true },
+  'max-connections': { type: 'string' },
+  'receive-timeout-ms': { type: 'string' },
+} as const;
+
+/** The host's local-API flags, checked before anything is opened. */
+function localApiFlags(flags: Record<string, string | boolean | undefined>, listenHost: string) {
+  const allowLan = flags['allow-lan'] === true;
+  checkListenAddress(listenHost, allowLan); // refuses a network address without --allow-lan
+  const allowedHostNames = listFlag(flags, 'allow-host').map((n) => {
+    if (!/^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$/i.test(n)) throw new TrickleError('ERR_CONFIG', 'config', `--allow-host must be a host name such as kit.local, got ${JSON.stringify(n)}`);
+    return n.toLowerCase();
+  });
+  return {
+    allowLan,
+    allowedOrigins: listFlag(flags, 'allow-origin').map(parseAllowedOrigin),
+    allowedHostNames,
+    maxConnections: intFlag(flags, 'max-connections', 256, 1, 10_000),
+    receiveTimeoutMs: intFlag(flags, 'receive-timeout-ms', 30_000, 100, 3_600_000),
+  };
+}
+
 function common(flags: Record<string, string | boolean | undefined>, role: 'host' | 'gateway', logger: Logger, modem: ResolvedModemFlags) {
   const stateDir = (flags['state-dir'] as string | undefined) ?? defaultStateDir();
   const mode = parseSecurityMode((flags['security'] as string | undefined) ?? modem.defaultSecurity);
@@ -117,15 +153,16 @@ async function run(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'host': {
-      const { flags } = parseFlags(rest, COMMON_OPTIONS, HOST_USAGE);
+      const { flags } = parseFlags(rest, HOST_OPTIONS, HOST_USAGE);
       const listen = hostPortFlag(flags, 'listen', '127.0.0.1:8008');
+      const localApi = localApiFlags(flags, listen.host);
       const modem = await resolveModemFlags(flags); // the last flag check: it connects to --kiss-tcp
       const logger = createLogger();
       let host;
       try {
         const device = modem.link ? undefined : requiredFlag(flags, 'device', HOST_USAGE);
         logger.info({ modem: modem.describe }, 'modem');
-        host = await startHost({ ...(device ? { device } : {}), listenHost: listen.host, listenPort: listen.port, ...common(flags, 'host', logger, modem), requestTimeoutMs: 120_000, pushSync: flags['poll-sync'] !== true, sendTyping: flags['send-typing'] === true, logger });
+        host = await startHost({ ...(device ? { device } : {}), listenHost: listen.host, listenPort: listen.port, ...common(flags, 'host', logger, modem), requestTimeoutMs: 120_000, pushSync: flags['poll-sync'] !== true, sendTyping: flags['send-typing'] === true, ...localApi, logger });
       } catch (e) { await modem.close(); throw e; }
       return untilSignal(logger, () => host.close(), (cb) => host.radio.modem.onClose(cb));
     }

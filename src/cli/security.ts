@@ -46,8 +46,10 @@ export function matrixStateStore(stateDir: string, role: 'host' | 'gateway', log
 }
 
 /** Everything an end persists, for startHost / startGateway. */
-export function stateStores(stateDir: string, role: 'host' | 'gateway', log: Logger): { coapStateStore: StateStore<CoapSessionState>; matrixStateStore: StateStore<unknown>; syncStateStore: StateStore<unknown>; airtimeStore: StateStore<AirtimeState> } {
+export function stateStores(stateDir: string, role: 'host' | 'gateway', log: Logger): { coapStateStore: StateStore<CoapSessionState>; matrixStateStore: StateStore<unknown>; syncStateStore: StateStore<unknown>; airtimeStore: StateStore<AirtimeState>; tokensStore?: StateStore<unknown> } {
   return {
+    // The host's access-token registry: SHA-256 prefixes of tokens → user ids, never tokens.
+    ...(role === 'host' ? { tokensStore: fileStore<unknown>(join(stateDir, 'tokens-host.json'), 'access-token registry', log) } : {}),
     airtimeStore: fileStore<AirtimeState>(join(stateDir, `airtime-${role}.json`), 'airtime ledger', log),
     coapStateStore: coapStateStore(stateDir, role, log),
     matrixStateStore: matrixStateStore(stateDir, role, log),

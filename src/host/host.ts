@@ -1,6 +1,12 @@
 /**
  * `trickle host`: the field kit. A local Matrix CS-API server whose every request crosses
  * the radio link to the gateway. Composition root: radio stack + HTTP server.
+ *
+ * A local request goes: HTTP checks (http-server.ts: connections, Host, Origin, body) → the
+ * access-token check (local-auth.ts, token-registry.ts) → the push-sync store if the token's
+ * account owns it (push-sync.ts) → the radio. Every answer the radio brings back teaches the
+ * token registry (logins, logouts, refusals). /.well-known/matrix/client is answered here, and
+ * a login's well_known is rewritten, both naming the kit (local-api-policy.ts).
  */
 import type { Logger } from '../log.ts';
 import { TrickleError, isTrickleError } from '../errors.ts';
@@ -9,8 +15,12 @@ import { HostSession } from '../matrix/session.ts';
 import { sequenceToken } from '../coap/compact.ts';
 import type { StateStore } from '../coap/radio-stack.ts';
 import { matrixError, longPollTimeoutMs, type HttpRequestLike, type HttpResponseLike } from '../matrix/http.ts';
-import { LocalServer, type HttpExchangeRecord } from './http-server.ts';
+import { LocalServer, type HttpExchangeRecord, type LocalRequestContext } from './http-server.ts';
 import { HostPushSync } from './push-sync.ts';
+import { TokenRegistry } from './token-registry.ts';
+import { LocalAuth, type LocalAuthOptions } from './local-auth.ts';
+import { checkListenAddress, rewriteWellKnown } from './local-api-policy.ts';
+import { utf8 } from '../util/bytes.ts';
 
 /** The radio stack's options (device or link, modem, radio, security, …) plus the app's own. */
 export interface HostOptions extends RadioStackOptions {
@@ -35,6 +45,20 @@ export interface HostOptions extends RadioStackOptions {
   sendTyping?: boolean;
   /** Where the push-sync store (events, local filters, the registration) is persisted. */
   syncStateStore?: StateStore<unknown>;
+  /** Where the access-token registry (SHA-256 prefixes → user ids) is persisted (tokens-host.json). */
+  tokensStore?: StateStore<unknown>;
+  /** Listen on a non-loopback address (--allow-lan); without it such a `listenHost` is refused. */
+  allowLan?: boolean;
+  /** Origins whose web pages may use the local API (--allow-origin), as parseAllowedOrigin returns them. */
+  allowedOrigins?: readonly string[];
+  /** Host names the local API answers to besides IP literals, localhost and `listenHost` (--allow-host). */
+  allowedHostNames?: readonly string[];
+  /** Local connections served at once (default 256); one more is answered 429 and closed. */
+  maxConnections?: number;
+  /** Time a local client has to send a request body once its headers are in (default 30 s): 408 after. */
+  receiveTimeoutMs?: number;
+  /** Limits on checking unknown access tokens over the radio (local-auth.ts); tests tune them. */
+  tokenValidation?: Pick<LocalAuthOptions, 'burst' | 'refillMs' | 'maxQueued' | 'revalidateAfterMs'>;
   logger: Logger;
 }
 
@@ -73,11 +97,16 @@ const ANSWER_ESTIMATE_BYTES = 48;
 /** Extra time given to a long poll beyond its own timeout: a round trip of full frames over the air. */
 const LONG_POLL_MARGIN_MS = 30_000;
 const TYPING_PATH = /^\/_matrix\/client\/(?:r0|v3)\/rooms\/[^/]+\/typing\/[^/]+$/;
+const WELL_KNOWN = /^\/\.well-known\/matrix\/client$/;
+const LOGIN = /^\/_matrix\/client\/(?:r0|v3)\/login$/;
 
 export async function startHost(opts: HostOptions): Promise<Host> {
   const log = opts.logger.child({ component: 'host' });
+  // Before anything is opened: a kit reachable from the network must be asked for.
+  const { warning } = checkListenAddress(opts.listenHost, opts.allowLan ?? false);
+  if (warning) log.warn(warning);
   const radio = await openRadioStack(opts);
-  const counters = { requests: 0, failures: 0, dutyCycleRefusals: 0, typingAnsweredLocally: 0 };
+  const counters = { requests: 0, failures: 0, dutyCycleRefusals: 0, typingAnsweredLocally: 0, refusedByTokenCheck: 0, wellKnownAnsweredLocally: 0 };
   // Per-exchange byte accounting: frames are attributed by their CoAP token.
   const byToken = new Map<string, Omit<ExchangeReport, keyof HttpExchangeRecord>>();
   let capture: ((tokenHex: string) => void) | undefined;
@@ -179,28 +208,52 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     }
   };
 
-  // Push sync (experimental, opt-in): local /sync from the store, fed by the gateway's pushes.
+  // Which access tokens are good, and whose: every answer the radio brings back teaches it.
+  const registry = new TokenRegistry(opts.tokensStore ? { store: opts.tokensStore } : {});
+  const carryObserved = async (req: HttpRequestLike): Promise<HttpResponseLike> => {
+    const res = await carry(req);
+    registry.observe(req, res);
+    return res;
+  };
+  const auth = new LocalAuth({ registry, carry, logger: opts.logger, ...(opts.tokenValidation ?? {}) });
+
+  // Push sync (default): local /sync from the store, fed by the gateway's pushes.
   const push = opts.pushSync === false ? undefined : new HostPushSync({
-    radio, session: () => session, persistSession: (force?: boolean) => persistSession(force), carry, logger: opts.logger,
+    radio, session: () => session, persistSession: (force?: boolean) => persistSession(force), carry: carryObserved, logger: opts.logger,
     requestTimeoutMs: opts.requestTimeoutMs,
     ...(opts.syncStateStore ? { store: opts.syncStateStore } : {}),
   });
-  const handle = async (req: HttpRequestLike): Promise<HttpResponseLike> => {
-    if (push?.handles(req)) return push.answer(req);
+  if (push) registry.onForget((e) => push.tokenForgotten(e.hash));
+
+  const handle = async (req: HttpRequestLike, ctx: LocalRequestContext): Promise<HttpResponseLike> => {
+    if (req.method === 'GET' && WELL_KNOWN.test(req.path)) {
+      counters.wellKnownAnsweredLocally++;
+      return json(200, rewriteWellKnown({}, ctx.baseUrl));
+    }
+    // The token check comes before anything local answers or anything crosses the radio.
+    const checked = await auth.check(req, ctx.invalidCredential);
+    if (checked.kind === 'deny') { counters.refusedByTokenCheck++; return checked.response; }
+    if (checked.kind === 'answered') return checked.response;
+    if (push?.handles(req, checked.userId)) return push.answer(req, checked.userId!);
     // Our own typing notifications stay here unless asked for: a client re-sends them every few
     // seconds while its user types, which would cost more airtime than the message itself.
     if (!opts.sendTyping && req.method === 'PUT' && TYPING_PATH.test(req.path)) {
       counters.typingAnsweredLocally++;
       return { status: 200, contentType: 'application/json', body: new TextEncoder().encode('{}') };
     }
-    const res = await carry(req);
-    push?.afterCarry(req, res);
+    const res = await carryObserved(req);
+    push?.afterCarry(req, res, checked.userId ?? (req.accessToken ? registry.lookup(req.accessToken)?.userId : undefined));
+    if (req.method === 'POST' && LOGIN.test(req.path)) return withOwnWellKnown(res, ctx.baseUrl);
     return res;
   };
 
   const server = new LocalServer({
     host: opts.listenHost, port: opts.listenPort, maxRequestBodyBytes: opts.maxBodyBytes,
     logger: log, carry: handle,
+    ...(opts.allowedOrigins ? { allowedOrigins: opts.allowedOrigins } : {}),
+    ...(opts.allowedHostNames ? { allowedHostNames: opts.allowedHostNames } : {}),
+    ...(opts.maxConnections !== undefined ? { maxConnections: opts.maxConnections } : {}),
+    ...(opts.receiveTimeoutMs !== undefined ? { receiveTimeoutMs: opts.receiveTimeoutMs } : {}),
     status: () => status(),
     onExchange: (rec, req) => {
       const tokenHex = tokenOf.get(req);
@@ -217,10 +270,11 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     await radio.close();
     throw new TrickleError('ERR_CONFIG', 'host', (e as Error).message);
   }
-  log.info({ port, device: radio.link.name }, `Matrix clients can use http://${opts.listenHost}:${port} as their homeserver`);
+  log.info({ port, device: radio.link.name, allowedOrigins: opts.allowedOrigins ?? [] }, `Matrix clients can use http://${opts.listenHost.includes(':') ? `[${opts.listenHost}]` : opts.listenHost}:${port} as their homeserver`);
 
   const status = (): Record<string, unknown> => ({
-    role: 'host', requests: { ...counters }, session: session.status(), pushSync: push?.status() ?? null, radio: radio.status(),
+    role: 'host', requests: { ...counters }, localApi: { ...server.stats(), tokens: { ...registry.status(), ...auth.status() } },
+    session: session.status(), pushSync: push?.status() ?? null, radio: radio.status(),
   });
   return {
     port, radio,
@@ -232,4 +286,17 @@ export async function startHost(opts: HostOptions): Promise<Host> {
       await radio.close();
     },
   };
+}
+
+function json(status: number, v: unknown): HttpResponseLike {
+  return { status, contentType: 'application/json', body: utf8.encode(JSON.stringify(v)) };
+}
+
+/** A login answer whose well_known names the kit (local-api-policy.ts rewriteWellKnown). */
+function withOwnWellKnown(res: HttpResponseLike, baseUrl: string): HttpResponseLike {
+  if (res.status !== 200) return res;
+  let body: Record<string, unknown>;
+  try { body = JSON.parse(utf8.decode(res.body)) as Record<string, unknown>; } catch { return res; }
+  if (!body || typeof body !== 'object' || body['well_known'] === undefined) return res;
+  return { ...res, body: utf8.encode(JSON.stringify({ ...body, well_known: rewriteWellKnown(body['well_known'], baseUrl) })) };
 }

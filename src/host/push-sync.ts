@@ -5,8 +5,18 @@
  * gateway then holds the homeserver's long-poll and pushes deltas. Filters are kept locally, a
  * client's own sends are echoed into the store at once (the echo never crosses the air), and
  * /messages pages from the store's own tokens are answered here or mapped to homeserver tokens.
+ *
+ * One account owns the store (issue 11): the user whose access token made the first local /sync
+ * (and so the registration). Only requests whose token belongs to that user (host.ts checks the
+ * token first, local-auth.ts) are answered from it: /sync, local filters, /messages from the
+ * store's own tokens, and only that user's sends are echoed into it. Another account on the same
+ * kit is carried over the radio like --poll-sync (its /sync long-polls cost airtime, and nothing
+ * of the owner's store can reach it); per-account stores are the next step. The owner is fixed
+ * for the life of the store: a new link session (a new store) is the only way to change it,
+ * since the gateway's reducer carries the owner's sync position.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { hashToken } from './token-registry.ts';
 import type { Logger } from '../log.ts';
 import { fromHex, toHex, utf8 } from '../util/bytes.ts';
 import type { RadioStack, StateStore } from '../coap/radio-stack.ts';
@@ -23,8 +33,12 @@ export interface PushSyncState {
   store: SyncStoreState;
   filters: [string, ClientFilter][];
   nextFilter: number;
-  /** sha256(access token) → user id, learned from login and whoami answers. */
-  users: [string, string][];
+  /** The account whose store this is (the user who registered), or null before the first /sync. */
+  owner?: string | null;
+  /** SHA-256 prefix of the access token the registration was made with, or null. */
+  registeredWith?: string | null;
+  /** Before issue 11: sha256(access token) → user id (read once, to find the owner). */
+  users?: [string, string][];
   /** The observation's token (hex), or null. */
   registration: string | null;
   /** Parts of a delta received so far (matrix/sync-parts.ts), or null. */
@@ -49,10 +63,6 @@ const FILTER_POST = /^\/_matrix\/client\/(?:r0|v3)\/user\/[^/]+\/filter$/;
 const FILTER_GET = /^\/_matrix\/client\/(?:r0|v3)\/user\/[^/]+\/filter\/([^/]+)$/;
 const MESSAGES = /^\/_matrix\/client\/(?:r0|v3)\/rooms\/([^/]+)\/messages$/;
 const SEND = /^\/_matrix\/client\/(?:r0|v3)\/rooms\/([^/]+)\/send\/([^/]+)\/([^/]+)$/;
-const LOGIN = /^\/_matrix\/client\/(?:r0|v3)\/login$/;
-const WHOAMI = /^\/_matrix\/client\/(?:r0|v3)\/account\/whoami$/;
-
-const hashToken = (t: string): string => createHash('sha256').update(t).digest('hex').slice(0, 32);
 const jsonResponse = (status: number, v: unknown): HttpResponseLike => ({ status, contentType: 'application/json', body: utf8.encode(JSON.stringify(v)) });
 
 interface Waiter { wake: () => void }
@@ -61,7 +71,9 @@ export class HostPushSync {
   private store: SyncStore;
   private filters = new Map<string, ClientFilter>();
   private nextFilter = 1;
-  private users = new Map<string, string>();
+  private owner: string | null = null;
+  private registeredWith: string | null = null;
+  private readonly foreignUsersSeen = new Set<string>();
   private registration: { token: Uint8Array; sent: HostSentRequest } | undefined;
   private registering = false;
   private partial: PartialBody | undefined;
@@ -70,7 +82,7 @@ export class HostPushSync {
   private closed = false;
   private readonly waiters = new SyncWaitList<Waiter>();
   private readonly log: Logger;
-  private counters = { localSyncs: 0, deltasApplied: 0, notifications: 0, parts: 0, partGaps: 0, timestampsApproximated: 0, ownEchoes: 0, localFilters: 0, localMessages: 0 };
+  private counters = { foreignRequestsCarried: 0, localSyncs: 0, deltasApplied: 0, notifications: 0, parts: 0, partGaps: 0, timestampsApproximated: 0, ownEchoes: 0, localFilters: 0, localMessages: 0 };
 
   constructor(private readonly o: HostPushSyncOptions) {
     this.log = o.logger.child({ component: 'push-sync' });
@@ -80,9 +92,18 @@ export class HostPushSync {
       try {
         this.filters = new Map(saved.filters);
         this.nextFilter = saved.nextFilter;
-        this.users = new Map(saved.users);
         // The store survives any restart; the registration only with its link session.
         this.store = new SyncStore({ epoch: saved.store.epoch }, saved.store);
+        this.registeredWith = saved.registeredWith ?? null;
+        if (saved.owner !== undefined) {
+          this.owner = saved.owner;
+        } else {
+          // A store written before stores had owners: it is the account's that its known tokens
+          // name, if they name exactly one; otherwise nobody can tell, and it starts afresh.
+          const users = new Set((saved.users ?? []).map(([, u]) => u));
+          if (users.size === 1) this.owner = [...users][0]!;
+          else if (users.size > 1 || saved.registration) throw new Error('a store from before issue 11 with no single owner');
+        }
         if (saved.registration && o.radio.resumed) {
           this.partial = saved.partial ?? undefined;
           this.resume(fromHex(saved.registration));
@@ -90,21 +111,46 @@ export class HostPushSync {
       } catch (e) {
         this.log.warn({ err: (e as Error).message }, 'push-sync state unreadable; starting with an empty store');
         this.store = newStore();
+        this.filters = new Map();
+        this.owner = null;
+        this.registeredWith = null;
+        this.registration = undefined;
+        this.partial = undefined;
       }
     }
     o.radio.onSessionReset(() => {
       // A new link session: the gateway starts a new reducer, so deltas start over; a fresh store
       // (new epoch) makes every local client re-sync from it.
       this.registration = undefined;
+      this.registeredWith = null;
       this.partial = undefined;
       this.store = newStore();
+      this.owner = null; // a new store: the next account to sync owns it
+      this.filters = new Map();
       this.persist();
       for (const w of this.waiters.due(Number.MAX_SAFE_INTEGER)) w.wake();
     });
   }
 
-  /** Requests this end answers itself (or shapes) instead of carrying them. */
-  handles(req: HttpRequestLike): boolean {
+  /**
+   * Requests this end answers itself (or shapes) instead of carrying them. `userId`: the owner of
+   * the request's access token, as host.ts checked it; only the store's owner (or the first
+   * account to sync, which becomes it) is answered from the store.
+   */
+  handles(req: HttpRequestLike, userId: string | undefined): boolean {
+    const ours = this.isLocalPath(req);
+    if (!ours) return false;
+    if (userId !== undefined && (this.owner === null || this.owner === userId)) return true;
+    this.counters.foreignRequestsCarried++;
+    if (userId !== undefined && !this.foreignUsersSeen.has(userId)) {
+      this.foreignUsersSeen.add(userId);
+      if (this.foreignUsersSeen.size > 64) this.foreignUsersSeen.delete(this.foreignUsersSeen.values().next().value!);
+      this.log.warn({ user: userId, owner: this.owner }, 'a second account on this kit: its /sync crosses the radio (poll mode), the push-sync store stays its owner\'s');
+    }
+    return false;
+  }
+
+  private isLocalPath(req: HttpRequestLike): boolean {
     if (req.method === 'GET' && SYNC_PATH.test(req.path)) return true;
     if (req.method === 'POST' && FILTER_POST.test(req.path)) return true;
     if (req.method === 'GET' && FILTER_GET.test(req.path)) return true;
@@ -112,8 +158,30 @@ export class HostPushSync {
     return false;
   }
 
-  async answer(req: HttpRequestLike): Promise<HttpResponseLike> {
+  /** The store's owner (null before the first local /sync). */
+  get ownerUserId(): string | null { return this.owner; }
+
+  /** An access token was forgotten (logout, refused): a registration made with it is dropped, and the owner's next /sync registers again with its own token. */
+  tokenForgotten(hash: string): void {
+    if (this.registeredWith !== hash) return;
+    this.log.info('the access token push sync registered with was ended; the next /sync registers again');
+    this.registration = undefined;
+    this.registeredWith = null;
+    this.partial = undefined;
+    if (this.lastAccessToken !== undefined && hashToken(this.lastAccessToken) === hash) this.lastAccessToken = undefined;
+    this.persist();
+  }
+
+  /** Call only when handles(req, userId) said true. */
+  async answer(req: HttpRequestLike, userId: string): Promise<HttpResponseLike> {
+    if (this.owner === null) {
+      this.owner = userId;
+      this.log.info({ user: userId }, 'push-sync store owned by the first account to sync');
+      this.persist();
+    }
     if (SYNC_PATH.test(req.path)) return this.answerSync(req);
+    const filterUser = /\/user\/([^/]+)\/filter/.exec(req.path);
+    if (filterUser && safeDecode(filterUser[1]!) !== userId) return matrixError(403, 'M_FORBIDDEN', 'Cannot use filters of other users');
     if (FILTER_POST.test(req.path)) {
       let filter: ClientFilter;
       try { filter = JSON.parse(utf8.decode(req.body)) as ClientFilter; } catch { return matrixError(400, 'M_NOT_JSON', 'filter body is not JSON'); }
@@ -131,22 +199,18 @@ export class HostPushSync {
     return this.answerMessages(req);
   }
 
-  /** Learn user ids and echo a client's own sends into the store, after the radio answered. */
-  afterCarry(req: HttpRequestLike, res: HttpResponseLike): void {
+  /** Echo the owner's own sends into the store, after the radio answered (`userId`: the token's user). */
+  afterCarry(req: HttpRequestLike, res: HttpResponseLike, userId: string | undefined): void {
     if (res.status !== 200 || !isJson(res)) return;
+    const send = SEND.exec(req.path);
+    if (req.method !== 'PUT' || !send) return;
     let body: JsonObject;
     try { body = JSON.parse(utf8.decode(res.body)) as JsonObject; } catch { return; }
-    if (req.method === 'POST' && LOGIN.test(req.path) && typeof body['access_token'] === 'string' && typeof body['user_id'] === 'string') {
-      this.users.set(hashToken(body['access_token']), body['user_id']);
-      this.persist();
-    } else if (req.method === 'GET' && WHOAMI.test(req.path) && req.accessToken && typeof body['user_id'] === 'string') {
-      this.users.set(hashToken(req.accessToken), body['user_id']);
-      this.persist();
-    }
-    const send = SEND.exec(req.path);
-    if (req.method === 'PUT' && send && typeof body['event_id'] === 'string' && req.accessToken) {
-      const sender = this.users.get(hashToken(req.accessToken));
-      if (!sender) return; // unknown user: the event still arrives by push, it only costs airtime
+    if (typeof body['event_id'] === 'string' && req.accessToken) {
+      // Only the owner's: another account's send must not appear in the owner's store (it
+      // may be in a room the owner is not in).
+      const sender = userId;
+      if (!sender || sender !== this.owner) return;
       let content: JsonObject;
       try { content = JSON.parse(utf8.decode(req.body)) as JsonObject; } catch { return; }
       const echoed = this.store.synthesizeOwnEcho({
@@ -164,6 +228,7 @@ export class HostPushSync {
   status(): Record<string, unknown> {
     return {
       registered: this.registration !== undefined,
+      owned: this.owner !== null,
       storePosition: this.store.position,
       lastDelta: this.store.lastAppliedSeq,
       initialSync: this.store.progress ?? null,
@@ -236,6 +301,7 @@ export class HostPushSync {
       onEnd: (end) => this.observationEnded(end.reason),
     });
     this.registration = { token: obs.token, sent: enc.sent };
+    this.registeredWith = hashToken(accessToken);
     this.persist();
     obs.first.then(
       () => { this.registering = false; this.log.info('push sync registered: the gateway holds the long-poll'); },
@@ -337,7 +403,8 @@ export class HostPushSync {
       store: this.store.exportState(),
       filters: [...this.filters],
       nextFilter: this.nextFilter,
-      users: [...this.users],
+      owner: this.owner,
+      registeredWith: this.registeredWith,
       registration: this.registration ? toHex(this.registration.token) : null,
       partial: this.partial ?? null,
     } satisfies PushSyncState);
@@ -356,6 +423,8 @@ function widenTimelineLimit(f: ClientFilter | undefined): ClientFilter {
   const timeline = room.timeline ?? {};
   return { ...f, room: { ...room, timeline: { ...timeline, limit: Math.max(timeline.limit ?? 0, INCREMENTAL_TIMELINE_LIMIT) } } };
 }
+
+function safeDecode(s: string): string { try { return decodeURIComponent(s); } catch { return s; } }
 
 function newStore(): SyncStore {
   return new SyncStore({ epoch: randomBytes(4).toString('hex') });
