@@ -18,7 +18,7 @@ import { join, resolve } from 'node:path';
 import { TrickleError } from '../errors.ts';
 import { equalBytes } from '../util/bytes.ts';
 import {
-  readStateFile, readTextFile, removeStateFile, writeStateFile, writeTextFile,
+  readBoundStateFile, readStateFile, readTextFile, removeStateFile, writeStateFile, writeTextFile,
 } from '../util/state-file.ts';
 import { type KeyPair, X25519 } from '../secure/dh.ts';
 import { decodePublicKey, encodePublicKey, fingerprint, normalizeFingerprint } from '../secure/fingerprint.ts';
@@ -26,7 +26,7 @@ import {
   type AuthorizedKey, NAME_PATTERN, OFFERED_FILE_TYPE,
   authorizerFor, formatAuthorizedKeyLine, formatKeyFile, formatPinnedKey, parseAuthorizedKeys, parseKeyFile, parsePinnedKey,
 } from '../secure/key-files.ts';
-import type { SecureLinkRole, SecureLinkSnapshot } from '../secure/secure-link.ts';
+import { withoutResumableState, type SecureLinkRole, type SecureLinkSnapshot } from '../secure/secure-link.ts';
 import { parseFlags } from './args.ts';
 
 export const KEYS_USAGE = `usage: trickle keys <command> [--state-dir DIR]
@@ -156,11 +156,21 @@ export function sessionStore(stateDir: string, role: SecureLinkRole, onError?: (
   const path = join(stateDir, FILES.session(role));
   let restore: SecureLinkSnapshot | undefined;
   try {
-    restore = readStateFile(path, { private: true }) as SecureLinkSnapshot | undefined;
+    const read = readBoundStateFile(path, { private: true });
+    if (read !== undefined) {
+      restore = read.value as SecureLinkSnapshot;
+      if (read.copied) {
+        // A copy (restored backup, cloned state dir): resuming it could reuse nonces, and an old
+        // resumption secret would accept IK1s recorded since. Keep the pins, drop the rest.
+        restore = withoutResumableState(restore);
+        onError?.(new Error(`${path} is not the file this program wrote (copied or restored from a backup?): `
+          + 'not resuming its session, which could reuse nonces; a new handshake follows'));
+      }
+    }
   } catch (e) {
     onError?.(e as Error);
   }
-  return { path, restore, persist: (snapshot) => writeStateFile(path, snapshot) };
+  return { path, restore, persist: (snapshot) => writeStateFile(path, snapshot, { bindToFile: true }) };
 }
 
 // ───────────────────────── the command ─────────────────────────

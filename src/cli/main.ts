@@ -7,6 +7,7 @@ import { createLogger, type Logger } from '../log.ts';
 import { isTrickleError, TrickleError } from '../errors.ts';
 import { buildSecurity, stateStores, parseSecurityMode } from './security.ts';
 import { defaultStateDir } from './keys.ts';
+import { lockStateDir } from '../util/state-lock.ts';
 import { parseFlags, intFlag, hostPortFlag, requiredFlag, pushCarryFlag, listFlag } from './args.ts';
 import { checkListenAddress, parseAllowedOrigin } from '../host/local-api-policy.ts';
 import { startHost } from '../host/host.ts';
@@ -116,6 +117,8 @@ function localApiFlags(flags: Record<string, string | boolean | undefined>, list
 
 function common(flags: Record<string, string | boolean | undefined>, role: 'host' | 'gateway', logger: Logger, modem: ResolvedModemFlags) {
   const stateDir = (flags['state-dir'] as string | undefined) ?? defaultStateDir();
+  // Before anything is read: a second process on the same state would reuse nonces.
+  lockStateDir(stateDir, `trickle ${role}`);
   const mode = parseSecurityMode((flags['security'] as string | undefined) ?? modem.defaultSecurity);
   const codec = (flags['codec'] as string | undefined) ?? 'compact';
   if (codec !== 'compact' && codec !== 'rfc7252') throw new TrickleError('ERR_CONFIG', 'config', `--codec must be compact (default) or rfc7252, got ${JSON.stringify(codec)}`);

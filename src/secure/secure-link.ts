@@ -172,6 +172,15 @@ export interface SecureLinkSnapshot {
   readonly lastIk?: { readonly ik1: string; readonly ik2: string } | null;
 }
 
+/**
+ * A snapshot that must not be resumed as it is (a copy of another process's state): the pins,
+ * the replay caches and the identity stay; the session, the resumption secrets and the cached
+ * IK exchange go, so nothing in it can reuse a nonce or accept a recorded IK1.
+ */
+export function withoutResumableState(snap: SecureLinkSnapshot): SecureLinkSnapshot {
+  return { ...snap, session: null, resumption: null, resumptions: [], lastIk: null };
+}
+
 export interface SecureLinkOptions {
   readonly role: SecureLinkRole;
   readonly staticKeyPair: KeyPair;

@@ -8,11 +8,26 @@
  * creates gets mode 0700. The calls are synchronous on purpose: the security layer's persist
  * hook must know the snapshot is on disk before the next frame goes out.
  *
+ * A directory fsync that fails is an error, not a warning: without it a power loss after the
+ * rename can bring back the older file, and for a nonce snapshot that means nonce reuse.
+ *
+ * BINDING TO THE FILE (writeStateFile's `bindToFile`). A session snapshot is only safe to resume
+ * by the one process that wrote it, in the file it wrote: a copy (a restored backup, the state
+ * directory copied to a second kit) would resume the same keys at the same nonces. The writer
+ * records the inode number of the file it creates inside the content; readBoundStateFile()
+ * reports a file whose inode differs (copied, restored, or moved across file systems) as
+ * `copied`, so the caller starts afresh instead of resuming. (The inode, not the device
+ * number: a USB disk may get another device number at the next boot.)
+ *
+ * CRASH POINTS. `TRICKLE_TEST_CRASH_AT=<step>:<n>` (tests only) kills the process with SIGKILL
+ * the n-th time a write reaches <step>: open, write, fsync, close, rename, dirsync. A test uses
+ * it to show that a crash between any two steps never leads to nonce reuse.
+ *
  * Every error names the path and what to do (ERR_CONFIG).
  */
 import { randomBytes } from 'node:crypto';
 import {
-  closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync,
+  closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync,
 } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { TrickleError } from '../errors.ts';
@@ -75,21 +90,41 @@ export function ensureStateDir(dir: string): void {
   }
 }
 
-/** Atomically replace `path` with `text` (mode 0600). */
-export function writeTextFile(path: string, text: string): void {
+const crashPlan = ((): { step: string; n: number } | undefined => {
+  const v = process.env['TRICKLE_TEST_CRASH_AT'];
+  const m = v === undefined ? null : /^(open|write|fsync|close|rename|dirsync):(\d+)$/.exec(v);
+  return m === null ? undefined : { step: m[1]!, n: Number(m[2]) };
+})();
+const crashCounts = new Map<string, number>();
+
+/** Tests only (TRICKLE_TEST_CRASH_AT): die here, as a power cut or kill -9 would. */
+function crashPoint(step: string): void {
+  if (crashPlan === undefined || crashPlan.step !== step) return;
+  const n = (crashCounts.get(step) ?? 0) + 1;
+  crashCounts.set(step, n);
+  if (n === crashPlan.n) process.kill(process.pid, 'SIGKILL');
+}
+
+/** Atomically replace `path` with `text` (mode 0600); `textFor(inode)` may put the new file's inode in it. */
+function writeAtomically(path: string, textFor: (inode: number) => string): void {
   const dir = dirname(path);
   ensureStateDir(dir);
   const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   let fd: number | undefined;
   try {
     fd = openSync(tmp, 'wx', 0o600);
-    const buf = Buffer.from(text, 'utf8');
+    crashPoint('open');
+    const buf = Buffer.from(textFor(fstatSync(fd).ino), 'utf8');
     let off = 0;
     while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
+    crashPoint('write');
     fsyncSync(fd);
+    crashPoint('fsync');
     closeSync(fd);
     fd = undefined;
+    crashPoint('close');
     renameSync(tmp, path);
+    crashPoint('rename');
   } catch (e) {
     if (fd !== undefined) {
       try { closeSync(fd); } catch { /* already failing */ }
@@ -97,22 +132,66 @@ export function writeTextFile(path: string, text: string): void {
     try { unlinkSync(tmp); } catch { /* may not exist */ }
     throw fileError(`cannot write ${path}: ${describe(e)}`, path, e);
   }
-  // Make the rename durable. Some file systems refuse fsync on a directory: not fatal.
+  // Make the rename durable: until the directory is on disk, a power cut can undo it.
   try {
     const dfd = openSync(dir, 'r');
     try { fsyncSync(dfd); } finally { closeSync(dfd); }
-  } catch { /* best effort */ }
+  } catch (e) {
+    throw fileError(`cannot make ${path} durable: fsync of the directory ${dir} failed (${describe(e)}); `
+      + 'keep the state directory on a local file system that supports it (ext4, xfs, btrfs, f2fs)', path, e);
+  }
+  crashPoint('dirsync');
 }
 
+/** Atomically replace `path` with `text` (mode 0600). */
+export function writeTextFile(path: string, text: string): void {
+  writeAtomically(path, () => text);
+}
+
+export interface WriteStateFileOptions {
+  /** Record the new file's inode in the content (an object): see BINDING TO THE FILE. */
+  readonly bindToFile?: boolean;
+}
+
+/** The field writeStateFile adds with `bindToFile`. */
+export const FILE_BINDING_KEY = 'boundToInode';
+
 /** Atomically replace `path` with `value` as pretty JSON (mode 0600). */
-export function writeStateFile(path: string, value: unknown): void {
-  let text: string;
-  try {
-    text = `${JSON.stringify(value, null, 2)}\n`;
-  } catch (e) {
-    throw fileError(`cannot serialise the state for ${path}: ${(e as Error).message}`, path, e);
+export function writeStateFile(path: string, value: unknown, opts: WriteStateFileOptions = {}): void {
+  const bind = opts.bindToFile === true;
+  if (bind && (value === null || typeof value !== 'object' || Array.isArray(value))) {
+    throw fileError(`cannot bind ${path} to its file: the state is not an object`, path);
   }
-  writeTextFile(path, text);
+  const serialise = (v: unknown): string => {
+    try {
+      return `${JSON.stringify(v, null, 2)}\n`;
+    } catch (e) {
+      throw fileError(`cannot serialise the state for ${path}: ${(e as Error).message}`, path, e);
+    }
+  };
+  if (!bind) {
+    const text = serialise(value);
+    writeAtomically(path, () => text);
+    return;
+  }
+  writeAtomically(path, (inode) => serialise({ ...(value as object), [FILE_BINDING_KEY]: inode }));
+}
+
+/**
+ * Read a state file written with `bindToFile`: `copied` when the file is not the one its writer
+ * created (its inode differs from the one recorded), or when it carries no binding at all.
+ */
+export function readBoundStateFile(path: string, opts: ReadStateFileOptions = {}): { value: unknown; copied: boolean } | undefined {
+  const value = readStateFile(path, opts);
+  if (value === undefined) return undefined;
+  let inode: number;
+  try {
+    inode = statSync(path).ino;
+  } catch (e) {
+    throw fileError(`cannot read ${path}: ${describe(e)}`, path, e);
+  }
+  const recorded = value !== null && typeof value === 'object' ? (value as Record<string, unknown>)[FILE_BINDING_KEY] : undefined;
+  return { value, copied: recorded !== inode };
 }
 
 /** Remove a state file if it exists. */

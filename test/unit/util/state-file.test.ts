@@ -81,3 +81,23 @@ describe('state files', () => {
     }
   });
 });
+
+describe('state files bound to the file that was written', () => {
+  it('a copy (restored backup, cloned directory) is recognised; the original is not', async () => {
+    const { readBoundStateFile } = await import('../../../src/util/state-file.ts');
+    const { copyFileSync, renameSync: mv } = await import('node:fs');
+    const root = tmp();
+    const path = join(root, 'session.json');
+    writeStateFile(path, { keys: 'secret' }, { bindToFile: true });
+    expect(readBoundStateFile(path)).toEqual({ value: expect.objectContaining({ keys: 'secret' }), copied: false });
+    writeStateFile(path, { keys: 'newer' }, { bindToFile: true }); // each write binds the new file
+    expect(readBoundStateFile(path)!.copied).toBe(false);
+    copyFileSync(path, join(root, 'backup.json'));
+    copyFileSync(join(root, 'backup.json'), join(root, 'restored.json'));
+    mv(join(root, 'restored.json'), path); // the backup restored in place
+    expect(readBoundStateFile(path)!.copied).toBe(true);
+    writeFileSync(join(root, 'old.json'), '{"keys":"from an older version"}', { mode: 0o600 });
+    expect(readBoundStateFile(join(root, 'old.json'))!.copied).toBe(true); // no binding at all
+    expect(readBoundStateFile(join(root, 'none.json'))).toBeUndefined();
+  });
+});
