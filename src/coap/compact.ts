@@ -231,8 +231,20 @@ function indexOfBytes(table: readonly Uint8Array[], v: Uint8Array): number {
   return -1;
 }
 
+/** The static tables' strings as bytes, encoded once (every frame compares against them). */
+const constBytes = new Map<string | number, Uint8Array>();
+function cachedBytes(v: string | number): Uint8Array {
+  let b = constBytes.get(v);
+  if (!b) {
+    b = typeof v === 'number' ? encodeUint(v) : asciiBytes(v);
+    constBytes.set(v, b);
+  }
+  return b;
+}
+
+/** A const field's value (a fresh copy: decoded messages own their option values). */
 function constValue(f: Extract<FieldSpec, { kind: 'const' }>): Uint8Array {
-  return typeof f.value === 'number' ? encodeUint(f.value) : asciiBytes(f.value);
+  return cachedBytes(f.value).slice();
 }
 
 /** A uint option value in its canonical form (≤ 4 bytes, no leading zero byte). */
@@ -259,7 +271,7 @@ function encodeParam(out: number[], v: Uint8Array): void {
 function encodeQuery(out: number[], v: Uint8Array): void {
   for (let i = 0; i < QUERY_ITEMS_V1.length; i++) {
     const item = QUERY_ITEMS_V1[i]!;
-    if ('const' in item && equalBytes(asciiBytes(item.const), v)) { out.push(i); return; }
+    if ('const' in item && equalBytes(cachedBytes(item.const), v)) { out.push(i); return; }
   }
   const eq = v.indexOf(EQUALS);
   if (eq > 0) {
@@ -267,7 +279,7 @@ function encodeQuery(out: number[], v: Uint8Array): void {
     const value = v.subarray(eq + 1);
     for (let i = 0; i < QUERY_ITEMS_V1.length; i++) {
       const item = QUERY_ITEMS_V1[i]!;
-      if (!('key' in item) || !equalBytes(asciiBytes(item.key), key)) continue;
+      if (!('key' in item) || !equalBytes(cachedBytes(item.key), key)) continue;
       if (item.kind === 'uint') {
         const n = parseDecimal(value);
         if (n === undefined) break;
@@ -312,7 +324,7 @@ function encodeBody(rule: CompactRule, msg: CoapMessage, sorted: readonly CoapOp
     switch (f.kind) {
       case 'const': {
         const o = sorted[i];
-        if (!o || o.number !== f.option || !equalBytes(o.value, constValue(f))) return undefined;
+        if (!o || o.number !== f.option || !equalBytes(o.value, cachedBytes(f.value))) return undefined;
         i++;
         break;
       }
@@ -409,10 +421,15 @@ function chooseRule(msg: CoapMessage): { rule: CompactRule; body: number[] } {
 // Headers
 // ---------------------------------------------------------------------------
 
-/** The S of an own CON/NON: a fresh request's token when it names this mid, else nearest to hi. */
+/**
+ * The S of an own CON/NON: a fresh request's token when it names this mid, else nearest to hi.
+ * A token 2^15 or more behind hi is not the S of this message even when its 16 LSBs are the
+ * mid: it is a block follow-up of a long transfer, sent a multiple of 2^16 messages after the
+ * request began (a 10 MB Block1 body in 128-byte blocks is 80,000 messages).
+ */
 function ownSeq(msg: CoapMessage, tx: CompactSendState): number {
   const t = tokenSequence(msg.token);
-  if (isRequestCode(msg.code) && t !== undefined && (t & 0xffff) === msg.mid) return t;
+  if (isRequestCode(msg.code) && t !== undefined && (t & 0xffff) === msg.mid && rel(t, tx.hi) > -0x8000) return t;
   return wlsb(tx.hi, msg.mid, 16, 0x8000);
 }
 

@@ -26,7 +26,8 @@
  *  - Received CON/NON are de-duplicated by Message ID for exchangeLifetimeMs (§4.5).
  *    A duplicate re-sends exactly the frame answered before (piggybacked ACK, empty
  *    ACK, 2.31, RST …) or nothing while the handler still runs inside the piggyback
- *    window. Handlers never run twice for one Message ID.
+ *    window. Handlers never run twice for one message (see "Message IDs over a long
+ *    life" for a Message ID the peer reused early).
  *  - Server side: the handler gets piggybackWindowMs to answer in the ACK (§5.2.1);
  *    after that an empty ACK goes out and the response follows as a separate CON
  *    with its own Message ID and retransmissions (§5.2.2).
@@ -35,6 +36,47 @@
  *    when the empty ACK was lost. An unmatched CON response is answered with RST.
  *  - A CON that cannot be parsed, and a CON Empty message ("ping", §4.3), get RST
  *    when the header is readable (§4.2).
+ *
+ * Message IDs over a long life (RFC 7252 §4.4, §4.5, §4.8.2). 2^16 ids last 65,536
+ * messages: a busy radio link uses them up in days, a cable or PTY in minutes, well
+ * within EXCHANGE_LIFETIME.
+ *  - Sender (§4.4: an id is not reused within EXCHANGE_LIFETIME): the endpoint records
+ *    when it last used each id (the first transmission of the message that carried it)
+ *    and never sends a message under an id used less than midGuardMs ago (default and
+ *    minimum: this end's exchangeLifetimeMs). Every origination (request, block
+ *    follow-up, NON or separate response, notification) is assigned its S (its id) when
+ *    it is made, in call order; ids of CONs still awaiting an ACK are passed over
+ *    (midSkips). Ids come in counter order (S mod 2^16, or the 'random' mode counter), so
+ *    the next one is the least recently used: skipping ahead to find a free one would
+ *    find none. When the message's id is within its guard, the message WAITS in one FIFO
+ *    queue, woken by one Clock timer when the head's id frees (or when its CON ends, if
+ *    still in flight): no polling, nothing reordered, no id wasted. A link thus carries
+ *    at most 65,536 originations per guard; stats().midWaits counts the waits,
+ *    midWaiting the queue. A request's response timeout runs from its first
+ *    transmission, so the wait does not eat into it.
+ *  - Tokens: 'sequence' tokens are unique for 2^32 originations. Because S is assigned
+ *    when a request is made, the nextSequence a caller reads before request() is the
+ *    request's token even when it waits (the host derives txn ids from it), tokens
+ *    increase in sending order, and a waiting request still has token = S of its first
+ *    message (the compact form's 1-byte header). 'random' tokens are not drawn
+ *    again within midGuardMs of their exchange's end (recentTokens, pruned lazily, so at
+ *    most the requests of one guard: ≤ 65,536 with the id rule); when none is free the
+ *    request fails with ERR_COAP_FORMAT rather than reuse one. A client never has two
+ *    exchanges with one token (request() refuses a token in flight).
+ *  - Receiver (defence in depth): the two ends compute their own lifetimes (from their
+ *    own ACK timeouts, which include the duty-cycle wait when the endpoint was made, so
+ *    they can differ a lot), and a restarted peer has forgotten when it used its ids, so
+ *    the sender's rule alone cannot keep a peer from reusing an id we still remember.
+ *    Each `seen` entry keeps a digest of its message (type, code, token, options,
+ *    payload; not the id). A copy (a retransmission is re-encoded from the same message)
+ *    matches and is answered from the cache as §4.5 says. A CON/NON under a remembered
+ *    id with other content cannot be a copy: it is a new message (midReuse), processed
+ *    and answered on its own, and the old entry is superseded (if its handler still
+ *    runs, its answer goes as a separate response, never under the reused id). Observe
+ *    notifications (new Observe value) and block follow-ups (new block number) always
+ *    differ from their predecessors. An identical message under a reused id is taken
+ *    for a copy: with 'sequence' tokens every request differs, so only the same request
+ *    again (same token) can be, and it gets the answer it got before.
  *
  * Block-wise (RFC 7959), transparent to callers:
  *  - Block1 (§2.5): a request whose frame would exceed maxFrameLen is split into
@@ -281,6 +323,24 @@ export interface CoapEndpointStats {
   notifications: number;
   /** Client: notifications discarded as not fresh (RFC 7641 §3.4): duplicates, re-sends, reordering. */
   staleNotifications: number;
+  /**
+   * Messages this endpoint originated that had to wait for a Message ID: the next one was
+   * used less than midGuardMs ago (RFC 7252 §4.4), so 65,536 ids were used within the guard.
+   */
+  midWaits: number;
+  /**
+   * Sequence numbers (ids, in 'random' mode) passed over: ids of CONs still awaiting an ACK,
+   * and those of waiting messages that were no longer wanted when their id freed.
+   */
+  midSkips: number;
+  /**
+   * Received CON/NON whose Message ID was still remembered for another message (different
+   * content): the peer reused it sooner than our EXCHANGE_LIFETIME (a shorter lifetime of its
+   * own, or a restart). Processed as new messages, never answered from the old reply.
+   */
+  midReuse: number;
+  /** Originations waiting for a Message ID right now (a gauge, not a counter). */
+  midWaiting: number;
 }
 
 export interface CoapEndpointOptions {
@@ -312,6 +372,13 @@ export interface CoapEndpointOptions {
    * MAX_TRANSMIT_WAIT = 2 × ackTimeout(maxFrameLen) × (2^(maxRetransmit+1) − 1) × ackRandomFactor.
    */
   readonly exchangeLifetimeMs?: number;
+  /**
+   * How long a Message ID (and in 'random' mode a token) this endpoint used stays unused
+   * after the first transmission of the message that carried it (RFC 7252 §4.4: not within
+   * EXCHANGE_LIFETIME). Default and minimum: exchangeLifetimeMs. Set it higher when the peer
+   * is known to remember Message IDs longer than we do.
+   */
+  readonly midGuardMs?: number;
   /** Bound for block-wise reassembly in both directions. Default 256 KiB. */
   readonly maxBodyBytes?: number;
   /**
@@ -377,10 +444,34 @@ interface Transmission {
 
 interface SeenEntry {
   expiresAt: number;
+  /** messageDigest() of the message: a copy has the same, a new message with a reused id another. */
+  readonly digest: number;
   /** The message that answered this message, re-sent (re-encoded) on duplicates. */
   reply: CoapMessage | undefined;
   /** False while a handler runs: such entries never expire. */
   done: boolean;
+  /**
+   * The peer reused the Message ID for a new message while this one's handler ran: the id is
+   * the new message's now, so nothing more is sent with it for this one (its answer goes as
+   * a separate response).
+   */
+  superseded: boolean;
+}
+
+/** An origination of a CON/NON (RFC 7252 §4.4: it may have to wait for its Message ID). */
+interface MidWaiter {
+  /** False once the message is no longer wanted (its exchange ended, the registration went): skipped. */
+  readonly alive: () => boolean;
+  /** Build and send the message with this Message ID (and S, in 'sequence' mode). */
+  readonly run: (mid: number, seq: number | undefined) => void;
+  /** `run` threw. */
+  readonly fail: (e: unknown) => void;
+}
+
+/** An origination waiting in the FIFO midQueue, with the counter value (S or id) it was assigned. */
+interface QueuedOrigination {
+  readonly counter: number;
+  readonly w: MidWaiter;
 }
 
 interface Leg {
@@ -496,6 +587,7 @@ export class CoapEndpoint {
   private readonly maxRetransmit: number;
   private readonly piggybackWindowMs: number;
   private readonly exchangeLifetimeMs: number;
+  private readonly midGuardMs: number;
   private readonly maxBodyBytes: number;
   private readonly tokenLength: number;
   private readonly defaultResponseTimeoutMs: number;
@@ -513,19 +605,30 @@ export class CoapEndpoint {
   private readonly dropListeners = new Set<(d: CoapDrop) => void>();
   private readonly counters: CoapEndpointStats = {
     sent: 0, received: 0, retransmissions: 0, duplicates: 0, timeouts: 0, sendErrors: 0, dropped: {},
-    notifications: 0, staleNotifications: 0,
+    notifications: 0, staleNotifications: 0, midWaits: 0, midSkips: 0, midReuse: 0, midWaiting: 0,
   };
   private nextPruneAt = 0;
 
   /** Our CONs awaiting ACK/RST, by our Message ID. */
   private readonly outgoing = new Map<number, Transmission>();
+  /**
+   * When each of our Message IDs was last used (first transmission of the message that carried
+   * it, Clock ms; −Infinity: not since this endpoint started). An id is not used again within
+   * midGuardMs of that.
+   */
+  private readonly midUsedAt = new Float64Array(0x10000).fill(-Infinity);
+  /** Originations waiting for their Message ID, oldest first, from midQueueHead on. */
+  private midQueue: QueuedOrigination[] = [];
+  private midQueueHead = 0;
+  /** Fires when the next Message ID frees (one timer for the whole queue). */
+  private midTimer: TimerHandle | undefined;
   /** Our Message IDs already ACKed/RST, to tell duplicates from strays. */
   private readonly finishedMids = new Map<number, number>();
   /** The peer's Message IDs (CON/NON) seen recently. */
   private readonly seen = new Map<number, SeenEntry>();
   /** Client: our requests in flight, by token (hex). */
   private readonly exchanges = new Map<string, ClientExchange>();
-  /** Client: tokens recently used, not reused within exchangeLifetimeMs. */
+  /** Client, 'random' mode: tokens recently used, not reused within midGuardMs. */
   private readonly recentTokens = new Map<string, number>();
   /** Server: Block1 reassembly by the peer's token. */
   private readonly reassembly = new Map<string, Reassembly>();
@@ -581,6 +684,7 @@ export class CoapEndpoint {
       this.ackTimeout(4 + this.tokenLength) / 2, 0);
     const maxTransmitWait = this.ackTimeout(this.maxFrameLen) * (2 ** (this.maxRetransmit + 1) - 1) * this.ackRandomFactor;
     this.exchangeLifetimeMs = positive('exchangeLifetimeMs', opts.exchangeLifetimeMs, 2 * maxTransmitWait, 1);
+    this.midGuardMs = positive('midGuardMs', opts.midGuardMs, this.exchangeLifetimeMs, this.exchangeLifetimeMs);
     this.maxBodyBytes = positive('maxBodyBytes', opts.maxBodyBytes, 256 * 1024, 0);
     this.defaultResponseTimeoutMs = positive('responseTimeoutMs', opts.responseTimeoutMs, this.exchangeLifetimeMs, 1);
     this.observeFreshnessMs = opts.observeFreshnessMs === Infinity ? Infinity
@@ -619,7 +723,7 @@ export class CoapEndpoint {
 
   /** A snapshot of the counters. */
   stats(): CoapEndpointStats {
-    return { ...this.counters, dropped: { ...this.counters.dropped } };
+    return { ...this.counters, dropped: { ...this.counters.dropped }, midWaiting: this.midQueue.length - this.midQueueHead };
   }
 
   /**
@@ -1051,9 +1155,16 @@ export class CoapEndpoint {
     this.transmitNotification(obs, nf);
   }
 
-  /** (Re-)send a notification as CON: a fresh Message ID, its Observe value assigned once. */
+  /** (Re-)send a notification as CON: a fresh Message ID (when one frees), its Observe value assigned once. */
   private transmitNotification(obs: ServerObservation, nf: InFlightNotification): void {
-    const { mid, seq } = this.allocSeq();
+    this.originate({
+      alive: () => obs.inFlight === nf && !nf.stalled && this.serverObs.get(obs.key) === obs,
+      run: (mid, seq) => this.sendNotification(obs, nf, mid, seq),
+      fail: () => this.notificationFailed(obs, nf),
+    });
+  }
+
+  private sendNotification(obs: ServerObservation, nf: InFlightNotification, mid: number, seq: number | undefined): void {
     const success = codeClass(nf.res.code) === 2;
     if (success && nf.observe === undefined) {
       nf.observe = nextObserveValue(obs.sequence, seq === undefined ? undefined : seq % OBSERVE_MODULUS);
@@ -1168,6 +1279,10 @@ export class CoapEndpoint {
     }
     for (const tx of this.outgoing.values()) tx.timer?.cancel();
     this.outgoing.clear();
+    this.midTimer?.cancel();
+    this.midTimer = undefined;
+    this.midQueue = [];
+    this.midQueueHead = 0;
     for (const task of this.tasks) { task.timer?.cancel(); task.done = true; }
     this.tasks.clear();
     for (const ex of [...this.exchanges.values()]) {
@@ -1212,22 +1327,111 @@ export class CoapEndpoint {
     return (this.codec.sizeBound ?? rfc7252Codec.sizeBound!)(msg);
   }
 
-  private allocMid(): number {
-    return this.allocSeq().mid;
+  // -------------------------------------------------------------------------
+  // Message IDs (RFC 7252 §4.4): never reused within midGuardMs; originations wait in order
+  // -------------------------------------------------------------------------
+
+  /** The counter the next Message ID comes from: S in 'sequence' mode, else the id itself. */
+  private get midCounter(): number {
+    return this.sequenceMode ? this.nextSeq : this.nextMid;
   }
 
-  /** The next Message ID and, in 'sequence' mode, the sequence number S it is the low 16 bits of. */
-  private allocSeq(): { mid: number; seq: number | undefined } {
-    if (this.sequenceMode) {
-      let seq = this.nextSeq;
-      for (let i = 0; i < 0x10000 && this.outgoing.has(seq & 0xffff); i++) seq = (seq + 1) >>> 0;
-      this.nextSeq = (seq + 1) >>> 0;
-      return { mid: seq & 0xffff, seq };
+  private stepCounter(c: number): number {
+    return this.sequenceMode ? (c + 1) >>> 0 : (c + 1) & 0xffff;
+  }
+
+  /**
+   * Assign the next counter value (S, or the 'random' mode id) to an origination, passing
+   * over ids of CONs still awaiting an ACK (possible only when midGuardMs is shorter than a
+   * CON's transmit span; with 65,535 CONs in flight the last one is taken and waits).
+   */
+  private assignCounter(): number {
+    let c = this.midCounter;
+    let passed = 0;
+    while (passed < 0xffff && this.outgoing.has(c & 0xffff)) {
+      c = this.stepCounter(c);
+      passed++;
     }
-    let mid = this.nextMid;
-    for (let i = 0; i < 0x10000 && this.outgoing.has(mid); i++) mid = (mid + 1) & 0xffff;
-    this.nextMid = (mid + 1) & 0xffff;
-    return { mid, seq: undefined };
+    this.counters.midSkips += passed;
+    if (this.sequenceMode) this.nextSeq = this.stepCounter(c);
+    else this.nextMid = this.stepCounter(c);
+    return c;
+  }
+
+  /** RFC 7252 §4.4: the id is not in flight and was last used at least midGuardMs ago. */
+  private midUsable(mid: number, now: number): boolean {
+    return !this.outgoing.has(mid) && this.midUsedAt[mid]! + this.midGuardMs <= now;
+  }
+
+  /**
+   * Originate one CON/NON. Its S (and Message ID) is assigned now, in call order, so
+   * nextSequence read before a request is its token and tokens increase in sending order.
+   * It is sent at once when that id may be used and nobody waits ahead; else it joins the
+   * FIFO queue and goes when the id frees (one Clock timer for the queue, no polling).
+   */
+  private originate(w: MidWaiter): void {
+    if (this.closed) return;
+    const c = this.assignCounter();
+    const mid = c & 0xffff;
+    const now = this.clock.now();
+    if (this.midQueue.length === this.midQueueHead && this.midUsable(mid, now)) {
+      this.runOrigination(c, w, now);
+      return;
+    }
+    this.counters.midWaits++;
+    this.midQueue.push({ counter: c, w });
+    this.armMidTimer();
+  }
+
+  private runOrigination(c: number, w: MidWaiter, now: number): void {
+    const mid = c & 0xffff;
+    this.midUsedAt[mid] = now;
+    try { w.run(mid, this.sequenceMode ? c : undefined); } catch (e) { w.fail(e); }
+  }
+
+  private pumpMidQueue(): void {
+    while (!this.closed && this.midQueueHead < this.midQueue.length) {
+      const q = this.midQueue[this.midQueueHead]!;
+      if (!q.w.alive()) {
+        // No longer wanted (its exchange ended while it waited): its S goes unused.
+        this.shiftMidQueue();
+        this.counters.midSkips++;
+        continue;
+      }
+      const now = this.clock.now();
+      if (!this.midUsable(q.counter & 0xffff, now)) { this.armMidTimer(); return; }
+      this.shiftMidQueue();
+      this.runOrigination(q.counter, q.w, now);
+    }
+  }
+
+  private shiftMidQueue(): void {
+    this.midQueue[this.midQueueHead++] = undefined as unknown as QueuedOrigination;
+    if (this.midQueueHead === this.midQueue.length) { this.midQueue = []; this.midQueueHead = 0; }
+    else if (this.midQueueHead >= 1024 && this.midQueueHead * 2 >= this.midQueue.length) {
+      this.midQueue = this.midQueue.slice(this.midQueueHead);
+      this.midQueueHead = 0;
+    }
+  }
+
+  /**
+   * Wake the queue when its head's Message ID frees: at the end of its guard, or (the id
+   * still in flight) when that CON ends (outgoingEnded). No polling.
+   */
+  private armMidTimer(): void {
+    if (this.midTimer || this.closed || this.midQueueHead >= this.midQueue.length) return;
+    const mid = this.midQueue[this.midQueueHead]!.counter & 0xffff;
+    if (this.outgoing.has(mid)) return;
+    const delayMs = Math.max(0, this.midUsedAt[mid]! + this.midGuardMs - this.clock.now());
+    this.midTimer = this.clock.setTimer(delayMs, () => {
+      this.midTimer = undefined;
+      this.pumpMidQueue();
+    });
+  }
+
+  /** A CON left `outgoing`: if every id was in flight, the queue may move now. */
+  private outgoingEnded(): void {
+    if (this.midQueue.length > this.midQueueHead && !this.midTimer) this.armMidTimer();
   }
 
   private random01(): number {
@@ -1264,6 +1468,7 @@ export class CoapEndpoint {
       if (this.outgoing.get(tx.mid) !== tx) return;
       if (tx.retransmits >= this.maxRetransmit) {
         this.outgoing.delete(tx.mid);
+        this.outgoingEnded();
         this.counters.timeouts++;
         tx.onGiveUp();
         return;
@@ -1283,6 +1488,7 @@ export class CoapEndpoint {
       this.outgoing.delete(tx.mid);
       // A late ACK/RST for it is then counted as a duplicate, not a stray.
       if (!this.closed) this.finishedMids.set(tx.mid, this.clock.now() + this.exchangeLifetimeMs);
+      this.outgoingEnded();
     }
   }
 
@@ -1330,13 +1536,24 @@ export class CoapEndpoint {
       this.sendEmpty(RST, msg.mid);
       return;
     }
+    const now = this.clock.now();
+    const digest = messageDigest(msg);
     const dup = this.seen.get(msg.mid);
-    if (dup) {
-      this.counters.duplicates++;
-      if (dup.reply) this.sendMessage(dup.reply);
-      return;
+    if (dup && !(dup.done && dup.expiresAt <= now)) {
+      if (dup.digest === digest) {
+        // A copy (§4.5): answered as before, processed once.
+        this.counters.duplicates++;
+        if (dup.reply) this.sendMessage(dup.reply);
+        return;
+      }
+      // Not a copy (retransmissions carry the same message): a new message under an id we still
+      // remember. The peer reused it early (a shorter lifetime than ours, or a restart); answering
+      // it from the old reply would hand it someone else's answer and wedge the link.
+      this.counters.midReuse++;
+      dup.superseded = true;
     }
-    const entry: SeenEntry = { expiresAt: this.clock.now() + this.exchangeLifetimeMs, reply: undefined, done: false };
+    const entry: SeenEntry = { expiresAt: now + this.exchangeLifetimeMs, digest, reply: undefined, done: false, superseded: false };
+    this.seen.delete(msg.mid);
     this.seen.set(msg.mid, entry);
     if (isRequestCode(msg.code)) this.receiveRequest(msg, entry);
     else this.receiveSeparateResponse(msg, entry, frame.length);
@@ -1365,7 +1582,8 @@ export class CoapEndpoint {
   // -------------------------------------------------------------------------
 
   private freshToken(): Uint8Array {
-    // The first allocMid() after this (the request's first message) normally gets this S.
+    // The request's first message gets this S (originate() assigns it next, in call order),
+    // unless its id is still awaiting an ACK and is passed over (then S is a little higher).
     if (this.sequenceMode) return sequenceToken(this.nextSeq);
     for (let i = 0; i < 64; i++) {
       const t = this.randomBytes(this.tokenLength).slice(0, this.tokenLength);
@@ -1411,10 +1629,18 @@ export class CoapEndpoint {
         { frameLen });
       return;
     }
-    const mid = this.allocMid();
-    const msg: CoapMessage = { ...probe, mid };
     const leg: Leg = { kind, block, tx: undefined, responseTimer: undefined };
     ex.leg = leg;
+    this.originate({
+      alive: () => !ex.done && ex.leg === leg,
+      run: (mid) => this.transmitLeg(ex, leg, { ...probe, mid }),
+      fail: (e) => this.failWith(ex, e),
+    });
+  }
+
+  /** The leg's message has its Message ID: arm the response timer (from the first transmission) and send. */
+  private transmitLeg(ex: ClientExchange, leg: Leg, msg: CoapMessage): void {
+    const mid = msg.mid;
     leg.responseTimer = this.clock.setTimer(ex.responseTimeoutMs, () => {
       leg.responseTimer = undefined;
       if (ex.leg !== leg) return;
@@ -1555,7 +1781,9 @@ export class CoapEndpoint {
     ex.done = true;
     if (ex.leg) { this.endLeg(ex.leg); ex.leg = undefined; }
     this.exchanges.delete(ex.key);
-    if (!this.closed) this.recentTokens.set(ex.key, this.clock.now() + this.exchangeLifetimeMs);
+    // 'random' mode draws tokens: one used is not drawn again within the guard. ('sequence'
+    // tokens are unique for 2^32 originations and need no such memory.)
+    if (!this.closed && !this.sequenceMode) this.recentTokens.set(ex.key, this.clock.now() + this.midGuardMs);
     return true;
   }
 
@@ -1692,13 +1920,19 @@ export class CoapEndpoint {
 
   /** Answer at once: piggybacked in the ACK of a CON, or as a NON to a NON. */
   private reply(req: CoapMessage, entry: SeenEntry, res: CoapResponse): void {
-    const type: CoapType = req.type === CON ? ACK : NON;
-    const mid = type === ACK ? req.mid : this.allocMid();
-    const msg: CoapMessage = { type, code: res.code, mid, token: req.token, options: res.options, payload: res.payload };
-    entry.reply = msg;
     entry.done = true;
     entry.expiresAt = this.clock.now() + this.exchangeLifetimeMs;
-    this.sendMessage(msg);
+    const send = (type: CoapType, mid: number): void => {
+      const msg: CoapMessage = { type, code: res.code, mid, token: req.token, options: res.options, payload: res.payload };
+      entry.reply = msg;
+      this.sendMessage(msg);
+    };
+    if (req.type === CON) {
+      send(ACK, req.mid);
+      return;
+    }
+    // A NON response is a message of our own: it needs a Message ID of ours.
+    this.originate({ alive: () => true, run: (mid) => send(NON, mid), fail: () => { this.counters.sendErrors++; } });
   }
 
   private runHandler(
@@ -1712,7 +1946,8 @@ export class CoapEndpoint {
         task.timer = undefined;
         if (task.done || this.closed) return;
         task.ackSent = true;
-        entry.reply = this.sendEmpty(ACK, msg.mid);
+        // A superseded request's id belongs to a newer message now: no ACK under it.
+        if (!entry.superseded) entry.reply = this.sendEmpty(ACK, msg.mid);
       });
     }
     const handler = this.handler;
@@ -1775,7 +2010,7 @@ export class CoapEndpoint {
     entry.expiresAt = this.clock.now() + this.exchangeLifetimeMs;
     if (!task.ackSent) {
       task.ackSent = true;
-      entry.reply = this.sendEmpty(ACK, msg.mid);
+      if (!entry.superseded) entry.reply = this.sendEmpty(ACK, msg.mid);
     }
     const obs = this.serverObs.get(key) ?? this.addServerObservation(msg.token);
     obs.queue.unshift({ res: { code: res.code, options: [...res.options, ...extra], payload: res.payload }, first: true });
@@ -1802,7 +2037,7 @@ export class CoapEndpoint {
       // The handler's options cannot be encoded (bad number, oversized value).
       first = { code: Response.INTERNAL_SERVER_ERROR, options: [], payload: EMPTY_BYTES };
     }
-    if (msg.type === CON && !task.ackSent) {
+    if (msg.type === CON && !task.ackSent && !entry.superseded) {
       this.reply(msg, entry, first);
       return;
     }
@@ -1811,15 +2046,19 @@ export class CoapEndpoint {
       return;
     }
     // Separate response (§5.2.2): a CON of its own; the request's entry keeps the empty ACK.
-    const mid = this.allocMid();
-    const separate: CoapMessage = { type: CON, code: first.code, mid, token: msg.token, options: first.options, payload: first.payload };
     const key = toHex(msg.token);
-    const tx = this.newTransmission(separate, undefined, {
-      onAck: () => { /* delivered */ },
-      onReset: () => { this.block2Cache.delete(key); },
-      onGiveUp: () => { this.block2Cache.delete(key); },
+    this.originate({
+      alive: () => true,
+      run: (mid) => {
+        const separate: CoapMessage = { type: CON, code: first.code, mid, token: msg.token, options: first.options, payload: first.payload };
+        this.startTransmission(this.newTransmission(separate, undefined, {
+          onAck: () => { /* delivered */ },
+          onReset: () => { this.block2Cache.delete(key); },
+          onGiveUp: () => { this.block2Cache.delete(key); },
+        }));
+      },
+      fail: () => { this.counters.sendErrors++; },
     });
-    this.startTransmission(tx);
   }
 
   /**
@@ -1909,4 +2148,38 @@ function normalizeResponse(r: unknown): CoapResponse {
   if (options !== undefined && !Array.isArray(options)) return bad;
   if (payload !== undefined && !(payload instanceof Uint8Array)) return bad;
   return { code, options: (options as CoapOption[] | undefined) ?? [], payload: payload ?? EMPTY_BYTES };
+}
+
+/**
+ * A 53-bit digest of everything that makes a message what it is except its Message ID: type,
+ * code, token, options and payload (each length-prefixed). Copies of one message digest alike
+ * (a retransmission is re-encoded from the same CoapMessage and the codec expands it to the same
+ * message); two different messages collide with probability about 2^-53. Not cryptographic: the
+ * security layer below authenticates every frame. (cyrb53's two-lane multiply-xorshift mix.)
+ */
+function messageDigest(msg: CoapMessage): number {
+  let h1 = 0xdeadbeef;
+  let h2 = 0x41c6ce57;
+  const mix = (b: number): void => {
+    h1 = Math.imul(h1 ^ b, 2654435761);
+    h2 = Math.imul(h2 ^ b, 1597334677);
+  };
+  const mix16 = (n: number): void => { mix(n >>> 8); mix(n & 0xff); };
+  const bytes = (v: Uint8Array): void => {
+    mix16(v.length >>> 16);
+    mix16(v.length & 0xffff);
+    for (let i = 0; i < v.length; i++) mix(v[i]!);
+  };
+  mix(msg.type);
+  mix(msg.code);
+  bytes(msg.token);
+  mix16(msg.options.length);
+  for (const o of msg.options) {
+    mix16(o.number);
+    bytes(o.value);
+  }
+  bytes(msg.payload);
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return 0x100000000 * (0x1fffff & h2) + (h1 >>> 0);
 }

@@ -477,7 +477,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
       lora,
       maxFrameLen,
       modem: modem.stats(),
-      coap: endpoint.stats(),
+      coap: { ...endpoint.stats(), nextSequence: endpoint.nextSequence },
       security: secure ? { mode: opts.security!.mode, established: secure.established, ...secure.stats() } : null,
       sessionResets,
       dutyCycle: txQueue ? txQueue.status() : null,
