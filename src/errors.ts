@@ -79,6 +79,7 @@ export type ErrorCode =
   | 'ERR_MATRIX_TOKEN_MISSING'  // gateway holds no session access token for a request that relies on it
   | 'ERR_MATRIX_HANDLE_CONFLICT' // a response defines a handle number this side already holds for another string
   | 'ERR_MATRIX_STATE'          // exported session state that cannot be imported
+  | 'ERR_MATRIX_PATH'           // a path outside the Matrix client-server API, or with dot segments: never performed
   | 'ERR_HOMESERVER_UNREACHABLE'
   | 'ERR_GATEWAY_UNREACHABLE'
   // config / cli

@@ -4,6 +4,8 @@
  * Matrix error body that says so (the local client must never hang).
  */
 import { matrixError, longPollTimeoutMs, type HttpRequestLike, type HttpResponseLike } from '../matrix/http.ts';
+import { checkClientServerPath } from '../matrix/allowed-paths.ts';
+import { TrickleError } from '../errors.ts';
 
 export interface HomeserverClientOptions {
   baseUrl: string;
@@ -19,6 +21,8 @@ export class HomeserverClient {
   private readonly requestTimeoutMs: number;
   requestsTotal = 0;
   failuresTotal = 0;
+  /** Requests refused before leaving: a path outside the CS API or one URL normalisation would rewrite. */
+  refusedPaths = 0;
   private readonly performedListeners: ((req: HttpRequestLike, res: HttpResponseLike, responseWireBytes: number) => void)[] = [];
 
   /** Called after each answered request with the size of the homeserver's HTTP/1.1 response as received. */
@@ -32,8 +36,19 @@ export class HomeserverClient {
   }
 
   async perform(req: HttpRequestLike, signal?: AbortSignal): Promise<HttpResponseLike> {
-    this.requestsTotal++;
     const url = this.baseUrl + req.path + (req.query ? `?${req.query}` : '');
+    // Defence in depth (the session checked it already): only the CS API, and the URL parser
+    // must not rewrite the path (dot segments, backslashes), or the request would go elsewhere.
+    try {
+      checkClientServerPath(req.path);
+      if (new URL(url).pathname !== new URL(this.baseUrl).pathname.replace(/\/$/, '') + req.path) {
+        throw new TrickleError('ERR_MATRIX_PATH', 'gateway', `the path ${JSON.stringify(req.path.slice(0, 200))} would be rewritten by URL normalisation`, { reason: 'malformed' });
+      }
+    } catch (e) {
+      this.refusedPaths++;
+      return matrixError(400, 'M_UNRECOGNIZED', `trickle gateway refused the request: ${(e as Error).message}`);
+    }
+    this.requestsTotal++;
     const headers: Record<string, string> = {};
     if (req.accessToken) headers['authorization'] = `Bearer ${req.accessToken}`;
     if (req.body.length > 0) headers['content-type'] = req.contentType ?? 'application/json';

@@ -127,6 +127,7 @@ import { tokenSequence } from '../coap/compact.ts';
 import { httpPathToUriPath, uriPathToHttpPath } from '../codec/paths-v1.ts';
 import { MSC3079_OPT_AUTHORIZATION, coapToHttpStatus, httpStatusToCoap, type CoapRequestParts, type CoapResponseParts } from './http-coap.ts';
 import { matrixError, type HttpRequestLike, type HttpResponseLike } from './http.ts';
+import { checkClientServerPath } from './allowed-paths.ts';
 import {
   HANDLE_LIMIT, HANDLE_RETAIN, HANDLE_WINDOW, REQUEST_OPTIONS, RESPONSE_OPTIONS,
   SESSION_ERROR_HANDLE_UNKNOWN, SESSION_ERROR_TOKEN_MISSING,
@@ -242,6 +243,7 @@ export class HostSession {
    */
   encodeRequest(req: HttpRequestLike, opts: EncodeRequestOptions = {}): HostEncodedRequest {
     const literalsOnly = opts.literalsOnly ?? false;
+    checkClientServerPath(req.path); // nothing outside the CS API, no dot segments, crosses the air
     const code = METHOD_CODES[req.method.toUpperCase()];
     if (code === undefined) throw new TrickleError('ERR_MATRIX_REQUEST', 'matrix', `method ${req.method} cannot be carried`);
     const use = (s: string): number | undefined => (literalsOnly ? undefined : this.usable(s));
@@ -605,6 +607,7 @@ export class GatewaySession {
     const full = TXN_ENUMS.get(segments[0] ?? '');
     if (full !== undefined && segments.length === full) segments.push(this.txnId(msg.token));
     const path = uriPathToHttpPath(segments, { clientVersion: 'v3' });
+    checkClientServerPath(path); // a kit running other code is not trusted either
 
     const pairs = getOptions(msg.options, Opt.URI_QUERY).map((b): [string, string | undefined] => {
       const s = decodeText(b, 'Uri-Query');
@@ -719,6 +722,9 @@ export class GatewaySession {
       return plain(401, 'M_MISSING_TOKEN', 'trickle gateway: no session access token', [uintOption(TRICKLE_OPT_SESSION_ERROR, SESSION_ERROR_TOKEN_MISSING)]);
     }
     const msg = e instanceof Error ? e.message : String(e);
+    if (isTrickleError(e, 'ERR_MATRIX_PATH')) {
+      return plain(e.detail?.['reason'] === 'prefix' ? 404 : 400, 'M_UNRECOGNIZED', `trickle gateway: ${msg}`);
+    }
     if (isTrickleError(e, 'ERR_COAP_OPTION') || isTrickleError(e, 'ERR_PATH_ENUM')) {
       return plain(400, 'M_UNRECOGNIZED', `trickle gateway could not decode the request: ${msg}`);
     }
