@@ -106,7 +106,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   const { warning } = checkListenAddress(opts.listenHost, opts.allowLan ?? false);
   if (warning) log.warn(warning);
   const radio = await openRadioStack(opts);
-  const counters = { requests: 0, failures: 0, dutyCycleRefusals: 0, typingAnsweredLocally: 0, refusedByTokenCheck: 0, wellKnownAnsweredLocally: 0 };
+  const counters = { requests: 0, failures: 0, dutyCycleRefusals: 0, refusedPaths: 0, typingAnsweredLocally: 0, refusedByTokenCheck: 0, wellKnownAnsweredLocally: 0 };
   // Per-exchange byte accounting: frames are attributed by their CoAP token.
   const byToken = new Map<string, Omit<ExchangeReport, keyof HttpExchangeRecord>>();
   let capture: ((tokenHex: string) => void) | undefined;
@@ -192,6 +192,11 @@ export async function startHost(opts: HostOptions): Promise<Host> {
       if (current === session) persistSession();
       return res;
     } catch (e) {
+      if (isTrickleError(e, 'ERR_MATRIX_PATH')) {
+        counters.refusedPaths++;
+        const prefix = e.detail?.['reason'] === 'prefix';
+        return matrixError(prefix ? 404 : 400, 'M_UNRECOGNIZED', `trickle host: ${e.message}`);
+      }
       if (isTrickleError(e, 'ERR_PATH_ENUM') || isTrickleError(e, 'ERR_MATRIX_REQUEST')) {
         return matrixError(400, 'M_UNRECOGNIZED', `trickle host cannot carry this request: ${e.message}`);
       }
