@@ -105,7 +105,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     byRoute[route] = (byRoute[route] ?? 0) + 1;
     if (req.observe === 0 && httpReq.method === 'GET' && /\/sync$/.test(httpReq.path)) {
       persistSession();
-      return pusher.register(req.token);
+      return pusher.register(req.token, httpReq.accessToken); // the registering account's token, whatever others use later
     }
     log.debug({ method: httpReq.method, path: httpReq.path }, 'request');
     const res = await hs.perform(httpReq);

@@ -33,6 +33,12 @@ export interface SyncPusherState {
   reducer: SyncReducerState | null;
   /** The registration's token (hex) and last Observe value, or null. */
   registration: { token: string; sequence: number | null } | null;
+  /**
+   * The access token the registration was made with: the long-poll is always made with it, never
+   * with whichever token the session used last (another account on the same kit). Absent in
+   * state written before it existed: the session's token then.
+   */
+  accessToken?: string | null;
 }
 
 export interface SyncPusherOptions {
@@ -53,6 +59,7 @@ const BACKOFF_MAX_MS = 60_000;
 export class SyncPusher {
   private reducer: SyncReducer;
   private registration: Uint8Array | undefined;
+  private accessToken: string | undefined;
   /**
    * The delta in flight, if any, as its parts and the index of the part the endpoint holds.
    * One at a time: whatever arrives meanwhile is merged into the reducer's pending delta and
@@ -77,6 +84,7 @@ export class SyncPusher {
         if (saved.reducer) this.reducer = new SyncReducer(o.reducer ?? {}, saved.reducer);
         if (saved.registration) {
           this.registration = fromHex(saved.registration.token);
+          this.accessToken = saved.accessToken ?? undefined;
           o.radio.endpoint.importObservations([saved.registration]);
         }
       } catch (e) {
@@ -94,9 +102,10 @@ export class SyncPusher {
   }
 
   /** The field kit asked to observe /sync: accept, answer with what is pending (or nothing yet). */
-  register(token: Uint8Array): CoapResponseInit & { observe: true } {
+  register(token: Uint8Array, accessToken?: string): CoapResponseInit & { observe: true } {
     const fresh = this.registration === undefined || toHex(this.registration) !== toHex(token);
     this.registration = token.slice();
+    this.accessToken = accessToken;
     this.inFlight = undefined;
     this.awaitingFirst = true;
     // A new registration may come from a host that refused a push it could not decode (handles it
@@ -169,6 +178,7 @@ export class SyncPusher {
   /** A new link session: the old registration and its reducer are gone with it. */
   private reset(): void {
     this.registration = undefined;
+    this.accessToken = undefined;
     this.inFlight = undefined;
     this.awaitingFirst = false;
     this.reducer = new SyncReducer(this.o.reducer ?? {});
@@ -213,6 +223,7 @@ export class SyncPusher {
       version: 1,
       reducer: this.reducer.exportState(),
       registration: this.registration ? { token: toHex(this.registration), sequence: reg?.sequence ?? null } : null,
+      accessToken: this.accessToken ?? null,
     } satisfies SyncPusherState);
   }
 
@@ -224,7 +235,7 @@ export class SyncPusher {
 
   private async loop(): Promise<void> {
     while (this.running && this.registration) {
-      const token = this.o.session().sessionAccessToken;
+      const token = this.accessToken ?? this.o.session().sessionAccessToken;
       if (!token) {
         this.log.debug('push sync waits for the session access token');
         await sleep(BACKOFF_MIN_MS);

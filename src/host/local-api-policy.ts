@@ -201,6 +201,8 @@ const OPTIONAL: readonly [string, RegExp][] = [
 ];
 
 export function tokenRequirement(method: string, path: string): TokenRequirement {
+  // A path that a dot segment or an encoded slash could make mean something else is never open.
+  if (/%2[ef]|\/\.\.?(?:\/|$)|\\/i.test(path)) return 'required';
   const m = method.toUpperCase();
   const match = (rows: readonly [string, RegExp][]) => rows.some(([rm, re]) => (rm === '*' || rm === m) && re.test(path));
   if (match(OPEN)) return 'open';

@@ -81,6 +81,10 @@ describe('access tokens', () => {
     expect(tokenRequirement('POST', '/_matrix/client/v3/logout')).toBe('required');
     expect(tokenRequirement('GET', '/_matrix/client/unstable/org.example/anything')).toBe('required');
     expect(tokenRequirement('GET', '/anything/else')).toBe('required');
+    // An open prefix followed by a climb out of it is not open.
+    expect(tokenRequirement('GET', '/_matrix/media/v3/download/../../../_synapse/admin/v1/users')).toBe('required');
+    expect(tokenRequirement('GET', '/_matrix/media/v3/download/%2e%2e/x')).toBe('required');
+    expect(tokenRequirement('GET', '/_matrix/media/v3/download/a%2Fb')).toBe('required');
   });
 });
 
