@@ -341,6 +341,8 @@ export interface CoapEndpointStats {
   midReuse: number;
   /** Originations waiting for a Message ID right now (a gauge, not a counter). */
   midWaiting: number;
+  /** The guard in force (configuration): at most 65,536 originations per this many ms. */
+  midGuardMs: number;
 }
 
 export interface CoapEndpointOptions {
@@ -605,7 +607,7 @@ export class CoapEndpoint {
   private readonly dropListeners = new Set<(d: CoapDrop) => void>();
   private readonly counters: CoapEndpointStats = {
     sent: 0, received: 0, retransmissions: 0, duplicates: 0, timeouts: 0, sendErrors: 0, dropped: {},
-    notifications: 0, staleNotifications: 0, midWaits: 0, midSkips: 0, midReuse: 0, midWaiting: 0,
+    notifications: 0, staleNotifications: 0, midWaits: 0, midSkips: 0, midReuse: 0, midWaiting: 0, midGuardMs: 0,
   };
   private nextPruneAt = 0;
 
@@ -721,9 +723,12 @@ export class CoapEndpoint {
     return this.nextSeq;
   }
 
-  /** A snapshot of the counters. */
+  /** A snapshot of the counters (and the Message ID guard in force). */
   stats(): CoapEndpointStats {
-    return { ...this.counters, dropped: { ...this.counters.dropped }, midWaiting: this.midQueue.length - this.midQueueHead };
+    return {
+      ...this.counters, dropped: { ...this.counters.dropped },
+      midWaiting: this.midQueue.length - this.midQueueHead, midGuardMs: this.midGuardMs,
+    };
   }
 
   /**
