@@ -46,8 +46,10 @@ export function matrixStateStore(stateDir: string, role: 'host' | 'gateway', log
 }
 
 /** Everything an end persists, for startHost / startGateway. */
-export function stateStores(stateDir: string, role: 'host' | 'gateway', log: Logger): { coapStateStore: StateStore<CoapSessionState>; matrixStateStore: StateStore<unknown>; syncStateStore: StateStore<unknown>; airtimeStore: StateStore<AirtimeState>; tokensStore?: StateStore<unknown> } {
+export function stateStores(stateDir: string, role: 'host' | 'gateway', log: Logger): { coapStateStore: StateStore<CoapSessionState>; matrixStateStore: StateStore<unknown>; syncStateStore: StateStore<unknown>; airtimeStore: StateStore<AirtimeState>; tokensStore?: StateStore<unknown>; txnStateStore?: StateStore<unknown> } {
   return {
+    // The gateway's per-kit homeserver txn namespaces (gateway/txn-namespace.ts).
+    ...(role === 'gateway' ? { txnStateStore: fileStore<unknown>(join(stateDir, 'txn-gateway.json'), 'homeserver txn namespaces', log) } : {}),
     // The host's access-token registry: SHA-256 prefixes of tokens → user ids, never tokens.
     ...(role === 'host' ? { tokensStore: fileStore<unknown>(join(stateDir, 'tokens-host.json'), 'access-token registry', log) } : {}),
     airtimeStore: fileStore<AirtimeState>(join(stateDir, `airtime-${role}.json`), 'airtime ledger', log),

@@ -162,6 +162,14 @@ export interface RadioStack {
    */
   estimatePeerWaitMs(len: number): number;
   onFrameRecord(listener: (rec: FrameRecord) => void): void;
+  /**
+   * The highest sequence number S decoded from the peer in this link session (compact codec:
+   * the peer numbers every message it originates; undefined with the RFC 7252 codec or before
+   * anything arrived). The gateway uses it to notice a field kit whose numbering went back.
+   */
+  peerSequence(): number | undefined;
+  /** The peer's authenticated static key (security on and a session up), else null. */
+  peerStatic(): Uint8Array | null;
   status(): Record<string, unknown>;
   close(): Promise<void>;
 }
@@ -328,7 +336,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
     });
   };
 
-  const makeEndpoint = (resume: CoapSessionState | undefined): void => {
+  const makeEndpoint = (resume: CoapSessionState | undefined, sequenceStart?: number): void => {
     let inner: WireCodec;
     if (opts.codec === 'rfc7252') {
       compactCtx = undefined;
@@ -339,6 +347,13 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
         const r = resume.compact;
         compactCtx.tx.hi = r.txHi; compactCtx.tx.lo = r.txLo; compactCtx.tx.tokenHi = r.txTokenHi;
         compactCtx.rx.ref = r.rxRef; compactCtx.rx.tokenHi = r.rxTokenHi;
+      } else if (sequenceStart !== undefined) {
+        // Our numbering goes on from sequenceStart, the peer's context knows nothing yet: the
+        // codec must place our messages (a retry's mid, a response's) near our own numbers,
+        // while `lo` stays at the start so the first messages go with their full S until one is
+        // acknowledged.
+        compactCtx.tx.hi = (sequenceStart - 1) >>> 0;
+        compactCtx.tx.tokenHi = compactCtx.tx.hi;
       }
       inner = compactWireCodec(compactCtx);
     }
@@ -364,7 +379,10 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
       randomBytes,
       maxFrameLen: maxFrameLen - securityOverhead,
       wireCodec: codec,
-      ...(resume ? { sequenceStart: resume.nextSequence } : {}),
+      // Sequence numbers (hence request tokens, hence the gateway's homeserver txn ids) go on
+      // across link sessions for the life of this end's state: a client's retry of a transaction
+      // after a new handshake keeps its token, so the homeserver de-duplicates it.
+      ...(resume ? { sequenceStart: resume.nextSequence } : sequenceStart !== undefined ? { sequenceStart } : {}),
       ackTimeoutMs: (frameLen) => coapAckTimeoutMs({
         ownWaitMs: waitFor(frameLen + securityOverhead),
         ownAirtimeMs: airtimeOf(frameLen + securityOverhead),
@@ -389,7 +407,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
   const resetSession = (why: string): void => {
     sessionResets++;
     log.info({ why }, 'new link session: CoAP and Matrix session state start afresh');
-    makeEndpoint(undefined);
+    makeEndpoint(undefined, endpoint.nextSequence);
     persistCoap();
     for (const l of resetListeners) l();
   };
@@ -425,7 +443,11 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
   }
   // Resume the CoAP session only together with the secure session it belongs to.
   const resumable = saved && saved.version === 1 && (!secure || secure.established) ? saved : undefined;
-  makeEndpoint(resumable);
+  const savedSequence = saved && saved.version === 1 && Number.isInteger(saved.nextSequence) && saved.nextSequence > 0 && saved.nextSequence <= 0xffffffff ? saved.nextSequence : undefined;
+  // A fresh end starts its numbering at a random point: if it lost its state (but kept its key),
+  // its new numbers do not repeat old ones, which the gateway's txn ids are made of.
+  const randomStart = (): number => { const r = randomBytes(4); return 1 + (((((r[0] ?? 0) << 24) >>> 0) + ((r[1] ?? 0) << 16) + ((r[2] ?? 0) << 8) + (r[3] ?? 0)) % 0x3fffffff); };
+  makeEndpoint(resumable, savedSequence ?? randomStart());
 
   modem.onFrame((frame) => {
     if (peerLedger) {
@@ -468,6 +490,8 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
     estimateWaitMs: (len) => waitFor(len + securityOverhead),
     estimatePeerWaitMs: (len) => peerWaitFor(len + securityOverhead),
     onFrameRecord: (l) => { listeners.push(l); },
+    peerSequence: () => (compactCtx && compactCtx.rx.ref > 0 ? compactCtx.rx.ref : undefined),
+    peerStatic: () => secure?.remoteStatic ?? null,
     status: () => ({
       device: link.name,
       dialect: modem.dialect,

@@ -12,6 +12,8 @@ import type { StateStore } from '../coap/radio-stack.ts';
 import { matrixError } from '../matrix/http.ts';
 import { HomeserverClient } from './homeserver-client.ts';
 import { SyncPusher } from './sync-pusher.ts';
+import { TxnNamespaces } from './txn-namespace.ts';
+import { toHex } from '../util/bytes.ts';
 import { getOptions } from '../coap/message.ts';
 import { Opt } from '../coap/numbers.ts';
 
@@ -28,6 +30,8 @@ export interface GatewayOptions extends RadioStackOptions {
   matrixStateStore?: StateStore<unknown>;
   /** Where push sync (the reducer's position, the field kit's registration) is persisted. */
   syncStateStore?: StateStore<unknown>;
+  /** Where the per-kit homeserver txn namespaces are persisted (gateway/txn-namespace.ts). */
+  txnStateStore?: StateStore<unknown>;
   /** Ephemeral data pushed over the air (default none: local clients still get well-formed, empty sections). */
   pushCarry?: { typing?: boolean; receipts?: boolean; presence?: boolean };
   logger: Logger;
@@ -78,7 +82,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       opts.matrixStateStore.save({ sessionId: current.id, state: current.session.exportState() });
     }
   };
-  radio.onSessionReset(() => { current = freshSession(); persistSession(true); });
+  radio.onSessionReset(() => { current = freshSession(); firstOfSession = true; persistSession(true); });
+  // Homeserver txn ids per kit, stable across link sessions (a retried send is posted once).
+  const namespaces = new TxnNamespaces({ ...(opts.txnStateStore ? { store: opts.txnStateStore } : {}), randomBytes: (n) => new Uint8Array(randomBytes(n)) });
+  let firstOfSession = true;
 
   const pusher = new SyncPusher({
     radio, homeserver: hs, session: () => current.session, logger: opts.logger,
@@ -93,6 +100,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     }
     let httpReq;
     try {
+      const kit = radio.peerStatic();
+      session.txnNamespace = namespaces.namespaceFor(kit ? toHex(kit) : 'anonymous', radio.peerSequence(), firstOfSession);
+      firstOfSession = false;
       httpReq = session.decodeRequest(req);
     } catch (e) {
       badRequests++;
@@ -129,6 +139,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     homeserver: hs.baseUrl,
     requests: { total: hs.requestsTotal, homeserverFailures: hs.failuresTotal, undecodable: badRequests, dutyCycleRefusals, byRoute: { ...byRoute } },
     session: current.session.status(),
+    txnNamespaceRegressions: namespaces.regressions,
     pushSync: pusher.status(),
     radio: radio.status(),
   });

@@ -132,17 +132,28 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   const exchangeListeners: ((rep: ExchangeReport) => void)[] = [];
   const tokenOf = new WeakMap<HttpRequestLike, string>();
 
-  // The Matrix session (handles, sticky access token, txn ids) lives as long as the link session.
+  // The Matrix session (handles, sticky access token) lives as long as the link session; its
+  // client transactions outlive it (see onSessionReset below).
   let session = new HostSession({ maxBodyBytes: opts.maxBodyBytes });
-  const saved = radio.resumed ? opts.matrixStateStore?.load() : undefined;
+  const saved = opts.matrixStateStore?.load();
   if (saved !== undefined) {
-    try { session.importState(saved); } catch (e) { log.warn({ err: (e as Error).message }, 'Matrix session state unreadable; starting afresh'); }
+    try {
+      const stored = new HostSession({ maxBodyBytes: opts.maxBodyBytes });
+      stored.importState(saved);
+      if (radio.resumed) session = stored;
+      else session.adoptTxns(stored);
+    } catch (e) { log.warn({ err: (e as Error).message }, 'Matrix session state unreadable; starting afresh'); }
   }
   const persistSession = (force = false): void => {
     if (opts.matrixStateStore && (force || session.mustPersist)) opts.matrixStateStore.save(session.exportState());
   };
   radio.onSessionReset(() => {
-    session = new HostSession({ maxBodyBytes: opts.maxBodyBytes });
+    // Handles and the token belief start afresh with the link session; the client transactions
+    // do not: a retry after the new handshake goes out with its first token (sequence numbers go
+    // on across link sessions), so the gateway names it with the same homeserver txn id.
+    const fresh = new HostSession({ maxBodyBytes: opts.maxBodyBytes });
+    fresh.adoptTxns(session);
+    session = fresh;
     persistSession(true);
   });
 

@@ -319,6 +319,11 @@ export class HostSession {
     while (this.txns.size > this.maxTxns) this.txns.delete(this.txns.keys().next().value!);
   }
 
+  /** Take over another session's client transactions (a new link session: see host.ts). */
+  adoptTxns(from: HostSession): void {
+    for (const [k, seq] of from.txns) this.rememberTxn(k, seq);
+  }
+
   /** The request will get no answer (timeout, reset, closed endpoint). */
   requestFailed(sent: HostSentRequest): void {
     this.inFlight.delete(sent.issue);
@@ -674,11 +679,19 @@ export class GatewaySession {
     throw new WireError('ERR_HANDLE_UNKNOWN', 'matrix', `handle ${n} is not known to this gateway`, { handle: n });
   }
 
+  /**
+   * The namespace of the homeserver txn ids this session derives (`t<namespace>.<S>`): by default
+   * the session id; the gateway sets a per-kit one that outlives link sessions
+   * (gateway/txn-namespace.ts), so a retry after a new handshake keeps its txn id.
+   */
+  txnNamespace: string | undefined;
+
   private txnId(token: Uint8Array): string {
+    const ns = this.txnNamespace ?? this.sessionId;
     const seq = tokenSequence(token);
-    if (seq !== undefined) return `t${this.sessionId}.${seq}`;
+    if (seq !== undefined) return `t${ns}.${seq}`;
     if (token.length === 0) throw new WireError('ERR_MATRIX_REQUEST', 'matrix', 'a txn request without its txn id needs a CoAP token');
-    return `t${this.sessionId}.x${toHex(token)}`;
+    return `t${ns}.x${toHex(token)}`;
   }
 
   /**
