@@ -168,6 +168,7 @@ export class LocalServer {
     this.counters.connectionsRefused++;
     this.refusing++;
     const t = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS);
+    t.unref();
     socket.once('close', () => { this.refusing--; clearTimeout(t); });
     socket.resume(); // read and discard what it sends, so closing does not reset the answer away
     socket.end(REFUSED_RESPONSE);

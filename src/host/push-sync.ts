@@ -6,8 +6,8 @@
  * client's own sends are echoed into the store at once (the echo never crosses the air), and
  * /messages pages from the store's own tokens are answered here or mapped to homeserver tokens.
  *
- * One account owns the store (issue 11): the user whose access token made the first local /sync
- * (and so the registration). Only requests whose token belongs to that user (host.ts checks the
+ * One account owns the store (issue 11): the user whose access token first used it (a local
+ * /sync, which registers, or a filter). Only requests whose token belongs to that user (host.ts checks the
  * token first, local-auth.ts) are answered from it: /sync, local filters, /messages from the
  * store's own tokens, and only that user's sends are echoed into it. Another account on the same
  * kit is carried over the radio like --poll-sync (its /sync long-polls cost airtime, and nothing

@@ -391,6 +391,12 @@ describe('the host\'s local API: tokens, accounts, origins, and clients that mis
     expect((await req(port, 'GET', '/_matrix/client/v3/sync?timeout=0', { headers: auth(alice.token) })).status).toBe(200);
   });
 
+  it('no access token ever appears in the host\'s log or status', async () => {
+    const seen = host.output() + JSON.stringify(await hostStatus()) + readFileSync(join(state.hostDir, 'tokens-host.json'), 'utf8');
+    expect(seen.length).toBeGreaterThan(1000);
+    for (const t of [alice.token, bob.token, 'syt_bogus_0123456789']) expect(seen).not.toContain(t);
+  });
+
   it('the CLI refuses --listen on a network address without --allow-lan, and warns with it', async () => {
     const refused = spawnTrickle(['host', '--device', '/dev/ttyTRICKLE-NOPE', '--listen', '0.0.0.0:0']);
     expect(await waitExit(refused)).toBe(1);
