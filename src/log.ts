@@ -23,25 +23,10 @@ export function silentLogger(): Logger {
 }
 
 /**
- * Warnings about input from the air (dropped frames, refused handshakes): anyone in radio range
- * can cause them, so each kind is logged at most once per interval. The first occurrence of a
- * key is logged at once; later ones within the interval are counted and reported with the next
- * one logged (`suppressed`: how many were not logged since). Counters for the status page are
- * kept by the layers themselves; this only bounds the log.
+ * Warnings that anyone in radio range can cause (dropped frames, refused handshakes): each kind
+ * (`key`) is logged at most once per interval, with the number not logged since (`suppressed`).
+ * `gate` is a util/throttle.ts Throttle (log.ts imports nothing of the project).
  */
-export type ThrottledLog = (key: string, fields: Record<string, unknown>, msg: string) => void;
-
-export function throttledWarn(log: Logger, intervalMs = 60_000, now: () => number = Date.now): ThrottledLog {
-  const seen = new Map<string, { lastMs: number; suppressed: number }>();
-  return (key, fields, msg) => {
-    const t = now();
-    const s = seen.get(key);
-    if (s !== undefined && t - s.lastMs < intervalMs) {
-      s.suppressed++;
-      return;
-    }
-    if (seen.size > 1024 && s === undefined) seen.clear(); // keys are codes, never attacker strings; a bound anyway
-    log.warn({ ...fields, ...(s !== undefined && s.suppressed > 0 ? { suppressed: s.suppressed } : {}) }, msg);
-    seen.set(key, { lastMs: t, suppressed: 0 });
-  };
+export function throttledWarn(log: Logger, gate: (key: string, report: (suppressed: number) => void) => void): (key: string, fields: Record<string, unknown>, msg: string) => void {
+  return (key, fields, msg) => gate(key, (suppressed) => log.warn({ ...fields, ...(suppressed > 0 ? { suppressed } : {}) }, msg));
 }

@@ -6,6 +6,7 @@
  */
 import { join } from 'node:path';
 import { throttledWarn, type Logger } from '../log.ts';
+import { throttle } from '../util/throttle.ts';
 import { TrickleError } from '../errors.ts';
 import { readStateFile, writeStateFile } from '../util/state-file.ts';
 import { fingerprint, encodePublicKey } from '../secure/fingerprint.ts';
@@ -66,7 +67,7 @@ export function buildSecurity(role: 'host' | 'gateway', stateDir: string, mode: 
   }
   const onError = (e: Error) => log.error({ err: e.message }, 'state file problem');
   // Anyone in radio range can make frames drop or be refused: at most one line a minute per reason.
-  const warnAir = throttledWarn(log);
+  const warnAir = throttledWarn(log, throttle(60_000, Date.now));
   const { keyPair, created } = loadOrCreateIdentity(stateDir);
   const fp = fingerprint(keyPair.publicKey);
   if (created) log.info({ fingerprint: fp, publicKey: encodePublicKey(keyPair.publicKey), stateDir }, 'created this machine\'s key pair');

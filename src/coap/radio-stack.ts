@@ -10,7 +10,8 @@
  * wait, never from CoAP's 2 s default.
  */
 import { randomBytes as nodeRandomBytes } from 'node:crypto';
-import { throttledWarn, type Logger } from '../log.ts';
+import type { Logger } from '../log.ts';
+import { throttle } from '../util/throttle.ts';
 import { systemClock, type Clock, type RandomBytes } from '../util/clock.ts';
 import { toHex } from '../util/bytes.ts';
 import { TrickleError } from '../errors.ts';
@@ -230,7 +231,9 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
   const log = opts.logger.child({ component: 'radio' });
   // Drops are caused by whatever is on the air: each reason is logged at most once a minute
   // (the counters on the status page have every one).
-  const warnDrop = throttledWarn(log, 60_000, () => clock.now());
+  const dropGate = throttle(60_000, () => clock.now());
+  const warnDrop = (key: string, fields: Record<string, unknown>, msg: string): void =>
+    dropGate(key, (suppressed) => log.warn({ ...fields, ...(suppressed > 0 ? { suppressed } : {}) }, msg));
   const clock = opts.clock ?? systemClock;
   const randomBytes: RandomBytes = opts.randomBytes ?? ((n) => new Uint8Array(nodeRandomBytes(n)));
   const { channel, lora } = resolveRadio(opts.radio);

@@ -4,6 +4,9 @@
  * The relay sits in the test process, so a test can watch, damage and drop the serial bytes.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createPtyPair, type PtyPair } from '../../src/link/pty.ts';
 import { openSerialLink } from '../../src/link/serial.ts';
@@ -19,10 +22,13 @@ export interface TrickleProcess {
 }
 
 export function spawnTrickle(args: string[]): TrickleProcess {
+  // Without --state-dir, each process gets a fresh one of its own: never the user's real state,
+  // and never a directory another process of the test holds (one process per state dir).
+  const stateEnv = args.includes('--state-dir') ? {} : { TRICKLE_STATE_DIR: mkdtempSync(join(tmpdir(), 'trickle-proc-')) };
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
     cwd: repo,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, TRICKLE_LOG: process.env['TRICKLE_TEST_LOG'] ?? 'info' },
+    env: { ...process.env, ...stateEnv, TRICKLE_LOG: process.env['TRICKLE_TEST_LOG'] ?? 'info' },
   });
   let out = '';
   child.stdout?.on('data', (d: Buffer) => { out = (out + d.toString()).slice(-20000); });
