@@ -304,7 +304,7 @@ export class HostPushSync {
     this.registeredWith = hashToken(accessToken);
     this.persist();
     obs.first.then(
-      () => { this.registering = false; this.log.info('push sync registered: the gateway holds the long-poll'); },
+      () => { this.registering = false; session.requestSettled(enc.sent); this.log.info('push sync registered: the gateway holds the long-poll'); },
       (e: unknown) => {
         this.registering = false;
         session.requestFailed(enc.sent);
@@ -318,6 +318,7 @@ export class HostPushSync {
   private resume(token: Uint8Array): void {
     // The request that registered is not replayed; a copy (not sent) gives the decoding context.
     const enc = this.o.session().encodeRequest({ method: 'GET', path: '/_matrix/client/v3/sync', query: '', body: new Uint8Array(0) });
+    this.o.session().requestFailed(enc.sent); // never sent
     this.o.radio.endpoint.resumeObservation(token, (res) => this.onNotification(res, enc.sent), { request: enc, onEnd: (end) => this.observationEnded(end.reason) });
     this.registration = { token, sent: enc.sent };
     this.log.info({ token: toHex(token) }, 'push sync resumed after a restart');

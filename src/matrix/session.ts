@@ -224,6 +224,9 @@ export class HostSession {
   private lastTokenHash: string | undefined;
   private lastTokenChange = 0;
   private readonly inFlight = new Map<number, string>();
+  /** Requests in flight that left the token out, by issue: the token hash they rely on. */
+  private readonly omitted = new Map<number, string>();
+  private drainWaiters: (() => void)[] = [];
   private persist = false;
 
   constructor(opts: HostSessionOptions = {}) {
@@ -280,12 +283,15 @@ export class HostSession {
     }
 
     let tokenHash: string | undefined;
+    let relied: string | undefined;
     if (req.accessToken) {
       const h = hashHex(req.accessToken);
       if (h !== this.confirmedToken) {
         options.push(stringOption(MSC3079_OPT_AUTHORIZATION, req.accessToken));
         tokenHash = h;
         if (this.confirmedToken !== undefined) { this.confirmedToken = undefined; this.persist = true; }
+      } else {
+        relied = h;
       }
     } else {
       options.push({ number: TRICKLE_OPT_NO_AUTH, value: new Uint8Array(0) });
@@ -296,6 +302,7 @@ export class HostSession {
     options.push(...body.options);
 
     const issue = ++this.issued;
+    if (relied !== undefined) this.omitted.set(issue, relied);
     if (tokenHash !== undefined) {
       if (tokenHash !== this.lastTokenHash) this.lastTokenChange = issue;
       this.lastTokenHash = tokenHash;
@@ -324,9 +331,39 @@ export class HostSession {
     for (const [k, seq] of from.txns) this.rememberTxn(k, seq);
   }
 
-  /** The request will get no answer (timeout, reset, closed endpoint). */
+  /** The request will get no answer (timeout, reset, closed endpoint), or was never sent. */
   requestFailed(sent: HostSentRequest): void {
+    this.settle(sent);
+  }
+
+  /** The request's exchange is over by other means than decodeResponse (an observation's first answer). */
+  requestSettled(sent: HostSentRequest): void {
+    this.settle(sent);
+  }
+
+  private settle(sent: HostSentRequest): void {
     this.inFlight.delete(sent.issue);
+    if (this.omitted.delete(sent.issue)) this.wakeDrainers();
+  }
+
+  private wakeDrainers(): void {
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  /**
+   * Resolves once no request that left the token out relying on ANOTHER token is in flight.
+   * Such a request, retransmitted after the gateway took this one's token, would run under the
+   * wrong account (two accounts on one kit): a request carrying a new token waits for them.
+   */
+  private async drainOmitted(tokenHash: string): Promise<void> {
+    for (;;) {
+      let other = false;
+      for (const h of this.omitted.values()) if (h !== tokenHash) other = true;
+      if (!other) return;
+      await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
+    }
   }
 
   /**
@@ -336,7 +373,7 @@ export class HostSession {
    * (ERR_HANDLE_UNKNOWN for a handle this side does not hold): answer the client 502.
    */
   decodeResponse(msg: { readonly code: number; readonly options: readonly CoapOption[]; readonly payload: Uint8Array }, sent: HostSentRequest): HostResponseResult {
-    this.inFlight.delete(sent.issue);
+    this.settle(sent);
     checkOptions(msg.options, RESPONSE_OPTIONS, 'response');
     const se = uintOptionValue(msg.options, TRICKLE_OPT_SESSION_ERROR, 3);
     if (se !== undefined) {
@@ -380,6 +417,7 @@ export class HostSession {
     let literalsOnly = false;
     for (let attempt = 0; attempt < maxAttempts; attempt++) {
       const enc = this.encodeRequest(req, { literalsOnly });
+      if (enc.sent.tokenHash !== undefined) await this.drainOmitted(enc.sent.tokenHash);
       let res: CoapResponseParts;
       try {
         res = await send(enc);
@@ -486,6 +524,8 @@ export class HostSession {
     this.confirmedToken = st.confirmedToken ?? undefined;
     this.txns = txns;
     this.inFlight.clear();
+    this.omitted.clear();
+    this.wakeDrainers();
     this.lastTokenHash = undefined;
     this.lastTokenChange = this.issued + 1;
     this.persist = false;

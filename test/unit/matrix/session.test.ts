@@ -505,3 +505,41 @@ describe('on-air sizes (compact form, fresh context)', () => {
     expect(sizes['sync since=~N (sync)']).toBeLessThanOrEqual(8);
   });
 });
+
+describe('two accounts on one kit: a request that left its token out never runs as the other account', () => {
+  it('a request carrying a new token waits until requests relying on the old one are answered', async () => {
+    const link = new Link('acct', (r) => ok({ user_id: r.accessToken === 'tok-alice' ? '@alice:hs' : r.accessToken === 'tok-bob' ? '@bob:hs' : '?' }));
+    const who = '/_matrix/client/v3/account/whoami';
+    // Alice's first request confirms her token at the gateway.
+    await link.host.carry(req('GET', who, { token: 'tok-alice' }), async (enc) => link.send(enc)!);
+    // Her next request leaves the token out and is slow (lost, being retransmitted).
+    let releaseAlice!: () => void;
+    const aliceDone = new Promise<void>((r) => { releaseAlice = r; });
+    const order: string[] = [];
+    const alice = link.host.carry(req('GET', who, { token: 'tok-alice' }), async (enc) => {
+      expect(getOption(enc.options, MSC3079_OPT_AUTHORIZATION)).toBeUndefined();
+      await aliceDone;
+      order.push('alice at gateway');
+      return link.send(enc)!;
+    });
+    // Bob's request carries his token: it must not reach the gateway before alice's.
+    const bob = link.host.carry(req('GET', who, { token: 'tok-bob' }), async (enc) => {
+      expect(getOption(enc.options, MSC3079_OPT_AUTHORIZATION)).toBeDefined();
+      order.push('bob at gateway');
+      return link.send(enc)!;
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(order).toEqual([]);
+    releaseAlice();
+    const [a, b] = await Promise.all([alice, bob]);
+    expect(order).toEqual(['alice at gateway', 'bob at gateway']);
+    expect(parse(a.body)).toEqual({ user_id: '@alice:hs' });
+    expect(parse(b.body)).toEqual({ user_id: '@bob:hs' });
+    // Alice after bob: her token goes out again (the gateway holds bob's now).
+    const a2 = await link.host.carry(req('GET', who, { token: 'tok-alice' }), async (enc) => {
+      expect(getOption(enc.options, MSC3079_OPT_AUTHORIZATION)).toBeDefined();
+      return link.send(enc)!;
+    });
+    expect(parse(a2.body)).toEqual({ user_id: '@alice:hs' });
+  });
+});
