@@ -296,9 +296,8 @@ function readValue(r: Reader, depth: number, asKey: boolean, hooks: TrickleCborD
       if (ai === 20) return false;
       if (ai === 21) return true;
       if (ai === 22) return null;
-      if (ai === 26) return new DataView(r.take(4).slice().buffer).getFloat32(0);
-      if (ai === 27) {
-        const x = new DataView(r.take(8).slice().buffer).getFloat64(0);
+      if (ai === 26 || ai === 27) {
+        const x = ai === 26 ? new DataView(r.take(4).slice().buffer).getFloat32(0) : new DataView(r.take(8).slice().buffer).getFloat64(0);
         if (!Number.isFinite(x)) fail('ERR_CBOR_TYPE', `${x} has no JSON form`);
         return x;
       }

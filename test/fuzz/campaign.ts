@@ -18,6 +18,8 @@ import { SHARED, SHARED_BYTES, type RunRequest, type StatsSummary, type WorkerMe
 export interface CampaignPlan {
   readonly budgetMs?: number;
   readonly maxInputs?: number;
+  /** Replay these inputs (hex), nothing else; failures are not minimized. */
+  readonly inputsHex?: readonly string[];
 }
 
 export interface CampaignOptions {
@@ -170,6 +172,7 @@ export async function runCampaign(o: CampaignOptions): Promise<TargetResult[]> {
           target, seed, slowMs: o.slowMs,
           ...(remainingMs !== undefined ? { budgetMs: remainingMs } : {}),
           ...(remainingInputs !== undefined ? { maxInputs: remainingInputs } : {}),
+          ...(plan.inputsHex !== undefined ? { inputsHex: plan.inputsHex.slice(res.inputs), minimize: false } : {}),
         };
         const merge = (s: StatsSummary): void => {
           res.inputs = base.inputs + s.inputs;
@@ -194,6 +197,7 @@ export async function runCampaign(o: CampaignOptions): Promise<TargetResult[]> {
         handle = undefined;
         res.restarts++;
         if (remainingInputs !== undefined) remainingInputs = Math.max(0, plan.maxInputs! - res.inputs);
+        if (plan.inputsHex !== undefined && res.inputs >= plan.inputsHex.length) break;
         if (res.restarts >= maxRestarts || remainingInputs === 0 || (plan.budgetMs !== undefined && Date.now() - started >= plan.budgetMs)) break;
         seed = hash32(`${o.seed}:${target}:${res.restarts}`);
       }
@@ -204,4 +208,16 @@ export async function runCampaign(o: CampaignOptions): Promise<TargetResult[]> {
     if (handle) await handle.kill();
   }
   return results;
+}
+
+/**
+ * Replay inputs (hex) against a target, each on its own, under the same watchdog: the failures
+ * of each input (empty when it behaves). For regression tests of fuzz-found inputs.
+ */
+export async function replay(target: string, inputsHex: readonly string[], o: { hangMs?: number; slowMs?: number } = {}): Promise<FuzzFailure[][]> {
+  const results = await runCampaign({
+    targets: inputsHex.map(() => target), seed: 1, slowMs: o.slowMs ?? 60_000, hangMs: o.hangMs ?? 5000, maxRestarts: 1,
+    plan: (_t, i) => ({ inputsHex: [inputsHex[i]!] }),
+  });
+  return results.map((r) => r.failures);
 }

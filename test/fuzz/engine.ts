@@ -316,6 +316,8 @@ export interface RunOptions {
   readonly onFailure?: (f: FuzzFailure) => void;
   /** Minimize new failures (default true). */
   readonly minimize?: boolean;
+  /** Replay exactly these inputs (no seeds, no generation). */
+  readonly inputs?: readonly Uint8Array[];
 }
 
 function describeError(e: unknown): { name: string; code: string; message: string; stack: string } {
@@ -412,7 +414,7 @@ export function runTarget(target: FuzzTarget, o: RunOptions): TargetStats {
   const stats: TargetStats = { target: target.name, inputs: 0, ms: 0, slowestMs: 0, slowestInputHex: '', outcomes: {}, corpus: 0, failures: [] };
   const bySig = new Map<string, FuzzFailure>();
   const started = performance.now();
-  const seeds = target.seeds().filter((s) => s.length <= maxLen);
+  const seeds = o.inputs !== undefined ? [] : target.seeds().filter((s) => s.length <= maxLen);
   const corpus: Uint8Array[] = seeds.length > 0 ? [...seeds] : [new Uint8Array(0)];
   const mctx: MutationContext = { rng, maxLen, dictionary: target.dictionary ?? [], other: () => rng.pick(corpus) };
   const extra = target.mutate ? (b: Uint8Array) => target.mutate!(b, rng) : undefined;
@@ -467,6 +469,11 @@ export function runTarget(target: FuzzTarget, o: RunOptions): TargetStats {
     }
   };
 
+  if (o.inputs !== undefined) {
+    for (const input of o.inputs) one(input, true);
+    stats.ms = performance.now() - started;
+    return stats;
+  }
   for (const s of seeds) {
     if (done()) break;
     one(s, true);

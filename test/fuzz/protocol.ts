@@ -21,6 +21,10 @@ export interface RunRequest {
   readonly maxInputs?: number;
   readonly budgetMs?: number;
   readonly slowMs: number;
+  /** Replay these inputs (hex) instead of fuzzing. */
+  readonly inputsHex?: readonly string[];
+  /** Minimize failures (default true). */
+  readonly minimize?: boolean;
 }
 
 export type StatsSummary = Omit<TargetStats, 'failures'>;

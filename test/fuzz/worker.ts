@@ -45,6 +45,8 @@ port.on('message', (req: RunRequest) => {
     ...(req.maxInputs !== undefined ? { maxInputs: req.maxInputs } : {}),
     ...(req.budgetMs !== undefined ? { deadline: performance.now() + req.budgetMs } : {}),
     slowMs: req.slowMs,
+    ...(req.inputsHex !== undefined ? { inputs: req.inputsHex.map((h) => new Uint8Array(Buffer.from(h, 'hex'))) } : {}),
+    ...(req.minimize !== undefined ? { minimize: req.minimize } : {}),
     beforeCall,
     afterCall,
     onProgress: (s) => post({ type: 'progress', stats: summary(s) }),

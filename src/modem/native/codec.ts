@@ -98,11 +98,13 @@ function readInt(view: DataView, off: number, f: FieldLayout): number {
 
 /**
  * Decode type ‖ payload. Rejects (never truncates): unknown type, a payload shorter than the
- * layout, trailing bytes after a fixed layout, invalid UTF-8 in a text field. Throws WireError
- * (ERR_NATIVE_PROTOCOL, or ERR_FRAME_TOO_SHORT for a truncated payload).
+ * layout, trailing bytes after a fixed layout, invalid UTF-8 in a text field, a message over
+ * MAX_MESSAGE_LEN. Throws WireError (ERR_NATIVE_PROTOCOL, ERR_FRAME_TOO_SHORT for a truncated
+ * payload, ERR_FRAME_TOO_LONG).
  */
 export function decodeNativeMessage(bytes: Uint8Array): NativeMessage {
   if (bytes.length < 1) throw new WireError('ERR_FRAME_TOO_SHORT', 'modem', 'empty native message (no type byte)', { len: 0 });
+  if (bytes.length > MAX_MESSAGE_LEN) throw new WireError('ERR_FRAME_TOO_LONG', 'modem', `native message of ${bytes.length} bytes exceeds MAX_MESSAGE_LEN ${MAX_MESSAGE_LEN}; dropped`, { len: bytes.length, maxFrameLen: MAX_MESSAGE_LEN });
   const type = bytes[0]!;
   const name = MESSAGE_NAMES[type];
   if (name === undefined) {
