@@ -190,10 +190,11 @@ export const sessionGateway: FuzzTarget = {
       return typeof reason === 'string' ? `${e.code}:${reason}` : e.code;
     }
     check(['GET', 'POST', 'PUT', 'DELETE'].includes(req.method), `method ${req.method}`);
-    // DESIGN.md: "The gateway performs only the Matrix client-server API". The path fetch() will
-    // request (dot segments resolved) must stay under /_matrix/.
+    // DESIGN.md: "The gateway performs only the Matrix client-server API" (/_matrix/client/,
+    // /_matrix/media/), and the path fetch() requests is the path decoded (no dot segment to resolve).
     const resolved = new URL(req.path, 'http://homeserver.invalid').pathname;
-    check(req.path.startsWith('/_matrix/') && resolved.startsWith('/_matrix/'), () => `the gateway would request ${show(req.path)} (resolves to ${show(resolved)}), outside /_matrix/`);
+    check(/^\/_matrix\/(client|media)\//.test(req.path) && resolved === req.path,
+      () => `the gateway would request ${show(req.path)} (resolves to ${show(resolved)}), outside the client-server API`);
     check(req.accessToken === undefined || req.accessToken.length > 0, 'empty access token');
     check(req.body.length <= maxExpanded(m.payload.length), `body of ${req.body.length} bytes from a ${m.payload.length}-byte payload`);
     const res = gw.encodeResponse({ status: 200, contentType: 'application/json', body: json({ event_id: EVENT, next_batch: 's1', room_id: ROOM }) }, req);
