@@ -276,12 +276,18 @@ export class SecureTransport {
       return fromHex(s);
     };
     const { send, receive } = snapshot;
-    if (send === undefined || receive === undefined) throw bad('send/receive');
+    if (send === null || typeof send !== 'object' || receive === null || typeof receive !== 'object') throw bad('send/receive');
     const sendNonce = int(send.nonce, 'send.nonce', 0n) + margin;
     const sendEpoch = int(send.epoch, 'send.epoch', 0n);
-    if (sendEpoch > (sendNonce - margin) >> st.k) throw bad('send.epoch ahead of send.nonce');
+    // The epoch is that of the last nonce used (or of the next): anything else is a damaged file,
+    // and one far behind would make the next seal derive keys for ever.
+    const snapEpoch = (sendNonce - margin) >> st.k;
+    if (sendEpoch > snapEpoch) throw bad('send.epoch ahead of send.nonce');
+    if (snapEpoch - sendEpoch > 1n) throw bad('send.epoch far behind send.nonce');
     const highestSnap = int(receive.highest, 'receive.highest', -1n);
     const recvEpoch = int(receive.epoch, 'receive.epoch', 0n);
+    const highEpoch = highestSnap < 0n ? 0n : highestSnap >> st.k;
+    if (recvEpoch > highEpoch || highEpoch - recvEpoch > 1n) throw bad('receive.epoch does not match receive.highest');
     // Delivered without a newer snapshot: at most highest + receiveMargin − 1 (see exportState).
     const highest = highestSnap + st.recvMargin - 1n;
     int(receive.bitmap, 'receive.bitmap', 0n);

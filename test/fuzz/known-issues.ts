@@ -13,26 +13,7 @@ export interface KnownIssue {
   readonly summary: string;
 }
 
-export const KNOWN_ISSUES: readonly KnownIssue[] = [
-  {
-    target: 'transport-import',
-    error: /^TypeError: Cannot read properties of null \(reading '(nonce|highest|epoch|key|bitmap|previousKey)'\)/,
-    owner: 'src/secure/transport.ts SecureTransport.importState',
-    summary: 'importState throws a TypeError (not ERR_NOISE_STATE) when send or receive is null',
-  },
-  {
-    target: 'transport-import',
-    error: /^(Hang|Crash|Error: call took)/,
-    owner: 'src/secure/transport.ts SecureTransport.importState',
-    summary: 'importState accepts key epochs far behind their nonces; the next seal()/open() rekeys once per missing epoch (hang, memory)',
-  },
-  {
-    target: 'secure-link-restore',
-    error: /^(Hang|Crash|Error: call took)/,
-    owner: 'src/secure/transport.ts SecureTransport.importState (via SecureLink restore)',
-    summary: 'a restored snapshot with key epochs far behind their nonces makes the first send/receive rekey once per missing epoch',
-  },
-];
+export const KNOWN_ISSUES: readonly KnownIssue[] = [];
 
 export function knownIssue(f: { target: string; error: string }): KnownIssue | undefined {
   return KNOWN_ISSUES.find((k) => k.target === f.target && k.error.test(f.error));
