@@ -48,7 +48,7 @@ const DEFAULT_LIMITS: Required<TrickleCborLimits> = { maxBytes: 16 << 20, maxDep
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 const EVENT_ID = /^\$[A-Za-z0-9_-]{43}$/;
 const te = new TextEncoder();
-const td = new TextDecoder('utf-8', { fatal: true });
+const td = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }); // a leading U+FEFF is data, not a BOM to strip
 
 function fail(code: 'ERR_CBOR_DECODE' | 'ERR_CBOR_LIMIT' | 'ERR_CBOR_TYPE' | 'ERR_HANDLE_UNKNOWN', msg: string): never {
   throw new WireError(code, 'codec', `trickle-cbor-v1: ${msg}`);

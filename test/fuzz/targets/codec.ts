@@ -58,6 +58,9 @@ export const cbor: FuzzTarget = {
     const again = decodeCborAsJson(encodeJsonAsCbor(v));
     check(deepEqual(again, v, false), () => `decode → encode → decode changed the value: ${show(v)} → ${show(again)}`);
     check(diag.ok, 'decodeCborAsJson accepted what cborDiagnostic refused');
+    // Differential: Trickle CBOR v1 also reads plain MSC3079 CBOR; where both accept, both agree.
+    const t = expectCoded(() => decodeTrickleCbor(input, { resolveHandle }), isTrickleCborError);
+    if (t.ok) check(deepEqual(t.value, v, false), () => `decodeCborAsJson and decodeTrickleCbor disagree: ${show(v)} vs ${show(t.value)}`);
     return `ok:${Array.isArray(v) ? 'array' : v === null ? 'null' : typeof v}/${none.ok ? 'none' : ''}`;
   },
 };

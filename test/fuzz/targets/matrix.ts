@@ -14,7 +14,8 @@ import { decodeMessage, encodeMessage, type CoapMessage } from '../../../src/coa
 import { ACK, CON, Opt, Response } from '../../../src/coap/numbers.ts';
 import { sequenceToken } from '../../../src/coap/compact.ts';
 import { GatewaySession, HostSession, type GatewaySessionState, type HostSessionState } from '../../../src/matrix/session.ts';
-import { decodeBody, encodeBody, parseWireValue } from '../../../src/matrix/session-wire.ts';
+import { decodeBody, encodeBody, parseWireValue, CONTENT_FORMAT_TEXT_MESSAGE } from '../../../src/matrix/session-wire.ts';
+import { getUintOption } from '../../../src/coap/message.ts';
 import type { HttpRequestLike, HttpResponseLike } from '../../../src/matrix/http.ts';
 import { encodeTrickleCbor, decodeTrickleCbor } from '../../../src/codec/trickle-cbor-v1.ts';
 import { deltaFromWire, deltaToWire, type WireTimeBase } from '../../../src/matrix/sync-wire.ts';
@@ -156,7 +157,7 @@ export function freshHost(state: unknown = sessionWorld().hostState): HostSessio
 const OPTION_TOKENS = [
   Uint8Array.of(0xff), Uint8Array.of(0xb1, 0x37), Uint8Array.of(0x41, 0x7e), Uint8Array.of(0x12, 0x00, 0x3c), Uint8Array.of(0x11, 0x3c),
   Uint8Array.of(0xe2, 0xfc, 0xe3), Uint8Array.of(0xe1, 0xfc, 0xe5), Uint8Array.of(0xe0, 0xfc, 0xe6), Uint8Array.of(0xe1, 0xfc, 0xe4), Uint8Array.of(0xd1, 0xf3),
-  Uint8Array.of(0x7e, 0x7e), Uint8Array.of(0x7e, 0x31),
+  Uint8Array.of(0x7e, 0x7e), Uint8Array.of(0x7e, 0x31), Uint8Array.of(0xc2, 0xfd, 0xe8), Uint8Array.of(0xef, 0xbb, 0xbf),
 ];
 
 const decodeRfc = (input: Uint8Array): CoapMessage | string => {
@@ -193,7 +194,7 @@ export const sessionGateway: FuzzTarget = {
     // DESIGN.md: "The gateway performs only the Matrix client-server API" (/_matrix/client/,
     // /_matrix/media/), and the path fetch() requests is the path decoded (no dot segment to resolve).
     const resolved = new URL(req.path, 'http://homeserver.invalid').pathname;
-    check(/^\/_matrix\/(client|media)\//.test(req.path) && resolved === req.path,
+    check(/^\/_matrix\/(client|media)(\/|$)/.test(req.path) && resolved === req.path,
       () => `the gateway would request ${show(req.path)} (resolves to ${show(resolved)}), outside the client-server API`);
     check(req.accessToken === undefined || req.accessToken.length > 0, 'empty access token');
     check(req.body.length <= maxExpanded(m.payload.length), `body of ${req.body.length} bytes from a ${m.payload.length}-byte payload`);
@@ -272,6 +273,10 @@ export const sessionBody: FuzzTarget = {
       check(b.body.length <= maxExpanded(m.payload.length), `body of ${b.body.length} bytes from a ${m.payload.length}-byte payload`);
       if (b.value !== undefined) {
         check(equalBytes(b.body, json(b.value)), 'body is not JSON.stringify(value)');
+        if (getUintOption(m.options, Opt.CONTENT_FORMAT) === CONTENT_FORMAT_TEXT_MESSAGE) {
+          const text = (b.value as { body: string }).body;
+          check(equalBytes(utf8Bytes(text), m.payload), () => `TEXT_MESSAGE payload ${show(m.payload)} decoded to the body ${show(text)}, which is other text`);
+        }
         const enc = encodeBody(b.contentType, b.body, { textMessage: allowTextMessage, eventId: allowEventId }, { handleOf });
         const again = decodeBody(enc.options, enc.payload, o);
         check(equalBytes(again.body, b.body), () => `encodeBody → decodeBody changed ${show(new TextDecoder().decode(b.body))} into ${show(new TextDecoder().decode(again.body))}`);

@@ -325,7 +325,7 @@ export const native: FuzzTarget = {
   name: 'native',
   description: 'Native firmware protocol: NativeDeframer (SLIP + CRC + message) chunk-invariant; decodeNativeMessage only coded WireErrors, encodeNativeMessage(decode(x)) == x byte for byte',
   maxLen: 700,
-  dictionary: END_TOKENS,
+  dictionary: [...END_TOKENS, Uint8Array.of(0xef, 0xbb, 0xbf)],
   seeds() {
     const m = readJson<NativeVectors>('firmware-protocol/vectors/messages.json').vectors;
     const f = readJson<NativeVectors>('firmware-protocol/vectors/framing.json').vectors;
