@@ -80,6 +80,8 @@ export type ErrorCode =
   | 'ERR_MATRIX_HANDLE_CONFLICT' // a response defines a handle number this side already holds for another string
   | 'ERR_MATRIX_STATE'          // exported session state that cannot be imported
   | 'ERR_MATRIX_PATH'           // a path outside the Matrix client-server API, or with dot segments: never performed
+  | 'ERR_MATRIX_SECRET_ON_AIR'  // authenticate-only mode: a request that carries (or would bring back) a password or token, never performed
+  | 'ERR_MATRIX_UNBOUND'        // authenticate-only mode: no Matrix account is bound to this field kit at the gateway
   | 'ERR_HOMESERVER_UNREACHABLE'
   | 'ERR_GATEWAY_UNREACHABLE'
   // config / cli

@@ -105,6 +105,20 @@
  *   confirmation at once. The host persists only a SHA-256 prefix of the confirmed token.
  *   Assumption (as compact.ts): a request the host gave up on is not delivered later.
  *
+ * NO SECRETS ON AIR (authenticate-only mode, SECURITY.md "Amateur radio": every frame is
+ * cleartext). Both ends are built for it, and then the rules above are replaced by these:
+ *   Host (`sendAccessToken: false`): option 256 is never sent. A request whose client sent a
+ *   token carries neither option 256 nor No-Auth (it runs as the gateway's session account); one
+ *   without carries No-Auth as usual. The host has checked the client's token itself (it minted
+ *   it at a local login: host/local-login.ts), so there is no confirmation to track and no
+ *   request ever waits for another's (all its tokens belong to the one account bound to the kit).
+ *   Gateway (`boundAccessToken`): the session token is what boundAccessToken() returns at each
+ *   request (the token of the Matrix account bound to the kit's key at the gateway); none is ever
+ *   taken from the air or stored in the session state. A request carrying option 256 is refused
+ *   (ERR_MATRIX_SECRET_ON_AIR → 403 M_FORBIDDEN) before any of it is kept or performed; one that
+ *   relies on the session token while no account is bound gets ERR_MATRIX_UNBOUND → 401
+ *   M_UNKNOWN_TOKEN (never the Session-Error the host would answer by sending its token).
+ *
  * PERSISTENCE (`mustPersist`)
  *   Some state must be on disk before a message that depends on it leaves, or a restart from
  *   an older snapshot could act wrongly: the host's txn map (else a client's retry after a host
@@ -165,6 +179,11 @@ export interface HostSessionOptions {
   readonly maxBodyBytes?: number;
   /** Client txns remembered for token reuse (default 1024). */
   readonly maxTxns?: number;
+  /**
+   * Put the client's access token on air as option 256 (default true: ACCESS TOKEN). false in
+   * authenticate-only mode: never (NO SECRETS ON AIR).
+   */
+  readonly sendAccessToken?: boolean;
 }
 
 export interface EncodeRequestOptions {
@@ -228,10 +247,12 @@ export class HostSession {
   private readonly omitted = new Map<number, string>();
   private drainWaiters: (() => void)[] = [];
   private persist = false;
+  private readonly sendAccessToken: boolean;
 
   constructor(opts: HostSessionOptions = {}) {
     this.maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     this.maxTxns = opts.maxTxns ?? 1024;
+    this.sendAccessToken = opts.sendAccessToken ?? true;
   }
 
   /** The handle to use for `s` in a request, if any. */
@@ -285,13 +306,16 @@ export class HostSession {
     let tokenHash: string | undefined;
     let relied: string | undefined;
     if (req.accessToken) {
-      const h = hashHex(req.accessToken);
-      if (h !== this.confirmedToken) {
-        options.push(stringOption(MSC3079_OPT_AUTHORIZATION, req.accessToken));
-        tokenHash = h;
-        if (this.confirmedToken !== undefined) { this.confirmedToken = undefined; this.persist = true; }
-      } else {
-        relied = h;
+      // Without sendAccessToken (NO SECRETS ON AIR): neither option; it runs as the kit's bound account.
+      if (this.sendAccessToken) {
+        const h = hashHex(req.accessToken);
+        if (h !== this.confirmedToken) {
+          options.push(stringOption(MSC3079_OPT_AUTHORIZATION, req.accessToken));
+          tokenHash = h;
+          if (this.confirmedToken !== undefined) { this.confirmedToken = undefined; this.persist = true; }
+        } else {
+          relied = h;
+        }
       }
     } else {
       options.push({ number: TRICKLE_OPT_NO_AUTH, value: new Uint8Array(0) });
@@ -384,7 +408,7 @@ export class HostSession {
         this.forget(handle);
         return { kind: 'retry', reason: 'handle-unknown', handle };
       }
-      if (reason === SESSION_ERROR_TOKEN_MISSING && sent.request.accessToken) {
+      if (reason === SESSION_ERROR_TOKEN_MISSING && sent.request.accessToken && this.sendAccessToken) {
         this.confirmedToken = undefined;
         return { kind: 'retry', reason: 'token-missing' };
       }
@@ -544,6 +568,12 @@ export interface GatewaySessionOptions {
   readonly sessionId: string;
   /** Bound for decoded request bodies (default 16 MiB). */
   readonly maxBodyBytes?: number;
+  /**
+   * Authenticate-only mode (NO SECRETS ON AIR): the access token of the Matrix account bound to
+   * the field kit at the gateway, asked at every request (undefined: none is bound). When set,
+   * option 256 is refused and no token is taken from the air or stored.
+   */
+  readonly boundAccessToken?: () => string | undefined;
 }
 
 export interface IncomingCoapRequest {
@@ -581,6 +611,7 @@ export class GatewaySession {
   private accessToken: string | undefined;
   private persist = false;
   private readonly requestLiterals = new WeakMap<HttpRequestLike, readonly string[]>();
+  private readonly boundAccessToken: (() => string | undefined) | undefined;
 
   constructor(opts: GatewaySessionOptions) {
     if (!SESSION_ID.test(opts.sessionId)) {
@@ -588,6 +619,7 @@ export class GatewaySession {
     }
     this.sessionId = opts.sessionId;
     this.maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+    this.boundAccessToken = opts.boundAccessToken;
   }
 
   /** True once the number space is spent: no more handles are assigned; start a fresh session. */
@@ -625,6 +657,9 @@ export class GatewaySession {
     const tokenOptions = getOptions(msg.options, MSC3079_OPT_AUTHORIZATION);
     if (tokenOptions.length > 1) throw new WireError('ERR_COAP_OPTION', 'matrix', 'request repeats the access token option');
     let accessToken: string | undefined;
+    if (tokenOptions[0] !== undefined && this.boundAccessToken) {
+      throw new WireError('ERR_MATRIX_SECRET_ON_AIR', 'matrix', 'the request carries an access token (option 256): access tokens never cross the air in authenticate-only mode, the gateway holds the token of the account bound to this field kit; the request was not performed');
+    }
     if (tokenOptions[0] !== undefined) {
       accessToken = decodeText(tokenOptions[0], 'Authorization');
       if (accessToken === '') throw new WireError('ERR_COAP_OPTION', 'matrix', 'empty access token');
@@ -677,6 +712,10 @@ export class GatewaySession {
       throw e;
     }
 
+    if (accessToken === undefined && noAuth === undefined && this.boundAccessToken) {
+      accessToken = this.boundAccessToken();
+      if (accessToken === undefined) throw new TrickleError('ERR_MATRIX_UNBOUND', 'matrix', 'trickle gateway: no Matrix account is bound to this field kit; on the gateway run: trickle keys bind <kit> <@user:server> --homeserver URL');
+    }
     if (accessToken === undefined && noAuth === undefined) {
       if (this.accessToken === undefined) throw new WireError('ERR_MATRIX_TOKEN_MISSING', 'matrix', 'the request relies on the session access token, which this gateway does not hold');
       accessToken = this.accessToken;
@@ -771,6 +810,13 @@ export class GatewaySession {
       const h = e.detail['handle'] as number;
       return plain(400, 'M_UNKNOWN', `trickle gateway: handle ~${h} unknown`, [uintOption(TRICKLE_OPT_SESSION_ERROR, h * 4 + SESSION_ERROR_HANDLE_UNKNOWN)]);
     }
+    if (isTrickleError(e, 'ERR_MATRIX_SECRET_ON_AIR')) return plain(403, 'M_FORBIDDEN', e.message.startsWith('trickle gateway') ? e.message : `trickle gateway: ${e.message}`);
+    if (isTrickleError(e, 'ERR_MATRIX_UNBOUND')) {
+      const m = matrixError(401, 'M_UNKNOWN_TOKEN', e.message, { soft_logout: false });
+      const { code, statusOption } = httpStatusToCoap(401);
+      const b = encodeBody(m.contentType, m.body, { textMessage: false, eventId: false }, {});
+      return { code, options: [...b.options, ...(statusOption ? [statusOption] : [])], payload: b.payload };
+    }
     if (isTrickleError(e, 'ERR_MATRIX_TOKEN_MISSING')) {
       return plain(401, 'M_MISSING_TOKEN', 'trickle gateway: no session access token', [uintOption(TRICKLE_OPT_SESSION_ERROR, SESSION_ERROR_TOKEN_MISSING)]);
     }
@@ -816,14 +862,14 @@ export class GatewaySession {
     }
   }
 
-  /** The session access token the gateway holds (for the status page: present or not). */
-  /** The session's access token (what the gateway's own sync loop for this session uses). */
+  /** The session's access token (what the gateway's own sync loop for this session uses): the bound one in authenticate-only mode. */
   get sessionAccessToken(): string | undefined {
-    return this.accessToken;
+    return this.boundAccessToken ? this.boundAccessToken() : this.accessToken;
   }
 
+  /** For the status page: whether the session has a token (never the token). */
   get hasAccessToken(): boolean {
-    return this.accessToken !== undefined;
+    return this.sessionAccessToken !== undefined;
   }
 
   /** Write exportState() before sending the response (see PERSISTENCE). */
