@@ -1,10 +1,18 @@
 /**
  * `trickle gateway`: takes Matrix requests from the radio link, performs them against the
  * homeserver, and sends the answers back. Composition root: radio stack + homeserver client.
+ *
+ * Authenticate-only mode (`boundAccounts`, SECURITY.md "Amateur radio"): every frame is readable
+ * on air, so no secret may be in one. Each request runs with the access token of the Matrix
+ * account bound to the sending kit's authenticated static key (radio.peerStatic(); `trickle keys
+ * bind`), looked up at every request and every push-sync poll. A request that carries an access
+ * token, logs in, logs out, registers, refreshes or holds a password (matrix/air-secrets.ts) is
+ * answered 403 M_FORBIDDEN and never performed; a kit with no binding gets 401 M_UNKNOWN_TOKEN
+ * saying which command binds it.
  */
 import { createServer, type Server } from 'node:http';
 import type { Logger } from '../log.ts';
-import { TrickleError } from '../errors.ts';
+import { TrickleError, isTrickleError } from '../errors.ts';
 import { openRadioStack, type RadioStackOptions, type RadioStack } from '../coap/radio-stack.ts';
 import { GatewaySession } from '../matrix/session.ts';
 import { randomBytes } from 'node:crypto';
@@ -16,6 +24,10 @@ import { TxnNamespaces } from './txn-namespace.ts';
 import { toHex } from '../util/bytes.ts';
 import { getOptions } from '../coap/message.ts';
 import { Opt } from '../coap/numbers.ts';
+import { airSecretRefusal } from '../matrix/air-secrets.ts';
+import { fingerprint } from '../secure/fingerprint.ts';
+import { throttle } from '../util/throttle.ts';
+import { sameHomeserver, type BoundAccount } from './bound-accounts.ts';
 
 /** The radio stack's options (device or link, modem, radio, security, …) plus the app's own. */
 export interface GatewayOptions extends RadioStackOptions {
@@ -34,6 +46,12 @@ export interface GatewayOptions extends RadioStackOptions {
   txnStateStore?: StateStore<unknown>;
   /** Ephemeral data pushed over the air (default none: local clients still get well-formed, empty sections). */
   pushCarry?: { typing?: boolean; receipts?: boolean; presence?: boolean };
+  /**
+   * Authenticate-only mode: the Matrix account bound to a field kit's static key (cli/keys.ts
+   * reads accounts-gateway.json), whose token that kit's requests run with. Set ⇔ no access
+   * token or password is ever taken from the air (see the header).
+   */
+  boundAccounts?: (kitStatic: Uint8Array) => BoundAccount | undefined;
   logger: Logger;
 }
 
@@ -60,19 +78,42 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const byRoute: Record<string, number> = {};
   let badRequests = 0;
   let dutyCycleRefusals = 0;
+  let secretsRefused = 0;
+  let unboundRefusals = 0;
+
+  // Authenticate-only mode: the account bound to the kit the link session is with, if any (and
+  // only for the homeserver that issued its token).
+  const lookupBound = opts.boundAccounts;
+  const warnOnce = throttle(600_000, Date.now);
+  const boundAccount = (): BoundAccount | undefined => {
+    const kit = radio.peerStatic();
+    const b = kit && lookupBound ? lookupBound(kit) : undefined;
+    if (b && !sameHomeserver(b.homeserver, hs.baseUrl)) {
+      warnOnce(`hs:${b.kitKey}`, () => log.warn({ kit: b.kitName, bound: b.homeserver, homeserver: hs.baseUrl }, 'the account bound to this field kit belongs to another homeserver; its token is not used here: bind the kit again with this --homeserver'));
+      return undefined;
+    }
+    return b;
+  };
+  const unboundMessage = (): string => {
+    const kit = radio.peerStatic();
+    const fp = kit ? fingerprint(kit) : '<kit>';
+    return `trickle gateway: no Matrix account is bound to this field kit (${fp}) for ${hs.baseUrl}; `
+      + `in authenticate-only mode the gateway holds the account's access token. On the gateway run: trickle keys bind ${fp} <@user:server> --homeserver ${hs.baseUrl}`;
+  };
+  const sessionOptions = lookupBound ? { boundAccessToken: () => boundAccount()?.accessToken } : {};
 
   // The Matrix session (handles, the session's access token, txn ids) lives as long as the link
   // session; its state holds the access token, so the store writes it with mode 0600.
   const newSessionId = (): string => BigInt(`0x${randomBytes(8).toString('hex')}`).toString(36);
   const freshSession = (): { id: string; session: GatewaySession } => {
     const id = newSessionId();
-    return { id, session: new GatewaySession({ sessionId: id, maxBodyBytes: opts.maxBodyBytes }) };
+    return { id, session: new GatewaySession({ sessionId: id, maxBodyBytes: opts.maxBodyBytes, ...sessionOptions }) };
   };
   let current = freshSession();
   const saved = (radio.resumed ? opts.matrixStateStore?.load() : undefined) as { sessionId?: string; state?: unknown } | undefined;
   if (saved?.sessionId && saved.state !== undefined) {
     try {
-      const restored = new GatewaySession({ sessionId: saved.sessionId, maxBodyBytes: opts.maxBodyBytes });
+      const restored = new GatewaySession({ sessionId: saved.sessionId, maxBodyBytes: opts.maxBodyBytes, ...sessionOptions });
       restored.importState(saved.state);
       current = { id: saved.sessionId, session: restored };
     } catch (e) { log.warn({ err: (e as Error).message }, 'Matrix session state unreadable; starting afresh'); }
@@ -91,6 +132,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     radio, homeserver: hs, session: () => current.session, logger: opts.logger,
     ...(opts.syncStateStore ? { store: opts.syncStateStore } : {}),
     ...(opts.pushCarry ? { reducer: opts.pushCarry } : {}),
+    ...(lookupBound ? { boundAccessToken: () => boundAccount()?.accessToken } : {}),
   });
 
   radio.onRequest(async (req) => {
@@ -105,17 +147,35 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       firstOfSession = false;
       httpReq = session.decodeRequest(req);
     } catch (e) {
+      persistSession();
+      if (isTrickleError(e, 'ERR_MATRIX_UNBOUND')) {
+        unboundRefusals++;
+        warnOnce('unbound', () => log.warn({ code: e.code }, unboundMessage()));
+        return session.encodeError(new TrickleError('ERR_MATRIX_UNBOUND', 'gateway', unboundMessage()));
+      }
+      if (isTrickleError(e, 'ERR_MATRIX_SECRET_ON_AIR')) {
+        secretsRefused++;
+        log.warn({ code: e.code }, 'refused a request that carried an access token over the air (authenticate-only mode); not performed');
+        return session.encodeError(e);
+      }
       badRequests++;
       log.warn({ code: (e as { code?: string }).code, err: (e as Error).message }, 'undecodable request');
-      persistSession();
       return session.encodeError(e);
     }
     const first = new TextDecoder().decode(getOptions(req.options, Opt.URI_PATH)[0] ?? new Uint8Array());
     const route = `${httpReq.method} /${first}${req.observe === 0 ? ' observe' : ''}`;
     byRoute[route] = (byRoute[route] ?? 0) + 1;
+    const secret = lookupBound ? airSecretRefusal(httpReq) : undefined;
+    if (secret !== undefined) {
+      secretsRefused++;
+      log.warn({ code: 'ERR_MATRIX_SECRET_ON_AIR', method: httpReq.method, path: httpReq.path }, 'refused a request that would put a secret on air (authenticate-only mode); not performed');
+      persistSession();
+      return session.encodeResponse(matrixError(403, 'M_FORBIDDEN', `trickle gateway (authenticate-only mode): ${secret}`));
+    }
     if (req.observe === 0 && httpReq.method === 'GET' && /\/sync$/.test(httpReq.path)) {
       persistSession();
-      return pusher.register(req.token, httpReq.accessToken); // the registering account's token, whatever others use later
+      // The registering account's token, whatever others use later (bound mode: the bound one, looked up at each poll).
+      return pusher.register(req.token, lookupBound ? undefined : httpReq.accessToken);
     }
     log.debug({ method: httpReq.method, path: httpReq.path }, 'request');
     const res = await hs.perform(httpReq);
@@ -140,6 +200,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     requests: { total: hs.requestsTotal, homeserverFailures: hs.failuresTotal, undecodable: badRequests, dutyCycleRefusals, byRoute: { ...byRoute } },
     session: current.session.status(),
     txnNamespaceRegressions: namespaces.regressions,
+    ...(lookupBound ? { boundAccount: { secretsRefused, unboundRefusals, user: boundAccount()?.userId ?? null } } : {}),
     pushSync: pusher.status(),
     radio: radio.status(),
   });

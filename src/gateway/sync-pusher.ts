@@ -14,6 +14,12 @@
  * response to a registration is empty, for the same reason. The reducer's state and the
  * registration are persisted, so a gateway restart goes on pushing to the same token (a body cut
  * short by the restart is rebuilt and sent again from part 0).
+ *
+ * The long-poll's access token: the one the registration was made with (never whichever token
+ * the session used last, which may be another account's on the same kit). In authenticate-only
+ * mode (`boundAccessToken`) it is the token of the account bound to the kit at the gateway,
+ * asked at every poll (so `keys unbind` stops it and `keys bind` changes it), and no token is
+ * stored with the registration.
  */
 import type { Logger } from '../log.ts';
 import { toHex, fromHex, utf8 } from '../util/bytes.ts';
@@ -51,6 +57,8 @@ export interface SyncPusherOptions {
   pollTimeoutMs?: number;
   /** Reducer options: which ephemeral data crosses the air (typing, receipts, presence: default off). */
   reducer?: Partial<SyncReducerOptions>;
+  /** Authenticate-only mode: every long-poll uses the kit's bound account's token (undefined: none bound, the loop waits). */
+  boundAccessToken?: () => string | undefined;
 }
 
 const BACKOFF_MIN_MS = 2_000;
@@ -84,7 +92,7 @@ export class SyncPusher {
         if (saved.reducer) this.reducer = new SyncReducer(o.reducer ?? {}, saved.reducer);
         if (saved.registration) {
           this.registration = fromHex(saved.registration.token);
-          this.accessToken = saved.accessToken ?? undefined;
+          this.accessToken = o.boundAccessToken ? undefined : saved.accessToken ?? undefined;
           o.radio.endpoint.importObservations([saved.registration]);
         }
       } catch (e) {
@@ -105,7 +113,7 @@ export class SyncPusher {
   register(token: Uint8Array, accessToken?: string): CoapResponseInit & { observe: true } {
     const fresh = this.registration === undefined || toHex(this.registration) !== toHex(token);
     this.registration = token.slice();
-    this.accessToken = accessToken;
+    this.accessToken = this.o.boundAccessToken ? undefined : accessToken;
     this.inFlight = undefined;
     this.awaitingFirst = true;
     // A new registration may come from a host that refused a push it could not decode (handles it
@@ -235,9 +243,9 @@ export class SyncPusher {
 
   private async loop(): Promise<void> {
     while (this.running && this.registration) {
-      const token = this.accessToken ?? this.o.session().sessionAccessToken;
+      const token = this.o.boundAccessToken ? this.o.boundAccessToken() : this.accessToken ?? this.o.session().sessionAccessToken;
       if (!token) {
-        this.log.debug('push sync waits for the session access token');
+        this.log.debug(this.o.boundAccessToken ? 'push sync waits for a Matrix account bound to the field kit' : 'push sync waits for the session access token');
         await sleep(BACKOFF_MIN_MS);
         continue;
       }
