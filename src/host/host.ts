@@ -7,6 +7,14 @@
  * account owns it (push-sync.ts) → the radio. Every answer the radio brings back teaches the
  * token registry (logins, logouts, refusals). /.well-known/matrix/client is answered here, and
  * a login's well_known is rewritten, both naming the kit (local-api-policy.ts).
+ *
+ * Authenticate-only mode (`localLogin`, SECURITY.md "Amateur radio"): every frame is readable on
+ * air, so no password or access token may go there. GET/POST /login are answered here against
+ * the kit's local accounts, and the tokens the kit issues never leave it (local-login.ts); the
+ * Matrix session never sends option 256 (each request runs as the account bound to the kit at
+ * the gateway); local /logout and /logout/all forget local tokens only; an unknown token is
+ * refused without asking the radio, and a request that would carry a secret (register, refresh,
+ * a password in a body: matrix/air-secrets.ts) is refused before anything crosses the air.
  */
 import type { Logger } from '../log.ts';
 import { TrickleError, isTrickleError } from '../errors.ts';
@@ -21,6 +29,9 @@ import { TokenRegistry } from './token-registry.ts';
 import { LocalAuth, type LocalAuthOptions } from './local-auth.ts';
 import { checkListenAddress, rewriteWellKnown } from './local-api-policy.ts';
 import { utf8 } from '../util/bytes.ts';
+import { airSecretRefusal } from '../matrix/air-secrets.ts';
+import { LocalLogin } from './local-login.ts';
+import type { LocalAccount } from './local-accounts.ts';
 
 /** The radio stack's options (device or link, modem, radio, security, …) plus the app's own. */
 export interface HostOptions extends RadioStackOptions {
@@ -57,6 +68,12 @@ export interface HostOptions extends RadioStackOptions {
   maxConnections?: number;
   /** Time a local client has to send a request body once its headers are in (default 30 s): 408 after. */
   receiveTimeoutMs?: number;
+  /**
+   * Authenticate-only mode: logins are answered by the kit against these local accounts (read at
+   * every login: cli/keys.ts reads local-accounts.json), and no secret crosses the air (see the
+   * header). Unset: logins and tokens are carried (encrypted in encrypt mode).
+   */
+  localLogin?: { accounts: () => readonly LocalAccount[] };
   /** Limits on checking unknown access tokens over the radio (local-auth.ts); tests tune them. */
   tokenValidation?: Pick<LocalAuthOptions, 'burst' | 'refillMs' | 'maxQueued' | 'revalidateAfterMs'>;
   logger: Logger;
@@ -99,6 +116,8 @@ const LONG_POLL_MARGIN_MS = 30_000;
 const TYPING_PATH = /^\/_matrix\/client\/(?:r0|v3)\/rooms\/[^/]+\/typing\/[^/]+$/;
 const WELL_KNOWN = /^\/\.well-known\/matrix\/client$/;
 const LOGIN = /^\/_matrix\/client\/(?:r0|v3)\/login$/;
+const LOGOUT = /^\/_matrix\/client\/(?:r0|v3)\/logout$/;
+const LOGOUT_ALL = /^\/_matrix\/client\/(?:r0|v3)\/logout\/all$/;
 
 export async function startHost(opts: HostOptions): Promise<Host> {
   const log = opts.logger.child({ component: 'host' });
@@ -106,7 +125,10 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   const { warning } = checkListenAddress(opts.listenHost, opts.allowLan ?? false);
   if (warning) log.warn(warning);
   const radio = await openRadioStack(opts);
-  const counters = { requests: 0, failures: 0, dutyCycleRefusals: 0, refusedPaths: 0, typingAnsweredLocally: 0, refusedByTokenCheck: 0, wellKnownAnsweredLocally: 0 };
+  const counters = { requests: 0, failures: 0, dutyCycleRefusals: 0, refusedPaths: 0, typingAnsweredLocally: 0, refusedByTokenCheck: 0, wellKnownAnsweredLocally: 0, secretsRefused: 0 };
+  // Authenticate-only mode: tokens stay on the kit (see the header).
+  const noSecretsOnAir = opts.localLogin !== undefined;
+  const newSession = (): HostSession => new HostSession({ maxBodyBytes: opts.maxBodyBytes, ...(noSecretsOnAir ? { sendAccessToken: false } : {}) });
   // Per-exchange byte accounting: frames are attributed by their CoAP token.
   const byToken = new Map<string, Omit<ExchangeReport, keyof HttpExchangeRecord>>();
   let capture: ((tokenHex: string) => void) | undefined;
@@ -134,11 +156,11 @@ export async function startHost(opts: HostOptions): Promise<Host> {
 
   // The Matrix session (handles, sticky access token) lives as long as the link session; its
   // client transactions outlive it (see onSessionReset below).
-  let session = new HostSession({ maxBodyBytes: opts.maxBodyBytes });
+  let session = newSession();
   const saved = opts.matrixStateStore?.load();
   if (saved !== undefined) {
     try {
-      const stored = new HostSession({ maxBodyBytes: opts.maxBodyBytes });
+      const stored = newSession();
       stored.importState(saved);
       if (radio.resumed) session = stored;
       else session.adoptTxns(stored);
@@ -151,7 +173,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     // Handles and the token belief start afresh with the link session; the client transactions
     // do not: a retry after the new handshake goes out with its first token (sequence numbers go
     // on across link sessions), so the gateway names it with the same homeserver txn id.
-    const fresh = new HostSession({ maxBodyBytes: opts.maxBodyBytes });
+    const fresh = newSession();
     fresh.adoptTxns(session);
     session = fresh;
     persistSession(true);
@@ -231,7 +253,8 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     registry.observe(req, res);
     return res;
   };
-  const auth = new LocalAuth({ registry, carry, logger: opts.logger, ...(opts.tokenValidation ?? {}) });
+  const auth = new LocalAuth({ registry, carry, logger: opts.logger, ...(opts.tokenValidation ?? {}), ...(noSecretsOnAir ? { validateOverRadio: false } : {}) });
+  const localLogin = opts.localLogin ? new LocalLogin({ accounts: opts.localLogin.accounts, carry, registry, logger: opts.logger }) : undefined;
 
   // Push sync (default): local /sync from the store, fed by the gateway's pushes.
   const push = opts.pushSync === false ? undefined : new HostPushSync({
@@ -241,15 +264,38 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   });
   if (push) registry.onForget((e) => push.tokenForgotten(e.hash));
 
-  const handle = async (req: HttpRequestLike, ctx: LocalRequestContext): Promise<HttpResponseLike> => {
+  const handle = async (incoming: HttpRequestLike, ctx: LocalRequestContext): Promise<HttpResponseLike> => {
+    let req = incoming;
     if (req.method === 'GET' && WELL_KNOWN.test(req.path)) {
       counters.wellKnownAnsweredLocally++;
       return json(200, rewriteWellKnown({}, ctx.baseUrl));
+    }
+    const logout = req.method === 'POST' && (LOGOUT.test(req.path) || LOGOUT_ALL.test(req.path));
+    if (localLogin) {
+      if (LOGIN.test(req.path) && req.method === 'GET') return localLogin.flows();
+      if (LOGIN.test(req.path) && req.method === 'POST') return localLogin.login(req, ctx.baseUrl);
+      const secret = logout ? undefined : airSecretRefusal(req);
+      if (secret !== undefined) {
+        counters.secretsRefused++;
+        return matrixError(403, 'M_FORBIDDEN', `trickle host (authenticate-only mode, nothing secret may cross the air): ${secret}`);
+      }
     }
     // The token check comes before anything local answers or anything crosses the radio.
     const checked = await auth.check(req, ctx.invalidCredential);
     if (checked.kind === 'deny') { counters.refusedByTokenCheck++; return checked.response; }
     if (checked.kind === 'answered') return checked.response;
+    if (localLogin) {
+      // The kit's own tokens end here; the gateway's bound device goes on.
+      if (logout && req.accessToken && checked.userId !== undefined) {
+        if (LOGOUT_ALL.test(req.path)) registry.logoutUser(checked.userId); else registry.logout(req.accessToken);
+        return json(200, {});
+      }
+      // A token the kit did not issue, on an endpoint that needs none: it does not run as the bound account.
+      if (req.accessToken && checked.userId === undefined) {
+        const { accessToken: _dropped, ...rest } = req;
+        req = rest;
+      }
+    }
     if (push?.handles(req, checked.userId)) return push.answer(req, checked.userId!);
     // Our own typing notifications stay here unless asked for: a client re-sends them every few
     // seconds while its user types, which would cost more airtime than the message itself.
@@ -291,6 +337,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   const status = (): Record<string, unknown> => ({
     role: 'host', requests: { ...counters }, localApi: { ...server.stats(), tokens: { ...registry.status(), ...auth.status() } },
     session: session.status(), pushSync: push?.status() ?? null, radio: radio.status(),
+    ...(localLogin ? { localLogin: localLogin.status() } : {}),
   });
   return {
     port, radio,

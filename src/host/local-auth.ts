@@ -25,6 +25,9 @@
  *    reading the local store once the radio carries one whoami.
  *  - A GET /account/whoami with an unknown token IS its own validation: its answer is returned
  *    (`answered`), not carried twice.
+ *  - Authenticate-only mode (`validateOverRadio: false`): the kit issued every good token itself
+ *    (local-login.ts), and no token crosses the air, so the radio could not check one anyway: an
+ *    unknown token is 401 M_UNKNOWN_TOKEN at once and known tokens are never revalidated.
  */
 import type { Logger } from '../log.ts';
 import { systemClock, type Clock } from '../util/clock.ts';
@@ -55,6 +58,8 @@ export interface LocalAuthOptions {
   maxQueued?: number;
   /** Confirm a known token again after this long (default 24 h). */
   revalidateAfterMs?: number;
+  /** Check unknown tokens with a whoami over the radio (default true); false in authenticate-only mode. */
+  validateOverRadio?: boolean;
 }
 
 type Outcome =
@@ -113,9 +118,14 @@ export class LocalAuth {
       return { kind: 'deny', response: unknownToken() };
     }
     const known = registry.lookup(token);
+    const overRadio = this.o.validateOverRadio ?? true;
     if (known) {
-      if (this.clock.now() - known.confirmedAtMs > this.revalidateAfterMs) this.revalidate(token);
+      if (overRadio && this.clock.now() - known.confirmedAtMs > this.revalidateAfterMs) this.revalidate(token);
       return { kind: 'allow', userId: known.userId };
+    }
+    if (!overRadio) {
+      this.counters.unknownToken++;
+      return { kind: 'deny', response: unknownToken() };
     }
     const outcome = await this.validate(token);
     if (outcome === 'limited') {

@@ -18,6 +18,10 @@
  *  - Bounded: at most `maxTokens` known tokens and refresh tokens (the least recently confirmed
  *    go first) and `maxRefused` refused ones.
  *
+ * In authenticate-only mode the host itself issues the tokens (host/local-login.ts: `learn` at a
+ * local login, `logout` / `logoutUser` at a local /logout or /logout/all); the rules above still
+ * apply to every answer the radio brings back.
+ *
  * The state is written through a StateStore (tokens-host.json, mode 0600, in --state-dir) on
  * every change, so a restarted kit still serves its clients' local /sync while the radio is
  * down.
@@ -150,6 +154,16 @@ export class TokenRegistry {
     this.persist();
   }
 
+  /** The token is ended (a /logout with it): forgotten, and refused from now on. */
+  logout(token: string): void {
+    this.forgetHashes([hashToken(token)], 'logout');
+  }
+
+  /** Every token of the user is ended (/logout/all, /account/deactivate). */
+  logoutUser(userId: string): void {
+    this.forgetWhere((t) => t.userId === userId, 'logout');
+  }
+
   /** The homeserver answered 401 M_UNKNOWN_TOKEN to it. */
   refuse(token: string): void {
     const h = hashToken(token);
@@ -208,10 +222,10 @@ export class TokenRegistry {
       if (userId) this.learn(token, userId, str(body?.['device_id']) ?? null);
       return;
     }
-    if (m === 'POST' && LOGOUT.test(path)) { this.forgetHashes([hashToken(token)], 'logout'); return; }
+    if (m === 'POST' && LOGOUT.test(path)) { this.logout(token); return; }
     if (!known) return;
     const user = known.userId;
-    if (m === 'POST' && (LOGOUT_ALL.test(path) || DEACTIVATE.test(path))) { this.forgetWhere((t) => t.userId === user, 'logout'); return; }
+    if (m === 'POST' && (LOGOUT_ALL.test(path) || DEACTIVATE.test(path))) { this.logoutUser(user); return; }
     if (m === 'POST' && PASSWORD.test(path)) {
       if (jsonBody(req)?.['logout_devices'] === false) return;
       const keep = hashToken(token);
