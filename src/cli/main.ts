@@ -5,7 +5,7 @@
  */
 import { createLogger, type Logger } from '../log.ts';
 import { isTrickleError, TrickleError } from '../errors.ts';
-import { buildSecurity, stateStores, parseSecurityMode } from './security.ts';
+import { buildSecurity, stateStores, parseSecurityMode, secretsPolicy } from './security.ts';
 import { defaultStateDir } from './keys.ts';
 import { lockStateDir } from '../util/state-lock.ts';
 import { parseFlags, intFlag, hostPortFlag, requiredFlag, pushCarryFlag, listFlag } from './args.ts';
@@ -22,7 +22,8 @@ const COMMON_USAGE = `  --baud N           UART speed of the modem (default 9600
   --sf N             LoRa spreading factor 5-12 (default 9)
   --cr N             LoRa coding rate 4/N, N = 5-8 (default 5)
   --max-body-bytes N largest request or response body carried (default 16777216)
-  --security MODE    encrypt (default), authenticate-only (amateur bands: cleartext, signed), none (tests)
+  --security MODE    encrypt (default), authenticate-only (amateur bands: cleartext, signed; no
+                     password or token on air: see trickle keys bind / local-account), none (tests)
   --state-dir DIR    keys and session state (default $TRICKLE_STATE_DIR or ~/.local/state/trickle)
 ${MODEM_USAGE}`;
 
@@ -125,6 +126,8 @@ function common(flags: Record<string, string | boolean | undefined>, role: 'host
   const security = buildSecurity(role, stateDir, mode, logger);
   return {
     ...(security ? { security } : {}),
+    // authenticate-only: no password or access token crosses the air (local logins, bound accounts)
+    ...secretsPolicy(role, stateDir, mode, logger),
     ...stateStores(stateDir, role, logger),
     codec: codec as 'compact' | 'rfc7252',
     ...(modem.link ? { link: modem.link } : {}),

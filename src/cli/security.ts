@@ -12,9 +12,11 @@ import { readStateFile, writeStateFile } from '../util/state-file.ts';
 import { fingerprint, encodePublicKey } from '../secure/fingerprint.ts';
 import type { AirtimeState, SecuritySettings, StateStore, CoapSessionState } from '../coap/radio-stack.ts';
 import {
-  authorizedKeysChecker, loadOrCreateIdentity, loadPinnedGatewayKey, readAuthorizedKeys,
-  recordOfferedGatewayKey, savePinnedGatewayKey, sessionStore,
+  authorizedKeysChecker, boundAccountsLookup, loadOrCreateIdentity, loadPinnedGatewayKey, localAccountsReader, readAuthorizedKeys,
+  readBoundAccounts, readLocalAccounts, recordOfferedGatewayKey, savePinnedGatewayKey, sessionStore,
 } from './keys.ts';
+import type { BoundAccount } from '../gateway/bound-accounts.ts';
+import type { LocalAccount } from '../host/local-accounts.ts';
 
 export type SecurityMode = 'encrypt' | 'authenticate-only' | 'none';
 
@@ -58,6 +60,31 @@ export function stateStores(stateDir: string, role: 'host' | 'gateway', log: Log
     matrixStateStore: matrixStateStore(stateDir, role, log),
     syncStateStore: fileStore<unknown>(join(stateDir, `sync-${role}.json`), 'push sync', log),
   };
+}
+
+/**
+ * What keeps secrets off the air in authenticate-only mode (SECURITY.md "Amateur radio"): the
+ * field kit answers logins against its local accounts (local-accounts.json), the gateway runs
+ * each kit's requests with the account bound to it (accounts-gateway.json). Both files are
+ * followed while running. Other modes: nothing (tokens and passwords are carried, encrypted in
+ * encrypt mode).
+ */
+export function secretsPolicy(role: 'host' | 'gateway', stateDir: string, mode: SecurityMode, log: Logger): {
+  localLogin?: { accounts: () => readonly LocalAccount[] };
+  boundAccounts?: (kitStatic: Uint8Array) => BoundAccount | undefined;
+} {
+  if (mode !== 'authenticate-only') return {};
+  const onError = (e: Error) => log.error({ err: e.message }, 'account file problem: no account is usable until it is fixed');
+  if (role === 'host') {
+    let none = false;
+    try { none = readLocalAccounts(stateDir).length === 0; } catch { /* reported by the reader */ }
+    if (none) log.warn({ stateDir }, 'authenticate-only mode: local clients log in with a password checked on this kit, and none is set: run "trickle keys local-account <@user:server>"');
+    return { localLogin: { accounts: localAccountsReader(stateDir, onError) } };
+  }
+  let none = false;
+  try { none = readBoundAccounts(stateDir).length === 0; } catch { /* reported by the lookup */ }
+  if (none) log.warn({ stateDir }, 'authenticate-only mode: no access token crosses the air, so each field kit needs a Matrix account bound here: run "trickle keys bind <kit> <@user:server> --homeserver URL"');
+  return { boundAccounts: boundAccountsLookup(stateDir, onError) };
 }
 
 export function buildSecurity(role: 'host' | 'gateway', stateDir: string, mode: SecurityMode, log: Logger): SecuritySettings | undefined {
