@@ -21,15 +21,17 @@ export interface TrickleProcess {
   stop: () => Promise<void>;
 }
 
-export function spawnTrickle(args: string[]): TrickleProcess {
+/** `stdin`: text written to the process's standard input, which is then closed (e.g. a password for --password-stdin). */
+export function spawnTrickle(args: string[], opts: { stdin?: string } = {}): TrickleProcess {
   // Without --state-dir, each process gets a fresh one of its own: never the user's real state,
   // and never a directory another process of the test holds (one process per state dir).
   const stateEnv = args.includes('--state-dir') ? {} : { TRICKLE_STATE_DIR: mkdtempSync(join(tmpdir(), 'trickle-proc-')) };
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
     cwd: repo,
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [opts.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     env: { ...process.env, ...stateEnv, TRICKLE_LOG: process.env['TRICKLE_TEST_LOG'] ?? 'info' },
   });
+  if (opts.stdin !== undefined) child.stdin?.end(opts.stdin);
   let out = '';
   child.stdout?.on('data', (d: Buffer) => { out = (out + d.toString()).slice(-20000); });
   child.stderr?.on('data', (d: Buffer) => { out = (out + d.toString()).slice(-20000); });
