@@ -28,7 +28,7 @@ export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 const utf8Encoder = new TextEncoder();
-const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 export const utf8 = {
   encode: (s: string): Uint8Array => utf8Encoder.encode(s),
   /** Throws TypeError on invalid UTF-8 (callers map it to their layer's code). */

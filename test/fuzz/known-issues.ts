@@ -13,20 +13,7 @@ export interface KnownIssue {
   readonly summary: string;
 }
 
-export const KNOWN_ISSUES: readonly KnownIssue[] = [
-  {
-    target: 'native',
-    error: /decodeNativeMessage accepted [0-9a-f]*?efbbbf[0-9a-f]* but it re-encodes as/,
-    owner: 'src/util/bytes.ts utf8.decode (a TextDecoder without ignoreBOM)',
-    summary: 'a text field starting with U+FEFF loses it on decode (silent truncation)',
-  },
-  {
-    target: 'session-body',
-    error: /TEXT_MESSAGE payload "0xefbbbf/,
-    owner: 'src/util/bytes.ts utf8.decode (a TextDecoder without ignoreBOM)',
-    summary: 'a TEXT_MESSAGE starting with U+FEFF loses it on decode (silent truncation)',
-  },
-];
+export const KNOWN_ISSUES: readonly KnownIssue[] = [];
 
 export function knownIssue(f: { target: string; error: string }): KnownIssue | undefined {
   return KNOWN_ISSUES.find((k) => k.target === f.target && k.error.test(f.error));
