@@ -52,7 +52,8 @@ export const KEYS_USAGE = `usage: trickle keys <command> [--state-dir DIR]
   add <public-key> <name>   gateway: allow a field kit (its key as printed by "keys show")
   revoke <name|key|fingerprint>
                             gateway: remove a field kit
-  list                      gateway: the authorized field kits
+  list                      the authorized field kits and their bound accounts (gateway),
+                            the local accounts (field kit); never a token or password
   trust <fingerprint|key>   field kit: accept a gateway key (after a "key changed" refusal,
                             compare the fingerprint with the gateway operator first)
 
@@ -275,7 +276,7 @@ export const terminalPasswordReader: PasswordReader = {
       for await (const c of stdin) chunks.push(c as Buffer);
       return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
     }
-    if (!stdin.isTTY) throw usage('stdin is not a terminal: pass --password-stdin to read the password from it');
+    if (!stdin.isTTY) throw new TrickleError('ERR_USAGE', 'cli', 'stdin is not a terminal: pass --password-stdin to read the password from it');
     return readHidden(prompt);
   },
 };
