@@ -127,8 +127,9 @@ function common(flags: Record<string, string | boolean | undefined>, role: 'host
   return {
     ...(security ? { security } : {}),
     // authenticate-only: no password or access token crosses the air (local logins, bound accounts)
-    ...secretsPolicy(role, stateDir, mode, logger),
     ...stateStores(stateDir, role, logger),
+    // after stateStores: in authenticate-only mode the host keeps its own tokens apart
+    ...secretsPolicy(role, stateDir, mode, logger),
     codec: codec as 'compact' | 'rfc7252',
     ...(modem.link ? { link: modem.link } : {}),
     ...(modem.createModem ? { createModem: modem.createModem } : {}),

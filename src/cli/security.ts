@@ -71,6 +71,7 @@ export function stateStores(stateDir: string, role: 'host' | 'gateway', log: Log
  */
 export function secretsPolicy(role: 'host' | 'gateway', stateDir: string, mode: SecurityMode, log: Logger): {
   localLogin?: { accounts: () => readonly LocalAccount[] };
+  tokensStore?: StateStore<unknown>;
   boundAccounts?: (kitStatic: Uint8Array) => BoundAccount | undefined;
 } {
   if (mode !== 'authenticate-only') return {};
@@ -79,7 +80,13 @@ export function secretsPolicy(role: 'host' | 'gateway', stateDir: string, mode: 
     let none = false;
     try { none = readLocalAccounts(stateDir).length === 0; } catch { /* reported by the reader */ }
     if (none) log.warn({ stateDir }, 'authenticate-only mode: local clients log in with a password checked on this kit, and none is set: run "trickle keys local-account <@user:server>"');
-    return { localLogin: { accounts: localAccountsReader(stateDir, onError) } };
+    // Only tokens this kit issued are good in this mode: a registry of its own, so tokens the
+    // homeserver issued while the kit ran in encrypt mode (tokens-host.json) are not taken for
+    // the bound account's.
+    return {
+      localLogin: { accounts: localAccountsReader(stateDir, onError) },
+      tokensStore: fileStore<unknown>(join(stateDir, 'tokens-host-local.json'), 'access-token registry (tokens issued by this kit)', log),
+    };
   }
   let none = false;
   try { none = readBoundAccounts(stateDir).length === 0; } catch { /* reported by the lookup */ }

@@ -172,3 +172,19 @@ describe('trickle keys local-account (field kit)', () => {
     expect(await failure(['local-account', '@alice:hs.example', '--password-stdin', '--state-dir', dir], reader(''))).toMatch(/empty/);
   });
 });
+
+describe('authenticate-only mode keeps the kit\'s own tokens apart', () => {
+  it('the host\'s token registry is tokens-host-local.json there, so tokens known from encrypt mode do not run as the bound account', async () => {
+    const { mkdtempSync, existsSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { secretsPolicy, stateStores } = await import('../../../src/cli/security.ts');
+    const { silentLogger } = await import('../../../src/log.ts');
+    const dir = mkdtempSync(join(tmpdir(), 'trickle-amateur-tokens-'));
+    const merged = { ...stateStores(dir, 'host', silentLogger()), ...secretsPolicy('host', dir, 'authenticate-only', silentLogger()) };
+    merged.tokensStore!.save({ version: 1 });
+    expect(existsSync(join(dir, 'tokens-host-local.json'))).toBe(true);
+    expect(existsSync(join(dir, 'tokens-host.json'))).toBe(false);
+    expect(secretsPolicy('host', dir, 'encrypt', silentLogger()).tokensStore).toBeUndefined();
+  });
+});
