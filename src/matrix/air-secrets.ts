@@ -17,7 +17,8 @@
  *  - any other request whose JSON body holds a password: a top-level `password` or
  *    `new_password`, or `auth.password` (User-Interactive Authentication with
  *    m.login.password: /account/password, /account/deactivate, /delete_devices,
- *    /keys/device_signing/upload, …). Room events, room state and to-device messages are not
+ *    /keys/device_signing/upload, …), or an identity-server `id_access_token` (3pid invites
+ *    and bindings). Room events, room state and to-device messages are not
  *    inspected: their content is what the users chose to send, readable on air by design.
  * The access token itself never rides in a body or a query: the host takes `access_token` out of
  * the query (local-api-policy.ts) and the session layer sends no option 256 in this mode
@@ -48,7 +49,7 @@ export function airSecretRefusal(req: HttpRequestLike): string | undefined {
   if (req.body.length === 0 || USER_CONTENT.test(req.path)) return undefined;
   if (req.contentType !== undefined && !isJsonContentType(req.contentType)) return undefined;
   const text = utf8.decode(req.body);
-  if (!text.includes('password')) return undefined; // cheap: no such key can be there
+  if (!text.includes('password') && !text.includes('id_access_token')) return undefined; // cheap: no such key can be there
   let body: unknown;
   try { body = JSON.parse(text); } catch { return undefined; }
   if (!body || typeof body !== 'object' || Array.isArray(body)) return undefined;
@@ -57,6 +58,9 @@ export function airSecretRefusal(req: HttpRequestLike): string | undefined {
   const inAuth = auth !== null && typeof auth === 'object' && !Array.isArray(auth) && 'password' in auth;
   if ('password' in o || 'new_password' in o || inAuth) {
     return 'the request holds a password, which would cross the air in clear; change passwords and confirm with a password where the homeserver can be reached directly';
+  }
+  if ('id_access_token' in o) {
+    return 'the request holds an identity-server access token (3pid invites and bindings), which would cross the air in clear; do that where the homeserver can be reached directly';
   }
   return undefined;
 }

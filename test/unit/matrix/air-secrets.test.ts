@@ -29,3 +29,14 @@ describe('airSecretRefusal: what never crosses the air in authenticate-only mode
     expect(airSecretRefusal(req('POST', '/_matrix/client/v3/account/password', { raw: new TextEncoder().encode('password'), contentType: 'text/plain' }))).toBeUndefined();
   });
 });
+
+describe('identity-server tokens', () => {
+  it('a 3pid invite or binding carrying id_access_token is refused in authenticate-only mode', async () => {
+    const { airSecretRefusal } = await import('../../../src/matrix/air-secrets.ts');
+    const body = new TextEncoder().encode(JSON.stringify({ id_server: 'id.example', id_access_token: 'secret-id-token', medium: 'email', address: 'a@example.org' }));
+    expect(airSecretRefusal({ method: 'POST', path: '/_matrix/client/v3/rooms/!r:hs/invite', query: '', contentType: 'application/json', body })).toMatch(/identity-server/);
+    expect(airSecretRefusal({ method: 'POST', path: '/_matrix/client/v3/account/3pid/bind', query: '', contentType: 'application/json', body })).toMatch(/identity-server/);
+    const plain = new TextEncoder().encode(JSON.stringify({ user_id: '@bob:hs' }));
+    expect(airSecretRefusal({ method: 'POST', path: '/_matrix/client/v3/rooms/!r:hs/invite', query: '', contentType: 'application/json', body: plain })).toBeUndefined();
+  });
+});
