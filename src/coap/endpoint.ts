@@ -42,8 +42,10 @@
  * within EXCHANGE_LIFETIME.
  *  - Sender (§4.4: an id is not reused within EXCHANGE_LIFETIME): the endpoint records
  *    when it last used each id (the first transmission of the message that carried it)
- *    and never sends a message under an id used less than midGuardMs ago (default and
- *    minimum: this end's exchangeLifetimeMs). Every origination (request, block
+ *    and never sends a message under an id used less than midGuardMs ago: this end's
+ *    exchangeLifetimeMs plus one ACK round trip (ACK_TIMEOUT × ACK_RANDOM_FACTOR), since a
+ *    receiver remembers an id for its lifetime from its first receipt (below), which lags
+ *    our first transmission by that much when nothing is lost. Every origination (request, block
  *    follow-up, NON or separate response, notification) is assigned its S (its id) when
  *    it is made, in call order; ids of CONs still awaiting an ACK are passed over
  *    (midSkips). Ids come in counter order (S mod 2^16, or the 'random' mode counter), so
@@ -63,7 +65,11 @@
  *    most the requests of one guard: ≤ 65,536 with the id rule); when none is free the
  *    request fails with ERR_COAP_FORMAT rather than reuse one. A client never has two
  *    exchanges with one token (request() refuses a token in flight).
- *  - Receiver (defence in depth): the two ends compute their own lifetimes (from their
+ *  - Receiver: an id is remembered for exchangeLifetimeMs from the first receipt of its
+ *    message (not extended by the answer: no copy can come later than MAX_TRANSMIT_SPAN +
+ *    MAX_LATENCY after the peer's first transmission, §4.8.2), so two ends with equal
+ *    lifetimes agree: the receiver has forgotten an id before a sender reuses it.
+ *  - Receiver, defence in depth: the two ends compute their own lifetimes (from their
  *    own ACK timeouts, which include the duty-cycle wait when the endpoint was made, so
  *    they can differ a lot), and a restarted peer has forgotten when it used its ids, so
  *    the sender's rule alone cannot keep a peer from reusing an id we still remember.
@@ -377,8 +383,11 @@ export interface CoapEndpointOptions {
   /**
    * How long a Message ID (and in 'random' mode a token) this endpoint used stays unused
    * after the first transmission of the message that carried it (RFC 7252 §4.4: not within
-   * EXCHANGE_LIFETIME). Default and minimum: exchangeLifetimeMs. Set it higher when the peer
-   * is known to remember Message IDs longer than we do.
+   * EXCHANGE_LIFETIME). Minimum exchangeLifetimeMs. Default exchangeLifetimeMs plus one
+   * ACK_TIMEOUT(maxFrameLen) × ACK_RANDOM_FACTOR: a peer with our lifetime remembers an id for
+   * a lifetime from its FIRST RECEIPT, which lags our first transmission by up to that much
+   * when the transmission is not lost. Set it higher when the peer is known to remember
+   * Message IDs longer than we do.
    */
   readonly midGuardMs?: number;
   /** Bound for block-wise reassembly in both directions. Default 256 KiB. */
@@ -445,7 +454,12 @@ interface Transmission {
 }
 
 interface SeenEntry {
-  expiresAt: number;
+  /**
+   * First receipt + exchangeLifetimeMs, not extended by the answer: no copy can come later
+   * (the peer stops retransmitting MAX_TRANSMIT_SPAN after its first transmission), and a
+   * peer with our lifetime counts its guard from its first transmission (see midGuardMs).
+   */
+  readonly expiresAt: number;
   /** messageDigest() of the message: a copy has the same, a new message with a reused id another. */
   readonly digest: number;
   /** The message that answered this message, re-sent (re-encoded) on duplicates. */
@@ -686,7 +700,10 @@ export class CoapEndpoint {
       this.ackTimeout(4 + this.tokenLength) / 2, 0);
     const maxTransmitWait = this.ackTimeout(this.maxFrameLen) * (2 ** (this.maxRetransmit + 1) - 1) * this.ackRandomFactor;
     this.exchangeLifetimeMs = positive('exchangeLifetimeMs', opts.exchangeLifetimeMs, 2 * maxTransmitWait, 1);
-    this.midGuardMs = positive('midGuardMs', opts.midGuardMs, this.exchangeLifetimeMs, this.exchangeLifetimeMs);
+    // A peer with our lifetime remembers an id from its first receipt of it, which lags our
+    // first transmission by up to one ACK round trip when that transmission is not lost.
+    this.midGuardMs = positive('midGuardMs', opts.midGuardMs,
+      this.exchangeLifetimeMs + this.ackTimeout(this.maxFrameLen) * this.ackRandomFactor, this.exchangeLifetimeMs);
     this.maxBodyBytes = positive('maxBodyBytes', opts.maxBodyBytes, 256 * 1024, 0);
     this.defaultResponseTimeoutMs = positive('responseTimeoutMs', opts.responseTimeoutMs, this.exchangeLifetimeMs, 1);
     this.observeFreshnessMs = opts.observeFreshnessMs === Infinity ? Infinity
@@ -1926,7 +1943,6 @@ export class CoapEndpoint {
   /** Answer at once: piggybacked in the ACK of a CON, or as a NON to a NON. */
   private reply(req: CoapMessage, entry: SeenEntry, res: CoapResponse): void {
     entry.done = true;
-    entry.expiresAt = this.clock.now() + this.exchangeLifetimeMs;
     const send = (type: CoapType, mid: number): void => {
       const msg: CoapMessage = { type, code: res.code, mid, token: req.token, options: res.options, payload: res.payload };
       entry.reply = msg;
@@ -2012,7 +2028,6 @@ export class CoapEndpoint {
     task.timer = undefined;
     this.tasks.delete(task);
     entry.done = true;
-    entry.expiresAt = this.clock.now() + this.exchangeLifetimeMs;
     if (!task.ackSent) {
       task.ackSent = true;
       if (!entry.superseded) entry.reply = this.sendEmpty(ACK, msg.mid);
@@ -2034,7 +2049,6 @@ export class CoapEndpoint {
     this.tasks.delete(task);
     if (this.closed) return;
     entry.done = true;
-    entry.expiresAt = this.clock.now() + this.exchangeLifetimeMs;
     let first: CoapResponse;
     try {
       first = this.prepareResponse(msg.token, res, extraResponseOptions, preferredSzx);

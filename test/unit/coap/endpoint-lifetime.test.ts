@@ -99,13 +99,14 @@ const put = (n: number) => ({ code: Method.PUT, options: [stringOption(Opt.URI_P
  * Send `total` requests, `batch` at a time, and check every answer. Returns the order in which
  * the server's handler saw the bodies and how often it ran for each.
  */
-async function carry(link: ReturnType<typeof memoryPipe>, total: number, batch: number, first = 0) {
+async function carry(link: ReturnType<typeof memoryPipe>, total: number, batch: number, first = 0, handlerMs = 0) {
   const runs = new Uint8Array(total);
   const order: number[] = [];
   link.b.onRequest(async (req) => {
     const n = readU32(req.payload) - first;
     runs[n]!++;
     order.push(n);
+    if (handlerMs > 0) await new Promise<void>((r) => { link.clock.setTimer(handlerMs, r); });
     return { code: Response.CHANGED, payload: answerOf(n + first) };
   });
   let wrong: string | undefined;
@@ -146,6 +147,16 @@ describe('CoapEndpoint: Message IDs and tokens over a long life (RFC 7252 §4.4)
     // 200,000 originations at ≤ 65,536 per lifetime: at least three lifetimes of virtual time.
     expect(link.clock.now() - start).toBeGreaterThanOrEqual(3 * HOUR_MS);
   }, 60_000);
+
+  it('two ends with equal lifetimes agree: the receiver has forgotten an id before the sender reuses it, even when its answer lags the receipt', async () => {
+    // 50 ms each way and a 200 ms handler: the answer leaves 250 ms after the request did.
+    const link = memoryPipe({ latencyMs: 50, a: { exchangeLifetimeMs: HOUR_MS }, b: { exchangeLifetimeMs: HOUR_MS } });
+    const { runs, wrong } = await carry(link, 66_000, 8, 0, 200);
+    expect(wrong).toBeUndefined();
+    expect(runs.every((r) => r === 1)).toBe(true);
+    expect(link.a.stats().midWaits).toBeGreaterThan(0);
+    expect(link.b.stats()).toMatchObject({ midReuse: 0, duplicates: 0 });
+  }, 30_000);
 
   it('a peer that remembers Message IDs longer than we wait (its lifetime 2 h, ours 10 min): every reused id is a new message, answered correctly', async () => {
     const link = memoryPipe({ a: { exchangeLifetimeMs: 10 * 60_000 }, b: { exchangeLifetimeMs: 2 * HOUR_MS } });
@@ -322,13 +333,16 @@ describe('CoapEndpoint: waiting for a Message ID (sender, RFC 7252 §4.4)', () =
     expect(ep.stats()).toMatchObject({ midWaits: 4, midWaiting: 4 });
     expect(clock.pending).toBe(1); // one timer for the whole queue: no polling
 
-    clock.runUntil(t0 + HOUR_MS - 1);
+    // The guard: the lifetime plus one ACK round trip (2000 ms × 1.5), see midGuardMs.
+    const guardMs = ep.stats().midGuardMs;
+    expect(guardMs).toBe(HOUR_MS + 3000);
+    clock.runUntil(t0 + guardMs - 1);
     expect(sent.length).toBe(sentBefore);
-    clock.runUntil(t0 + HOUR_MS + 3);
+    clock.runUntil(t0 + guardMs + 3);
     const later = sent.slice(sentBefore);
     // In order; each at the instant its id (used 1 ms apart from t0 on) is one lifetime old.
     expect(later.map(({ msg }) => msg.mid)).toEqual([1, 2, 3, 4]);
-    expect(later.map(({ atMs }) => atMs - t0)).toEqual([HOUR_MS, HOUR_MS + 1, HOUR_MS + 2, HOUR_MS + 3]);
+    expect(later.map(({ atMs }) => atMs - t0)).toEqual([guardMs, guardMs + 1, guardMs + 2, guardMs + 3]);
     expect(later.slice(0, 3).map(({ msg }) => tokenSequence(msg.token))).toEqual(tokens);
     expect(tokens).toEqual([65_537, 65_538, 65_539]);
     expect(later[3]!.msg).toMatchObject({ type: 1, token: bytes('nn'), payload: bytes('non') });
@@ -345,7 +359,7 @@ describe('CoapEndpoint: waiting for a Message ID (sender, RFC 7252 §4.4)', () =
     const waiting = settle(ep.request(put(7)));
     void obs.cancel();
     expect(ep.stats().midWaiting).toBe(2);
-    clock.runUntil(t0 + HOUR_MS + 5);
+    clock.runUntil(t0 + guardMs + 5);
     expect(sent.slice(sentBefore + 4).map(({ msg }) => [msg.mid, tokenSequence(msg.token)])).toEqual([[6, 65_542]]);
     expect(ep.stats()).toMatchObject({ midSkips: 1, midWaiting: 0 });
     // close() rejects what waits and leaves no timer behind.
@@ -378,7 +392,7 @@ describe('CoapEndpoint: waiting for a Message ID (sender, RFC 7252 §4.4)', () =
     const inFlight = new Set(sent.slice(200).map(({ msg }) => msg.token[0]!));
     expect([...inFlight].some((t) => tokens.has(t))).toBe(false);
     // …and after the guard every token is free again.
-    clock.advance(60_000);
+    clock.advance(ep.stats().midGuardMs);
     const again = settle(ep.request(put(0)));
     const req = sent[sent.length - 1]!.msg;
     ep.receive(frame({ type: ACK, code: Response.CHANGED, mid: req.mid, token: req.token }));
