@@ -26,7 +26,7 @@
  * (nextSequence, Message ID waits/skips/reuse, the guard in force). Exits 1 on any wrong,
  * duplicate, failed or missing answer.
  *
- * Options: --requests N (200000), --concurrency K (4), --baud N (4000000), --progress-s S (5),
+ * Options: --requests N (200000), --concurrency K (8), --baud N (4000000), --progress-s S (5),
  * --request-timeout-s S (1200: a request may wait a whole Message ID guard, then the host's own
  * 120 s), --json, --keep (leave the state directories and print where they are).
  */
@@ -40,7 +40,7 @@ import { pairedStateDirs, spawnTrickle, waitForHttp, type TrickleProcess } from 
 const { values: flags } = parseArgs({
   options: {
     requests: { type: 'string', default: '200000' },
-    concurrency: { type: 'string', default: '4' },
+    concurrency: { type: 'string', default: '8' },
     baud: { type: 'string', default: '4000000' },
     'progress-s': { type: 'string', default: '5' },
     'request-timeout-s': { type: 'string', default: '1200' },
@@ -258,6 +258,9 @@ try {
   if (login.status !== 200 || typeof token !== 'string' || login.json?.['user_id'] !== USER) {
     throw new Error(`login through the host failed: ${login.status} ${JSON.stringify(login.json)}\n--- host ---\n${host.output()}\n--- gateway ---\n${gateway.output()}`);
   }
+  // A link session starts at a random sequence number: count from here.
+  const [hc0, gc0] = await Promise.all([coapStatus(hostStatus), coapStatus(gatewayStatus)]);
+  const startSeq = { host: hc0.nextSequence ?? 0, gateway: gc0.nextSequence ?? 0 };
   log(`soak: ${fmt(TOTAL)} requests, ${CONCURRENCY} at a time: soak client → trickle host → PTY (socat, ${fmt(BAUD)} Bd) → trickle gateway → stand-in homeserver`);
 
   let next = 0;
@@ -300,7 +303,8 @@ try {
       lastDone = done;
       lastAt = now;
       const eta = rate > 0 ? dur(((TOTAL - done) / rate) * 1000) : '?';
-      log(`[${dur(now - started).padStart(7)}] ${fmt(done).padStart(11)}/${fmt(TOTAL)} (${((100 * done) / TOTAL).toFixed(1).padStart(5)} %)  ${rate.toFixed(0).padStart(5)} req/s (last ${PROGRESS_MS / 1000} s: ${recent.toFixed(0)})  ETA ${eta}  host S ${fmt(c.nextSequence ?? 0)}  waits ${fmt(c.midWaits ?? 0)} waiting ${c.midWaiting ?? 0}  wrong ${wrongCount} failed ${failureCount}`);
+      const originated = ((c.nextSequence ?? startSeq.host) - startSeq.host) >>> 0;
+      log(`[${dur(now - started).padStart(7)}] ${fmt(done).padStart(11)}/${fmt(TOTAL)} (${((100 * done) / TOTAL).toFixed(1).padStart(5)} %)  ${rate.toFixed(0).padStart(5)} req/s (last ${PROGRESS_MS / 1000} s: ${recent.toFixed(0)})  ETA ${eta}  host S +${fmt(originated)} (${(originated / 65_536).toFixed(2)} × 2^16)  waits ${fmt(c.midWaits ?? 0)} waiting ${c.midWaiting ?? 0}  wrong ${wrongCount} failed ${failureCount}`);
     });
   }, PROGRESS_MS);
   await Promise.all(Array.from({ length: CONCURRENCY }, () => worker()));
@@ -327,8 +331,8 @@ try {
     elapsedMs,
     requestsPerSecond: Math.round((done / elapsedMs) * 1000 * 10) / 10,
     homeserver: { eventsCreated, distinctBodies: hs.events.size, ...hs.counters, unexpectedRequests: hs.unexpected },
-    host: hc,
-    gateway: gc,
+    host: { ...hc, startSequence: startSeq.host, originated: ((hc.nextSequence ?? 0) - startSeq.host) >>> 0 },
+    gateway: { ...gc, startSequence: startSeq.gateway, originated: ((gc.nextSequence ?? 0) - startSeq.gateway) >>> 0 },
     wrongSamples: wrong,
     failureSamples: failures,
   };
@@ -355,9 +359,11 @@ try {
     const w = Math.max(...rows.map(([k]) => k.length));
     const out: string[] = ['', `soak: ${fmt(TOTAL)} Matrix sends through the real trickle host and gateway over a PTY pair (${fmt(BAUD)} Bd, --region none, compact CoAP, Noise), ${CONCURRENCY} at a time`, ''];
     for (const [k, v] of rows) out.push(`  ${k.padEnd(w)}  ${v.padStart(12)}`);
-    const ends: [string, (c: CoapCounters) => string][] = [
-      ['CoAP nextSequence', (c) => fmt(c.nextSequence ?? 0)],
-      ['  times past 65,536', (c) => String(Math.floor(((c.nextSequence ?? 1) - 1) / 65_536))],
+    const ends: [string, (c: CoapCounters & { startSequence: number; originated: number }) => string][] = [
+      ['CoAP sequence at start', (c) => fmt(c.startSequence)],
+      ['CoAP nextSequence at end', (c) => fmt(c.nextSequence ?? 0)],
+      ['  messages originated in the run', (c) => fmt(c.originated)],
+      ['  = Message ID space (2^16) ×', (c) => (c.originated / 65_536).toFixed(2)],
       ['Message ID guard (s)', guardS],
       ['  ceiling: 65,536 per guard (msg/s)', (c) => (c.midGuardMs ? (65_536 / (c.midGuardMs / 1000)).toFixed(0) : '?')],
       ['midWaits (originations that waited)', (c) => fmt(c.midWaits ?? 0)],
@@ -370,7 +376,7 @@ try {
     ];
     const w2 = Math.max(...ends.map(([k]) => k.length));
     out.push('', `  ${''.padEnd(w2)}  ${'host'.padStart(12)}  ${'gateway'.padStart(12)}`);
-    for (const [k, f] of ends) out.push(`  ${k.padEnd(w2)}  ${f(hc).padStart(12)}  ${f(gc).padStart(12)}`);
+    for (const [k, f] of ends) out.push(`  ${k.padEnd(w2)}  ${f(summary.host).padStart(12)}  ${f(summary.gateway).padStart(12)}`);
     if (wrong.length > 0) out.push('', 'wrong answers (first 10):', ...wrong.map((x) => `  ${x}`));
     if (failures.length > 0) out.push('', 'failures (first 10):', ...failures.map((x) => `  ${x}`));
     if (hs.unexpected.length > 0) out.push('', 'requests the stand-in did not expect:', ...hs.unexpected.map((x) => `  ${x}`));
