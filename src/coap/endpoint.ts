@@ -7,82 +7,26 @@
  * Clock, randomness (retransmission jitter; in 'random' token mode also the initial
  * Message ID and tokens) from RandomBytes.
  *
- * Frames are made by a WireCodec (default RFC 7252; the radio uses the compact form
- * of compact.ts). Every frame is encoded when it is sent, retransmissions and re-sent
- * replies included, so a stateful codec sees frames in sending order; sizes are fitted
- * to maxFrameLen with the codec's state-independent `sizeBound`.
+ * The message layer (RFC 7252 §4: CON/NON/ACK/RST, Message IDs, retransmission,
+ * de-duplication, piggybacked and separate responses) is message-layer.ts.
  *
  * Tokens ('sequence' mode, the default): every CON/NON this endpoint originates gets
  * the next 32-bit sequence number S, its Message ID is S mod 2^16, and a request's
  * token is the 4-byte S of its first message (block follow-ups keep it). Tokens are
  * unique and increasing for the endpoint's life: the gateway derives Matrix txn ids
  * from them (tokenSequence() in compact.ts); `nextSequence` / `sequenceStart` resume.
- *
- * Message layer (RFC 7252 §4):
- *  - Every request is CON. Retransmission (§4.2): first timeout = ackTimeoutMs ×
- *    uniform[1, ackRandomFactor), doubled after each of up to maxRetransmit
- *    retransmissions; then ERR_COAP_TIMEOUT. ackTimeoutMs is supplied by the caller
- *    (derived from airtime and duty-cycle wait), never CoAP's 2 s default.
- *  - Received CON/NON are de-duplicated by Message ID for exchangeLifetimeMs (§4.5).
- *    A duplicate re-sends exactly the frame answered before (piggybacked ACK, empty
- *    ACK, 2.31, RST …) or nothing while the handler still runs inside the piggyback
- *    window. Handlers never run twice for one message (see "Message IDs over a long
- *    life" for a Message ID the peer reused early).
- *  - Server side: the handler gets piggybackWindowMs to answer in the ACK (§5.2.1);
- *    after that an empty ACK goes out and the response follows as a separate CON
- *    with its own Message ID and retransmissions (§5.2.2).
- *  - Client side: piggybacked and separate responses are matched by token (§5.3.2);
- *    a separate CON response is ACKed, and also ends retransmission of the request
- *    when the empty ACK was lost. An unmatched CON response is answered with RST.
- *  - A CON that cannot be parsed, and a CON Empty message ("ping", §4.3), get RST
- *    when the header is readable (§4.2).
- *
- * Message IDs over a long life (RFC 7252 §4.4, §4.5, §4.8.2). 2^16 ids last 65,536
- * messages: a busy radio link uses them up in days, a cable or PTY in minutes, well
- * within EXCHANGE_LIFETIME.
- *  - Sender (§4.4: an id is not reused within EXCHANGE_LIFETIME): the endpoint records
- *    when it last used each id (the first transmission of the message that carried it)
- *    and never sends a message under an id used less than midGuardMs ago: this end's
- *    exchangeLifetimeMs plus one ACK round trip (ACK_TIMEOUT × ACK_RANDOM_FACTOR), since a
- *    receiver remembers an id for its lifetime from its first receipt (below), which lags
- *    our first transmission by that much when nothing is lost. Every origination (request, block
- *    follow-up, NON or separate response, notification) is assigned its S (its id) when
- *    it is made, in call order; ids of CONs still awaiting an ACK are passed over
- *    (midSkips). Ids come in counter order (S mod 2^16, or the 'random' mode counter), so
- *    the next one is the least recently used: skipping ahead to find a free one would
- *    find none. When the message's id is within its guard, the message WAITS in one FIFO
- *    queue, woken by one Clock timer when the head's id frees (or when its CON ends, if
- *    still in flight): no polling, nothing reordered, no id wasted. A link thus carries
- *    at most 65,536 originations per guard; stats().midWaits counts the waits,
- *    midWaiting the queue. A request's response timeout runs from its first
- *    transmission, so the wait does not eat into it.
- *  - Tokens: 'sequence' tokens are unique for 2^32 originations. Because S is assigned
+ *  - 'sequence' tokens are unique for 2^32 originations. Because S is assigned
  *    when a request is made, the nextSequence a caller reads before request() is the
- *    request's token even when it waits (the host derives txn ids from it), tokens
- *    increase in sending order, and a waiting request still has token = S of its first
- *    message (the compact form's 1-byte header). 'random' tokens are not drawn
+ *    request's token even when it waits for its Message ID (the host derives txn ids from
+ *    it), tokens increase in sending order, and a waiting request still has token = S of
+ *    its first message (the compact form's 1-byte header). 'random' tokens are not drawn
  *    again within midGuardMs of their exchange's end (recentTokens, pruned lazily, so at
  *    most the requests of one guard: ≤ 65,536 with the id rule); when none is free the
  *    request fails with ERR_COAP_FORMAT rather than reuse one. A client never has two
  *    exchanges with one token (request() refuses a token in flight).
- *  - Receiver: an id is remembered for exchangeLifetimeMs from the first receipt of its
- *    message (not extended by the answer: no copy can come later than MAX_TRANSMIT_SPAN +
- *    MAX_LATENCY after the peer's first transmission, §4.8.2), so two ends with equal
- *    lifetimes agree: the receiver has forgotten an id before a sender reuses it.
- *  - Receiver, defence in depth: the two ends compute their own lifetimes (from their
- *    own ACK timeouts, which include the duty-cycle wait when the endpoint was made, so
- *    they can differ a lot), and a restarted peer has forgotten when it used its ids, so
- *    the sender's rule alone cannot keep a peer from reusing an id we still remember.
- *    Each `seen` entry keeps a digest of its message (type, code, token, options,
- *    payload; not the id). A copy (a retransmission is re-encoded from the same message)
- *    matches and is answered from the cache as §4.5 says. A CON/NON under a remembered
- *    id with other content cannot be a copy: it is a new message (midReuse), processed
- *    and answered on its own, and the old entry is superseded (if its handler still
- *    runs, its answer goes as a separate response, never under the reused id). Observe
- *    notifications (new Observe value) and block follow-ups (new block number) always
- *    differ from their predecessors. An identical message under a reused id is taken
- *    for a copy: with 'sequence' tokens every request differs, so only the same request
- *    again (same token) can be, and it gets the answer it got before.
+ *  - Piggybacked and separate responses are matched by token (RFC 7252 §5.3.2); a
+ *    separate CON response is ACKed, and also ends retransmission of the request when
+ *    the empty ACK was lost. An unmatched CON response is answered with RST.
  *
  * Block-wise (RFC 7959), transparent to callers:
  *  - Block1 (§2.5): a request whose frame would exceed maxFrameLen is split into
@@ -135,9 +79,9 @@
  */
 import type { Clock, RandomBytes, TimerHandle } from '../util/clock.ts';
 import { ConfigError, TrickleError, WireError, type ErrorCode } from '../errors.ts';
-import { concatBytes, equalBytes, fromHex, toHex } from '../util/bytes.ts';
+import { concatBytes, fromHex, toHex } from '../util/bytes.ts';
 import {
-  ACK, CON, EMPTY, Method, NON, Opt, RST, Response, codeClass, codeToString, isRequestCode, isResponseCode, type CoapType,
+  ACK, CON, EMPTY, Method, Opt, RST, Response, codeClass, codeToString, isRequestCode, isResponseCode,
 } from './numbers.ts';
 import {
   getOption, getUintOption, rfc7252Codec, uintOption, withoutOptions,
@@ -151,6 +95,7 @@ import {
 import {
   BLOCK_NUM_MAX, blockOption, blockSize, chooseBlockSzx, decodeBlock, type BlockValue,
 } from './block.ts';
+import { MessageLayer, type SeenEntry, type ServerTask, type Transmission } from './message-layer.ts';
 
 export interface CoapRequestInit {
   /** A method code (class 0, detail > 0). */
@@ -439,57 +384,6 @@ export const MAX_CONCURRENT_REASSEMBLIES = 8;
 
 const EMPTY_BYTES = new Uint8Array(0);
 
-interface Transmission {
-  readonly mid: number;
-  /** Encoded anew for every (re)transmission (a stateful codec may choose another form). */
-  readonly msg: CoapMessage;
-  /** For requests: a piggybacked response must carry this token. */
-  readonly token: Uint8Array | undefined;
-  retransmits: number;
-  timeoutMs: number;
-  timer: TimerHandle | undefined;
-  readonly onAck: (ack: CoapMessage) => void;
-  readonly onReset: () => void;
-  readonly onGiveUp: () => void;
-}
-
-interface SeenEntry {
-  /**
-   * First receipt + exchangeLifetimeMs, not extended by the answer: no copy can come later
-   * (the peer stops retransmitting MAX_TRANSMIT_SPAN after its first transmission), and a
-   * peer with our lifetime counts its guard from its first transmission (see midGuardMs).
-   */
-  readonly expiresAt: number;
-  /** messageDigest() of the message: a copy has the same, a new message with a reused id another. */
-  readonly digest: number;
-  /** The message that answered this message, re-sent (re-encoded) on duplicates. */
-  reply: CoapMessage | undefined;
-  /** False while a handler runs: such entries never expire. */
-  done: boolean;
-  /**
-   * The peer reused the Message ID for a new message while this one's handler ran: the id is
-   * the new message's now, so nothing more is sent with it for this one (its answer goes as
-   * a separate response).
-   */
-  superseded: boolean;
-}
-
-/** An origination of a CON/NON (RFC 7252 §4.4: it may have to wait for its Message ID). */
-interface MidWaiter {
-  /** False once the message is no longer wanted (its exchange ended, the registration went): skipped. */
-  readonly alive: () => boolean;
-  /** Build and send the message with this Message ID (and S, in 'sequence' mode). */
-  readonly run: (mid: number, seq: number | undefined) => void;
-  /** `run` threw. */
-  readonly fail: (e: unknown) => void;
-}
-
-/** An origination waiting in the FIFO midQueue, with the counter value (S or id) it was assigned. */
-interface QueuedOrigination {
-  readonly counter: number;
-  readonly w: MidWaiter;
-}
-
 interface Leg {
   readonly kind: 'plain' | 'block1' | 'block2';
   readonly block: BlockValue | undefined;
@@ -579,12 +473,6 @@ interface CachedResponse {
   expiresAt: number;
 }
 
-interface ServerTask {
-  timer: TimerHandle | undefined;
-  ackSent: boolean;
-  done: boolean;
-}
-
 function positive(name: string, v: number | undefined, fallback: number, min = 0): number {
   if (v === undefined) return fallback;
   if (typeof v !== 'number' || !Number.isFinite(v) || v < min) {
@@ -596,52 +484,20 @@ function positive(name: string, v: number | undefined, fallback: number, min = 0
 export class CoapEndpoint {
   private readonly clock: Clock;
   private readonly randomBytes: RandomBytes;
-  private readonly sendFn: (frame: Uint8Array) => void;
   private readonly maxFrameLen: number;
-  private readonly ackTimeout: (frameLen: number) => number;
-  private readonly ackRandomFactor: number;
-  private readonly maxRetransmit: number;
-  private readonly piggybackWindowMs: number;
-  private readonly exchangeLifetimeMs: number;
-  private readonly midGuardMs: number;
   private readonly maxBodyBytes: number;
   private readonly tokenLength: number;
   private readonly defaultResponseTimeoutMs: number;
-  private readonly codec: WireCodec;
-  private readonly sequenceMode: boolean;
   private readonly observeFreshnessMs: number;
   private readonly retryOnReceive: boolean;
+  private readonly ml: MessageLayer;
 
-  /** 'random' mode: the next Message ID. */
-  private nextMid: number;
-  /** 'sequence' mode: the next sequence number (uint32). */
-  private nextSeq: number;
-  private closed = false;
   private handler: RequestHandler | undefined;
-  private readonly dropListeners = new Set<(d: CoapDrop) => void>();
   private readonly counters: CoapEndpointStats = {
     sent: 0, received: 0, retransmissions: 0, duplicates: 0, timeouts: 0, sendErrors: 0, dropped: {},
     notifications: 0, staleNotifications: 0, midWaits: 0, midSkips: 0, midReuse: 0, midWaiting: 0, midGuardMs: 0,
   };
-  private nextPruneAt = 0;
 
-  /** Our CONs awaiting ACK/RST, by our Message ID. */
-  private readonly outgoing = new Map<number, Transmission>();
-  /**
-   * When each of our Message IDs was last used (first transmission of the message that carried
-   * it, Clock ms; −Infinity: not since this endpoint started). An id is not used again within
-   * midGuardMs of that.
-   */
-  private readonly midUsedAt = new Float64Array(0x10000).fill(-Infinity);
-  /** Originations waiting for their Message ID, oldest first, from midQueueHead on. */
-  private midQueue: QueuedOrigination[] = [];
-  private midQueueHead = 0;
-  /** Fires when the next Message ID frees (one timer for the whole queue). */
-  private midTimer: TimerHandle | undefined;
-  /** Our Message IDs already ACKed/RST, to tell duplicates from strays. */
-  private readonly finishedMids = new Map<number, number>();
-  /** The peer's Message IDs (CON/NON) seen recently. */
-  private readonly seen = new Map<number, SeenEntry>();
   /** Client: our requests in flight, by token (hex). */
   private readonly exchanges = new Map<string, ClientExchange>();
   /** Client, 'random' mode: tokens recently used, not reused within midGuardMs. */
@@ -650,8 +506,6 @@ export class CoapEndpoint {
   private readonly reassembly = new Map<string, Reassembly>();
   /** Server: full responses served block by block, by the peer's token. */
   private readonly block2Cache = new Map<string, CachedResponse>();
-  /** Server: handlers running (for their piggyback timers). */
-  private readonly tasks = new Set<ServerTask>();
   /** Client: our observations, by token (hex). */
   private readonly clientObs = new Map<string, ClientObservation>();
   /** Server: the peer's registrations, by token (hex). Kept (without timers) after close() for export. */
@@ -659,53 +513,50 @@ export class CoapEndpoint {
   private readonly failedListeners = new Set<(token: Uint8Array, res: CoapResponse) => void>();
   private readonly deliveredListeners = new Set<(token: Uint8Array, res: CoapResponse, seq: number | undefined) => void>();
   private readonly endedListeners = new Set<(token: Uint8Array, reason: ObservationEndedReason) => void>();
-  /** Set when a received frame decoded: the peer is reachable (retry stalled notifications). */
-  private heardPeer = false;
 
   constructor(opts: CoapEndpointOptions) {
     this.clock = opts.clock;
     this.randomBytes = opts.randomBytes;
-    this.sendFn = opts.send;
     this.maxFrameLen = positive('maxFrameLen', opts.maxFrameLen, 0, 32);
-    this.codec = opts.wireCodec ?? rfc7252Codec;
+    const codec = opts.wireCodec ?? rfc7252Codec;
     const mode = opts.tokenMode ?? 'sequence';
     if (mode !== 'sequence' && mode !== 'random') {
       throw new ConfigError(`coap: tokenMode must be 'sequence' or 'random', got ${String(mode)}`, { key: 'tokenMode' });
     }
-    this.sequenceMode = mode === 'sequence';
+    const sequenceMode = mode === 'sequence';
     const start = opts.sequenceStart ?? 1;
     if (!Number.isInteger(start) || start < 0 || start > 0xffffffff) {
       throw new ConfigError(`coap: sequenceStart must be an integer 0..2^32-1, got ${start}`, { key: 'sequenceStart' });
     }
-    this.nextSeq = start;
-    this.tokenLength = this.sequenceMode ? 4 : positive('tokenLength', opts.tokenLength, 2, 1);
+    this.tokenLength = sequenceMode ? 4 : positive('tokenLength', opts.tokenLength, 2, 1);
     if (!Number.isInteger(this.tokenLength) || this.tokenLength > 8) {
       throw new ConfigError(`coap: tokenLength must be an integer 1–8, got ${this.tokenLength}`, { key: 'tokenLength' });
     }
     const ack = opts.ackTimeoutMs;
+    let ackTimeout: (frameLen: number) => number;
     if (typeof ack === 'number') {
       const base = positive('ackTimeoutMs', ack, 0, 1);
-      this.ackTimeout = () => base;
+      ackTimeout = () => base;
     } else if (typeof ack === 'function') {
-      this.ackTimeout = (len) => {
+      ackTimeout = (len) => {
         const v = ack(len);
         return Number.isFinite(v) && v >= 1 ? v : 1;
       };
     } else {
       throw new ConfigError('coap: ackTimeoutMs is required (a number or a function of frame length)', { key: 'ackTimeoutMs' });
     }
-    this.ackRandomFactor = positive('ackRandomFactor', opts.ackRandomFactor, 1.5, 1);
-    this.maxRetransmit = positive('maxRetransmit', opts.maxRetransmit, 4, 0);
-    this.piggybackWindowMs = positive('piggybackWindowMs', opts.piggybackWindowMs,
-      this.ackTimeout(4 + this.tokenLength) / 2, 0);
-    const maxTransmitWait = this.ackTimeout(this.maxFrameLen) * (2 ** (this.maxRetransmit + 1) - 1) * this.ackRandomFactor;
-    this.exchangeLifetimeMs = positive('exchangeLifetimeMs', opts.exchangeLifetimeMs, 2 * maxTransmitWait, 1);
+    const ackRandomFactor = positive('ackRandomFactor', opts.ackRandomFactor, 1.5, 1);
+    const maxRetransmit = positive('maxRetransmit', opts.maxRetransmit, 4, 0);
+    const piggybackWindowMs = positive('piggybackWindowMs', opts.piggybackWindowMs,
+      ackTimeout(4 + this.tokenLength) / 2, 0);
+    const maxTransmitWait = ackTimeout(this.maxFrameLen) * (2 ** (maxRetransmit + 1) - 1) * ackRandomFactor;
+    const exchangeLifetimeMs = positive('exchangeLifetimeMs', opts.exchangeLifetimeMs, 2 * maxTransmitWait, 1);
     // A peer with our lifetime remembers an id from its first receipt of it, which lags our
     // first transmission by up to one ACK round trip when that transmission is not lost.
-    this.midGuardMs = positive('midGuardMs', opts.midGuardMs,
-      this.exchangeLifetimeMs + this.ackTimeout(this.maxFrameLen) * this.ackRandomFactor, this.exchangeLifetimeMs);
+    const midGuardMs = positive('midGuardMs', opts.midGuardMs,
+      exchangeLifetimeMs + ackTimeout(this.maxFrameLen) * ackRandomFactor, exchangeLifetimeMs);
     this.maxBodyBytes = positive('maxBodyBytes', opts.maxBodyBytes, 256 * 1024, 0);
-    this.defaultResponseTimeoutMs = positive('responseTimeoutMs', opts.responseTimeoutMs, this.exchangeLifetimeMs, 1);
+    this.defaultResponseTimeoutMs = positive('responseTimeoutMs', opts.responseTimeoutMs, exchangeLifetimeMs, 1);
     this.observeFreshnessMs = opts.observeFreshnessMs === Infinity ? Infinity
       : positive('observeFreshnessMs', opts.observeFreshnessMs, Infinity, 0);
     const retry = opts.notificationRetry ?? 'on-receive';
@@ -713,8 +564,15 @@ export class CoapEndpoint {
       throw new ConfigError(`coap: notificationRetry must be 'on-receive' or 'manual', got ${String(retry)}`, { key: 'notificationRetry' });
     }
     this.retryOnReceive = retry === 'on-receive';
-    const r = this.randomBytes(2);
-    this.nextMid = ((r[0] ?? 0) << 8) | (r[1] ?? 0);
+    this.ml = new MessageLayer({
+      clock: opts.clock, randomBytes: opts.randomBytes, send: opts.send, codec, ackTimeout, ackRandomFactor, maxRetransmit,
+      piggybackWindowMs, exchangeLifetimeMs, midGuardMs, sequenceMode, sequenceStart: start, counters: this.counters,
+    }, {
+      receiveRequest: (msg, entry) => this.receiveRequest(msg, entry),
+      receiveResponse: (msg, entry, frameLen) => this.receiveSeparateResponse(msg, entry, frameLen),
+      peerHeard: () => { if (this.retryOnReceive) this.retryNotifications(); },
+      pruneExpired: (now) => this.pruneExpired(now),
+    });
   }
 
   // -------------------------------------------------------------------------
@@ -728,8 +586,7 @@ export class CoapEndpoint {
 
   /** Listen for dropped frames; returns an unsubscribe function. */
   onDrop(listener: (drop: CoapDrop) => void): () => void {
-    this.dropListeners.add(listener);
-    return () => { this.dropListeners.delete(listener); };
+    return this.ml.onDrop(listener);
   }
 
   /**
@@ -737,14 +594,14 @@ export class CoapEndpoint {
    * will carry (the next request's token is at least this). Save it to resume.
    */
   get nextSequence(): number {
-    return this.nextSeq;
+    return this.ml.nextSequence;
   }
 
   /** A snapshot of the counters (and the Message ID guard in force). */
   stats(): CoapEndpointStats {
     return {
       ...this.counters, dropped: { ...this.counters.dropped },
-      midWaiting: this.midQueue.length - this.midQueueHead, midGuardMs: this.midGuardMs,
+      midWaiting: this.ml.midWaiting, midGuardMs: this.ml.midGuardMs,
     };
   }
 
@@ -755,7 +612,7 @@ export class CoapEndpoint {
    */
   request(req: CoapRequestInit, opts: RequestOptions = {}): Promise<CoapResponse> {
     return new Promise<CoapResponse>((resolve, reject) => {
-      if (this.closed) {
+      if (this.ml.closed) {
         reject(new TrickleError('ERR_COAP_CLOSED', 'coap', 'request on a closed CoAP endpoint'));
         return;
       }
@@ -768,7 +625,7 @@ export class CoapEndpoint {
         reject(new ConfigError(`coap: responseTimeoutMs must be > 0, got ${responseTimeoutMs}`, { key: 'responseTimeoutMs' }));
         return;
       }
-      this.prune();
+      this.ml.prune();
       let token: Uint8Array;
       try {
         token = opts.token ? opts.token.slice() : this.freshToken();
@@ -817,12 +674,12 @@ export class CoapEndpoint {
     first.catch(() => { /* the caller may ignore `first`; the rejection is reported through onEnd too */ });
     const responseTimeoutMs = opts.responseTimeoutMs ?? this.defaultResponseTimeoutMs;
     let problem: TrickleError | undefined;
-    if (this.closed) problem = new TrickleError('ERR_COAP_CLOSED', 'coap', 'observe on a closed CoAP endpoint');
+    if (this.ml.closed) problem = new TrickleError('ERR_COAP_CLOSED', 'coap', 'observe on a closed CoAP endpoint');
     else if (!isRequestCode(req.code)) problem = new TrickleError('ERR_COAP_FORMAT', 'coap', `code ${codeToString(req.code)} is not a request method`);
     else if (!(responseTimeoutMs > 0)) problem = new ConfigError(`coap: responseTimeoutMs must be > 0, got ${responseTimeoutMs}`, { key: 'responseTimeoutMs' });
     let token: Uint8Array = EMPTY_BYTES;
     if (!problem) {
-      this.prune();
+      this.ml.prune();
       try { token = this.freshToken(); } catch (e) { problem = e as TrickleError; }
     }
     if (problem) {
@@ -863,7 +720,7 @@ export class CoapEndpoint {
    */
   resumeObservation(token: Uint8Array | string, onNotification: NotificationHandler, opts: ResumeObservationOptions = {}): ObservationHandle {
     const t = typeof token === 'string' ? fromHex(token) : token.slice();
-    if (this.closed) throw new TrickleError('ERR_COAP_CLOSED', 'coap', 'resumeObservation on a closed CoAP endpoint');
+    if (this.ml.closed) throw new TrickleError('ERR_COAP_CLOSED', 'coap', 'resumeObservation on a closed CoAP endpoint');
     const req = opts.request ?? { code: Method.GET, options: [] };
     const last = opts.lastSequence;
     if (last !== undefined && (!Number.isInteger(last) || last < 0 || last >= OBSERVE_MODULUS)) {
@@ -909,7 +766,7 @@ export class CoapEndpoint {
       this.fail(registering, 'ERR_COAP_CLOSED', 'observation cancelled before its first response');
       return;
     }
-    if (this.closed) return;
+    if (this.ml.closed) return;
     await new Promise<void>((resolve) => {
       this.startExchange({
         token: obs.token, key: obs.key, code: obs.code,
@@ -948,13 +805,13 @@ export class CoapEndpoint {
     const atMs = this.clock.now();
     if (obs.assembling) {
       // Held behind a Block2 fetch: acknowledged now, handed over in order once it is done.
-      if (msg.type === CON) entry.reply = this.sendEmpty(ACK, msg.mid);
+      if (msg.type === CON) entry.reply = this.ml.sendEmpty(ACK, msg.mid);
       obs.held.push({ msg, atMs, frameLen });
       return;
     }
     // Processed first, then acknowledged: the caller has what it needs before the server hears it arrived.
     const refused = this.processNotification(obs, msg, atMs, frameLen) === 'refused';
-    if (msg.type === CON) entry.reply = this.sendEmpty(refused ? RST : ACK, msg.mid);
+    if (msg.type === CON) entry.reply = this.ml.sendEmpty(refused ? RST : ACK, msg.mid);
     if (refused) {
       this.endClientObservation(obs);
       safeCall(() => obs.opts.onEnd?.({ reason: 'refused' }));
@@ -970,7 +827,7 @@ export class CoapEndpoint {
       const b2 = getOption(msg.options, Opt.BLOCK2);
       if (b2) block = decodeBlock(b2);
     } catch (e) {
-      this.drop(e instanceof WireError ? e.code : 'ERR_COAP_OPTION', frameLen, e instanceof WireError ? e : undefined);
+      this.ml.drop(e instanceof WireError ? e.code : 'ERR_COAP_OPTION', frameLen, e instanceof WireError ? e : undefined);
       return;
     }
     if (seq === undefined || codeClass(msg.code) !== 2) {
@@ -987,14 +844,14 @@ export class CoapEndpoint {
     const previous = obs.last;
     obs.last = { value: seq, atMs };
     if (!block || !block.more) {
-      if (block && block.num !== 0) { obs.last = previous; this.drop('ERR_COAP_BLOCK', frameLen); return undefined; }
+      if (block && block.num !== 0) { obs.last = previous; this.ml.drop('ERR_COAP_BLOCK', frameLen); return undefined; }
       if (!this.deliverNotification(obs, stripForCaller(msg), seq)) { obs.last = previous; return 'refused'; }
       return undefined;
     }
     if (this.exchanges.has(obs.key)) {
       // Our own request with this token is still open (cannot happen but for a peer bug).
       obs.last = previous;
-      this.drop('unmatched', frameLen);
+      this.ml.drop('unmatched', frameLen);
       return;
     }
     // Block 0 of a large notification: fetch the rest with the registration token (RFC 7959 §3.4).
@@ -1049,7 +906,7 @@ export class CoapEndpoint {
     const t = typeof token === 'string' ? fromHex(token) : token;
     // Sized as prepareResponse() sizes it: the larger of the CON and the ACK form, else it
     // would go as Block2 after all.
-    const size = (payload: Uint8Array): number => Math.max(...([CON, ACK] as const).map((type) => this.sizeOf({
+    const size = (payload: Uint8Array): number => Math.max(...([CON, ACK] as const).map((type) => this.ml.sizeOf({
       type, code, mid: 0xffff, token: t, options: [...options, uintOption(Opt.OBSERVE, OBSERVE_MODULUS - 1)], payload,
     })));
     if (size(EMPTY_BYTES) > this.maxFrameLen) return 0;
@@ -1065,7 +922,7 @@ export class CoapEndpoint {
    */
   notify(token: Uint8Array | string, response: CoapResponseInit, opts: NotifyOptions = {}): boolean {
     const obs = this.serverObs.get(typeof token === 'string' ? token.toLowerCase() : toHex(token));
-    if (!obs || this.closed) return false;
+    if (!obs || this.ml.closed) return false;
     const res = normalizeResponse(response);
     const tail = obs.queue[obs.queue.length - 1];
     if (opts.merge && tail && !tail.first) {
@@ -1115,7 +972,7 @@ export class CoapEndpoint {
 
   /** Re-send the failed head notification of stalled registrations (all, or the one with this token). */
   retryNotifications(token?: Uint8Array | string): void {
-    if (this.closed) return;
+    if (this.ml.closed) return;
     const key = token === undefined ? undefined : typeof token === 'string' ? token.toLowerCase() : toHex(token);
     for (const obs of [...this.serverObs.values()]) {
       if (key !== undefined && obs.key !== key) continue;
@@ -1162,14 +1019,14 @@ export class CoapEndpoint {
     obs.queue.length = 0;
     if (nf) {
       nf.idleTimer?.cancel();
-      if (nf.tx) this.cancelTransmission(nf.tx);
+      if (nf.tx) this.ml.cancelTransmission(nf.tx);
       if (nf.blocks) this.block2Cache.delete(obs.key);
     }
     for (const l of this.endedListeners) safeCall(() => l(obs.token.slice(), reason));
   }
 
   private pumpObservation(obs: ServerObservation): void {
-    if (this.closed || obs.inFlight || this.serverObs.get(obs.key) !== obs) return;
+    if (this.ml.closed || obs.inFlight || this.serverObs.get(obs.key) !== obs) return;
     const next = obs.queue.shift();
     if (!next) return;
     const nf: InFlightNotification = { ...next, observe: undefined, blocks: false, tx: undefined, idleTimer: undefined, stalled: false };
@@ -1179,7 +1036,7 @@ export class CoapEndpoint {
 
   /** (Re-)send a notification as CON: a fresh Message ID (when one frees), its Observe value assigned once. */
   private transmitNotification(obs: ServerObservation, nf: InFlightNotification): void {
-    this.originate({
+    this.ml.originate({
       alive: () => obs.inFlight === nf && !nf.stalled && this.serverObs.get(obs.key) === obs,
       run: (mid, seq) => this.sendNotification(obs, nf, mid, seq),
       fail: () => this.notificationFailed(obs, nf),
@@ -1201,13 +1058,13 @@ export class CoapEndpoint {
     }
     nf.blocks = getOption(first.options, Opt.BLOCK2) !== undefined;
     const msg: CoapMessage = { type: CON, code: first.code, mid, token: obs.token, options: first.options, payload: first.payload };
-    const tx = this.newTransmission(msg, undefined, {
+    const tx = this.ml.newTransmission(msg, undefined, {
       onAck: () => {
         nf.tx = undefined;
         if (obs.inFlight !== nf) return;
         if (!nf.blocks) { this.notificationDone(obs, nf); return; }
         const cached = this.block2Cache.get(obs.key);
-        if (cached) cached.expiresAt = this.clock.now() + this.exchangeLifetimeMs;
+        if (cached) cached.expiresAt = this.clock.now() + this.ml.exchangeLifetimeMs;
         this.armBlockIdle(obs, nf);
       },
       onReset: () => {
@@ -1222,7 +1079,7 @@ export class CoapEndpoint {
     });
     nf.tx = tx;
     try {
-      this.startTransmission(tx);
+      this.ml.startTransmission(tx);
     } catch {
       nf.tx = undefined;
       this.notificationFailed(obs, nf);
@@ -1231,9 +1088,9 @@ export class CoapEndpoint {
 
   private armBlockIdle(obs: ServerObservation, nf: InFlightNotification): void {
     nf.idleTimer?.cancel();
-    nf.idleTimer = this.clock.setTimer(this.exchangeLifetimeMs, () => {
+    nf.idleTimer = this.clock.setTimer(this.ml.exchangeLifetimeMs, () => {
       nf.idleTimer = undefined;
-      if (obs.inFlight === nf && !nf.stalled && !this.closed) this.notificationFailed(obs, nf);
+      if (obs.inFlight === nf && !nf.stalled && !this.ml.closed) this.notificationFailed(obs, nf);
     });
   }
 
@@ -1263,25 +1120,14 @@ export class CoapEndpoint {
     const nf = obs?.inFlight;
     if (!obs || !nf || !nf.blocks || nf.stalled) return;
     // A follow-up proves block 0 arrived even if its ACK was lost.
-    if (nf.tx) { this.cancelTransmission(nf.tx); nf.tx = undefined; }
+    if (nf.tx) { this.ml.cancelTransmission(nf.tx); nf.tx = undefined; }
     if (last) this.notificationDone(obs, nf);
     else this.armBlockIdle(obs, nf);
   }
 
   /** Feed one received frame. Never throws; malformed frames are dropped and counted. */
   receive(frame: Uint8Array): void {
-    if (this.closed) return;
-    this.counters.received++;
-    this.heardPeer = false;
-    try {
-      this.prune();
-      this.receiveFrame(frame);
-      // The peer is reachable again: re-send notifications that failed while it was not.
-      if (this.heardPeer && this.retryOnReceive) this.retryNotifications();
-    } catch (e) {
-      // Defensive: nothing above should throw, but a bug must not take the link down.
-      this.drop(e instanceof TrickleError ? e.code : 'ERR_COAP_FORMAT', frame.length, e instanceof WireError ? e : undefined);
-    }
+    this.ml.receive(frame);
   }
 
   /**
@@ -1290,8 +1136,8 @@ export class CoapEndpoint {
    * still returns.
    */
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
+    if (this.ml.closed) return;
+    this.ml.close();
     for (const obs of [...this.clientObs.values()]) { obs.ended = true; obs.held.length = 0; }
     this.clientObs.clear();
     for (const obs of this.serverObs.values()) {
@@ -1299,304 +1145,13 @@ export class CoapEndpoint {
       obs.inFlight = undefined;
       obs.queue.length = 0;
     }
-    for (const tx of this.outgoing.values()) tx.timer?.cancel();
-    this.outgoing.clear();
-    this.midTimer?.cancel();
-    this.midTimer = undefined;
-    this.midQueue = [];
-    this.midQueueHead = 0;
-    for (const task of this.tasks) { task.timer?.cancel(); task.done = true; }
-    this.tasks.clear();
     for (const ex of [...this.exchanges.values()]) {
       this.fail(ex, 'ERR_COAP_CLOSED', 'CoAP endpoint closed with the request pending');
     }
     this.exchanges.clear();
-    this.seen.clear();
-    this.finishedMids.clear();
     this.recentTokens.clear();
     this.reassembly.clear();
     this.block2Cache.clear();
-  }
-
-  // -------------------------------------------------------------------------
-  // Sending and retransmission
-  // -------------------------------------------------------------------------
-
-  private sendFrame(frame: Uint8Array): void {
-    this.counters.sent++;
-    try {
-      this.sendFn(frame);
-    } catch {
-      this.counters.sendErrors++;
-    }
-  }
-
-  /** Encode now (a stateful codec sees frames in sending order) and send. */
-  private sendMessage(msg: CoapMessage): void {
-    let frame: Uint8Array;
-    try {
-      frame = this.codec.encode(msg);
-    } catch {
-      // Encoded once before (or built here from valid parts): cannot happen; count it as lost.
-      this.counters.sendErrors++;
-      return;
-    }
-    this.sendFrame(frame);
-  }
-
-  /** Upper bound of the message's frame length with this codec. */
-  private sizeOf(msg: CoapMessage): number {
-    return (this.codec.sizeBound ?? rfc7252Codec.sizeBound!)(msg);
-  }
-
-  // -------------------------------------------------------------------------
-  // Message IDs (RFC 7252 §4.4): never reused within midGuardMs; originations wait in order
-  // -------------------------------------------------------------------------
-
-  /** The counter the next Message ID comes from: S in 'sequence' mode, else the id itself. */
-  private get midCounter(): number {
-    return this.sequenceMode ? this.nextSeq : this.nextMid;
-  }
-
-  private stepCounter(c: number): number {
-    return this.sequenceMode ? (c + 1) >>> 0 : (c + 1) & 0xffff;
-  }
-
-  /**
-   * Assign the next counter value (S, or the 'random' mode id) to an origination, passing
-   * over ids of CONs still awaiting an ACK (possible only when midGuardMs is shorter than a
-   * CON's transmit span; with 65,535 CONs in flight the last one is taken and waits).
-   */
-  private assignCounter(): number {
-    let c = this.midCounter;
-    let passed = 0;
-    while (passed < 0xffff && this.outgoing.has(c & 0xffff)) {
-      c = this.stepCounter(c);
-      passed++;
-    }
-    this.counters.midSkips += passed;
-    if (this.sequenceMode) this.nextSeq = this.stepCounter(c);
-    else this.nextMid = this.stepCounter(c);
-    return c;
-  }
-
-  /** RFC 7252 §4.4: the id is not in flight and was last used at least midGuardMs ago. */
-  private midUsable(mid: number, now: number): boolean {
-    return !this.outgoing.has(mid) && this.midUsedAt[mid]! + this.midGuardMs <= now;
-  }
-
-  /**
-   * Originate one CON/NON. Its S (and Message ID) is assigned now, in call order, so
-   * nextSequence read before a request is its token and tokens increase in sending order.
-   * It is sent at once when that id may be used and nobody waits ahead; else it joins the
-   * FIFO queue and goes when the id frees (one Clock timer for the queue, no polling).
-   */
-  private originate(w: MidWaiter): void {
-    if (this.closed) return;
-    const c = this.assignCounter();
-    const mid = c & 0xffff;
-    const now = this.clock.now();
-    if (this.midQueue.length === this.midQueueHead && this.midUsable(mid, now)) {
-      this.runOrigination(c, w, now);
-      return;
-    }
-    this.counters.midWaits++;
-    this.midQueue.push({ counter: c, w });
-    this.armMidTimer();
-  }
-
-  private runOrigination(c: number, w: MidWaiter, now: number): void {
-    const mid = c & 0xffff;
-    this.midUsedAt[mid] = now;
-    try { w.run(mid, this.sequenceMode ? c : undefined); } catch (e) { w.fail(e); }
-  }
-
-  private pumpMidQueue(): void {
-    while (!this.closed && this.midQueueHead < this.midQueue.length) {
-      const q = this.midQueue[this.midQueueHead]!;
-      if (!q.w.alive()) {
-        // No longer wanted (its exchange ended while it waited): its S goes unused.
-        this.shiftMidQueue();
-        this.counters.midSkips++;
-        continue;
-      }
-      const now = this.clock.now();
-      if (!this.midUsable(q.counter & 0xffff, now)) { this.armMidTimer(); return; }
-      this.shiftMidQueue();
-      this.runOrigination(q.counter, q.w, now);
-    }
-  }
-
-  private shiftMidQueue(): void {
-    this.midQueue[this.midQueueHead++] = undefined as unknown as QueuedOrigination;
-    if (this.midQueueHead === this.midQueue.length) { this.midQueue = []; this.midQueueHead = 0; }
-    else if (this.midQueueHead >= 1024 && this.midQueueHead * 2 >= this.midQueue.length) {
-      this.midQueue = this.midQueue.slice(this.midQueueHead);
-      this.midQueueHead = 0;
-    }
-  }
-
-  /**
-   * Wake the queue when its head's Message ID frees: at the end of its guard, or (the id
-   * still in flight) when that CON ends (outgoingEnded). No polling.
-   */
-  private armMidTimer(): void {
-    if (this.midTimer || this.closed || this.midQueueHead >= this.midQueue.length) return;
-    const mid = this.midQueue[this.midQueueHead]!.counter & 0xffff;
-    if (this.outgoing.has(mid)) return;
-    const delayMs = Math.max(0, this.midUsedAt[mid]! + this.midGuardMs - this.clock.now());
-    this.midTimer = this.clock.setTimer(delayMs, () => {
-      this.midTimer = undefined;
-      this.pumpMidQueue();
-    });
-  }
-
-  /** A CON left `outgoing`: if every id was in flight, the queue may move now. */
-  private outgoingEnded(): void {
-    if (this.midQueue.length > this.midQueueHead && !this.midTimer) this.armMidTimer();
-  }
-
-  private random01(): number {
-    const b = this.randomBytes(4);
-    return ((((b[0] ?? 0) << 24) >>> 0) + ((b[1] ?? 0) << 16) + ((b[2] ?? 0) << 8) + (b[3] ?? 0)) / 2 ** 32;
-  }
-
-  private newTransmission(
-    msg: CoapMessage, token: Uint8Array | undefined,
-    handlers: Pick<Transmission, 'onAck' | 'onReset' | 'onGiveUp'>,
-  ): Transmission {
-    return {
-      mid: msg.mid, msg, token, retransmits: 0, timer: undefined, timeoutMs: 0,
-      ...handlers,
-    };
-  }
-
-  /**
-   * Encode, register, arm, then send (in that order, so a synchronous ACK finds it
-   * registered). The timeout derives from the first frame's length. Throws when the
-   * message cannot be encoded (nothing is registered then).
-   */
-  private startTransmission(tx: Transmission): void {
-    const frame = this.codec.encode(tx.msg);
-    tx.timeoutMs = this.ackTimeout(frame.length) * (1 + (this.ackRandomFactor - 1) * this.random01());
-    this.outgoing.set(tx.mid, tx);
-    this.armRetransmit(tx);
-    this.sendFrame(frame);
-  }
-
-  private armRetransmit(tx: Transmission): void {
-    tx.timer = this.clock.setTimer(tx.timeoutMs, () => {
-      tx.timer = undefined;
-      if (this.outgoing.get(tx.mid) !== tx) return;
-      if (tx.retransmits >= this.maxRetransmit) {
-        this.outgoing.delete(tx.mid);
-        this.outgoingEnded();
-        this.counters.timeouts++;
-        tx.onGiveUp();
-        return;
-      }
-      tx.retransmits++;
-      tx.timeoutMs *= 2;
-      this.counters.retransmissions++;
-      this.armRetransmit(tx);
-      this.sendMessage(tx.msg);
-    });
-  }
-
-  private cancelTransmission(tx: Transmission): void {
-    tx.timer?.cancel();
-    tx.timer = undefined;
-    if (this.outgoing.get(tx.mid) === tx) {
-      this.outgoing.delete(tx.mid);
-      // A late ACK/RST for it is then counted as a duplicate, not a stray.
-      if (!this.closed) this.finishedMids.set(tx.mid, this.clock.now() + this.exchangeLifetimeMs);
-      this.outgoingEnded();
-    }
-  }
-
-  // -------------------------------------------------------------------------
-  // Receiving
-  // -------------------------------------------------------------------------
-
-  private drop(reason: CoapDropReason, frameLen: number, error?: WireError): void {
-    this.counters.dropped[reason] = (this.counters.dropped[reason] ?? 0) + 1;
-    const ev: CoapDrop = error ? { reason, frameLen, error } : { reason, frameLen };
-    for (const l of this.dropListeners) {
-      try { l(ev); } catch { /* a listener's failure is not the link's */ }
-    }
-  }
-
-  private sendEmpty(type: typeof ACK | typeof RST, mid: number): CoapMessage {
-    const msg: CoapMessage = { type, code: EMPTY, mid, token: EMPTY_BYTES, options: [], payload: EMPTY_BYTES };
-    this.sendMessage(msg);
-    return msg;
-  }
-
-  private receiveFrame(frame: Uint8Array): void {
-    let msg: CoapMessage;
-    try {
-      msg = this.codec.decode(frame);
-    } catch (e) {
-      const err = e instanceof WireError ? e : new WireError('ERR_COAP_FORMAT', 'coap', 'undecodable message');
-      this.drop(err.code, frame.length, err);
-      // RFC 7252 §4.2: reject a CON we cannot process with RST, when its header is
-      // readable. Only the RFC 7252 layout has a header readable without decoding.
-      const b0 = frame[0];
-      if (this.codec === rfc7252Codec && frame.length >= 4 && b0 !== undefined && (b0 >> 6) === 1 && ((b0 >> 4) & 0x03) === CON) {
-        this.sendEmpty(RST, (frame[2]! << 8) | frame[3]!);
-      }
-      return;
-    }
-    this.heardPeer = true;
-
-    if (msg.type === ACK || msg.type === RST) {
-      this.receiveAckOrReset(msg, frame.length);
-      return;
-    }
-    if (msg.code === EMPTY) {
-      // CON 0.00 is a "CoAP ping" (§4.3): answered with RST. (NON Empty fails decoding.)
-      this.sendEmpty(RST, msg.mid);
-      return;
-    }
-    const now = this.clock.now();
-    const digest = messageDigest(msg);
-    const dup = this.seen.get(msg.mid);
-    if (dup && !(dup.done && dup.expiresAt <= now)) {
-      if (dup.digest === digest) {
-        // A copy (§4.5): answered as before, processed once.
-        this.counters.duplicates++;
-        if (dup.reply) this.sendMessage(dup.reply);
-        return;
-      }
-      // Not a copy (retransmissions carry the same message): a new message under an id we still
-      // remember. The peer reused it early (a shorter lifetime than ours, or a restart); answering
-      // it from the old reply would hand it someone else's answer and wedge the link.
-      this.counters.midReuse++;
-      dup.superseded = true;
-    }
-    const entry: SeenEntry = { expiresAt: now + this.exchangeLifetimeMs, digest, reply: undefined, done: false, superseded: false };
-    this.seen.delete(msg.mid);
-    this.seen.set(msg.mid, entry);
-    if (isRequestCode(msg.code)) this.receiveRequest(msg, entry);
-    else this.receiveSeparateResponse(msg, entry, frame.length);
-  }
-
-  private receiveAckOrReset(msg: CoapMessage, frameLen: number): void {
-    const tx = this.outgoing.get(msg.mid);
-    if (!tx) {
-      const finished = this.finishedMids.get(msg.mid);
-      if (finished !== undefined && finished > this.clock.now()) this.counters.duplicates++;
-      else this.drop('unmatched', frameLen);
-      return;
-    }
-    if (msg.type === ACK && msg.code !== EMPTY && tx.token && !equalBytes(tx.token, msg.token)) {
-      // A piggybacked response with someone else's token is no answer to this CON (§5.3.2).
-      this.drop('unmatched', frameLen);
-      return;
-    }
-    this.cancelTransmission(tx);
-    if (msg.type === ACK) tx.onAck(msg);
-    else tx.onReset();
   }
 
   // -------------------------------------------------------------------------
@@ -1606,7 +1161,7 @@ export class CoapEndpoint {
   private freshToken(): Uint8Array {
     // The request's first message gets this S (originate() assigns it next, in call order),
     // unless its id is still awaiting an ACK and is passed over (then S is a little higher).
-    if (this.sequenceMode) return sequenceToken(this.nextSeq);
+    if (this.ml.sequenceMode) return sequenceToken(this.ml.nextSequence);
     for (let i = 0; i < 64; i++) {
       const t = this.randomBytes(this.tokenLength).slice(0, this.tokenLength);
       if (t.length !== this.tokenLength) break;
@@ -1618,7 +1173,7 @@ export class CoapEndpoint {
   }
 
   private startRequest(ex: ClientExchange): void {
-    const whole = this.sizeOf({ type: CON, code: ex.code, mid: 0, token: ex.token, options: ex.options, payload: ex.body });
+    const whole = this.ml.sizeOf({ type: CON, code: ex.code, mid: 0, token: ex.token, options: ex.options, payload: ex.body });
     if (whole <= this.maxFrameLen || ex.body.length === 0) {
       this.sendLeg(ex, 'plain', undefined, ex.options, ex.body);
       return;
@@ -1645,7 +1200,7 @@ export class CoapEndpoint {
 
   private sendLeg(ex: ClientExchange, kind: Leg['kind'], block: BlockValue | undefined, options: CoapOption[], payload: Uint8Array): void {
     const probe: CoapMessage = { type: CON, code: ex.code, mid: 0, token: ex.token, options, payload };
-    const frameLen = this.sizeOf(probe);
+    const frameLen = this.ml.sizeOf(probe);
     if (frameLen > this.maxFrameLen) {
       this.fail(ex, 'ERR_COAP_TOO_LARGE', `request frame of ${frameLen} bytes exceeds maxFrameLen ${this.maxFrameLen}`,
         { frameLen });
@@ -1653,7 +1208,7 @@ export class CoapEndpoint {
     }
     const leg: Leg = { kind, block, tx: undefined, responseTimer: undefined };
     ex.leg = leg;
-    this.originate({
+    this.ml.originate({
       alive: () => !ex.done && ex.leg === leg,
       run: (mid) => this.transmitLeg(ex, leg, { ...probe, mid }),
       fail: (e) => this.failWith(ex, e),
@@ -1669,7 +1224,7 @@ export class CoapEndpoint {
       this.counters.timeouts++;
       this.fail(ex, 'ERR_COAP_TIMEOUT', `no response within ${ex.responseTimeoutMs} ms`);
     });
-    const tx = this.newTransmission(msg, ex.token, {
+    const tx = this.ml.newTransmission(msg, ex.token, {
       onAck: (ack) => {
         leg.tx = undefined;
         if (ack.code !== EMPTY) this.clientResponse(ex, leg, ack);
@@ -1682,18 +1237,18 @@ export class CoapEndpoint {
       onGiveUp: () => {
         leg.tx = undefined;
         if (ex.leg === leg) {
-          this.fail(ex, 'ERR_COAP_TIMEOUT', `no ACK after ${this.maxRetransmit} retransmissions`, { mid });
+          this.fail(ex, 'ERR_COAP_TIMEOUT', `no ACK after ${this.ml.maxRetransmit} retransmissions`, { mid });
         }
       },
     });
     leg.tx = tx;
-    this.startTransmission(tx);
+    this.ml.startTransmission(tx);
   }
 
   private endLeg(leg: Leg): void {
     leg.responseTimer?.cancel();
     leg.responseTimer = undefined;
-    if (leg.tx) { this.cancelTransmission(leg.tx); leg.tx = undefined; }
+    if (leg.tx) { this.ml.cancelTransmission(leg.tx); leg.tx = undefined; }
   }
 
   private receiveSeparateResponse(msg: CoapMessage, entry: SeenEntry, frameLen: number): void {
@@ -1707,17 +1262,17 @@ export class CoapEndpoint {
     }
     if (ex?.deregister && getOption(msg.options, Opt.OBSERVE) !== undefined) {
       // A notification overtaking our deregistration: RST it too (RFC 7641 §3.6).
-      if (msg.type === CON) entry.reply = this.sendEmpty(RST, msg.mid);
-      this.drop('unmatched', frameLen);
+      if (msg.type === CON) entry.reply = this.ml.sendEmpty(RST, msg.mid);
+      this.ml.drop('unmatched', frameLen);
       return;
     }
     if (!ex || !ex.leg) {
       // §5.3.2: a response we cannot match is rejected (RST for CON, silence for NON).
-      if (msg.type === CON) entry.reply = this.sendEmpty(RST, msg.mid);
-      this.drop('unmatched', frameLen);
+      if (msg.type === CON) entry.reply = this.ml.sendEmpty(RST, msg.mid);
+      this.ml.drop('unmatched', frameLen);
       return;
     }
-    if (msg.type === CON) entry.reply = this.sendEmpty(ACK, msg.mid);
+    if (msg.type === CON) entry.reply = this.ml.sendEmpty(ACK, msg.mid);
     this.clientResponse(ex, ex.leg, msg);
   }
 
@@ -1805,7 +1360,7 @@ export class CoapEndpoint {
     this.exchanges.delete(ex.key);
     // 'random' mode draws tokens: one used is not drawn again within the guard. ('sequence'
     // tokens are unique for 2^32 originations and need no such memory.)
-    if (!this.closed && !this.sequenceMode) this.recentTokens.set(ex.key, this.clock.now() + this.midGuardMs);
+    if (!this.ml.closed && !this.ml.sequenceMode) this.recentTokens.set(ex.key, this.clock.now() + this.ml.midGuardMs);
     return true;
   }
 
@@ -1841,7 +1396,7 @@ export class CoapEndpoint {
       if (b2v) b2 = decodeBlock(b2v);
     } catch {
       // RFC 7959 §2.2: a reserved SZX (or an over-long value) is a 4.00.
-      this.reply(msg, entry, { code: Response.BAD_REQUEST, options: [], payload: EMPTY_BYTES });
+      this.ml.reply(msg, entry, { code: Response.BAD_REQUEST, options: [], payload: EMPTY_BYTES });
       return;
     }
     if (b2 && b2.num > 0) {
@@ -1864,7 +1419,7 @@ export class CoapEndpoint {
     const offset = b1.num * size;
     const tooLarge = (): void => {
       this.reassembly.delete(key);
-      this.reply(msg, entry, {
+      this.ml.reply(msg, entry, {
         code: Response.REQUEST_ENTITY_TOO_LARGE,
         options: [uintOption(Opt.SIZE1, this.maxBodyBytes)],
         payload: EMPTY_BYTES,
@@ -1872,7 +1427,7 @@ export class CoapEndpoint {
     };
     const fault = (code: number): void => {
       this.reassembly.delete(key);
-      this.reply(msg, entry, { code, options: [], payload: EMPTY_BYTES });
+      this.ml.reply(msg, entry, { code, options: [], payload: EMPTY_BYTES });
     };
     if (b1.num === 0) {
       this.reassembly.delete(key);
@@ -1881,7 +1436,7 @@ export class CoapEndpoint {
       if (size1 !== undefined && size1 > this.maxBodyBytes) { tooLarge(); return; }
       if (b1.more) {
         if (this.reassembly.size >= MAX_CONCURRENT_REASSEMBLIES) { fault(Response.SERVICE_UNAVAILABLE); return; }
-        this.reassembly.set(key, { chunks: [], received: 0, expiresAt: now + this.exchangeLifetimeMs });
+        this.reassembly.set(key, { chunks: [], received: 0, expiresAt: now + this.ml.exchangeLifetimeMs });
       }
     }
     const st = b1.num === 0 && !b1.more
@@ -1896,9 +1451,9 @@ export class CoapEndpoint {
     if (st.received + len > this.maxBodyBytes) { tooLarge(); return; }
     st.chunks.push(msg.payload);
     st.received += len;
-    st.expiresAt = now + this.exchangeLifetimeMs;
+    st.expiresAt = now + this.ml.exchangeLifetimeMs;
     if (b1.more) {
-      this.reply(msg, entry, {
+      this.ml.reply(msg, entry, {
         code: Response.CONTINUE,
         options: [blockOption(Opt.BLOCK1, { num: b1.num, more: true, szx: b1.szx })],
         payload: EMPTY_BYTES,
@@ -1917,7 +1472,7 @@ export class CoapEndpoint {
     const cached = this.block2Cache.get(key);
     if (!cached || cached.expiresAt <= now) {
       this.block2Cache.delete(key);
-      this.reply(msg, entry, { code: Response.REQUEST_ENTITY_INCOMPLETE, options: [], payload: EMPTY_BYTES });
+      this.ml.reply(msg, entry, { code: Response.REQUEST_ENTITY_INCOMPLETE, options: [], payload: EMPTY_BYTES });
       return;
     }
     // The client may ask for smaller blocks than offered (§2.4); never larger.
@@ -1925,14 +1480,14 @@ export class CoapEndpoint {
     const offset = b2.num * blockSize(b2.szx);
     const size = blockSize(szx);
     if (offset >= cached.payload.length) {
-      this.reply(msg, entry, { code: Response.BAD_OPTION, options: [], payload: EMPTY_BYTES });
+      this.ml.reply(msg, entry, { code: Response.BAD_OPTION, options: [], payload: EMPTY_BYTES });
       return;
     }
     const chunk = cached.payload.subarray(offset, offset + size);
     const more = offset + chunk.length < cached.payload.length;
-    if (more) cached.expiresAt = now + this.exchangeLifetimeMs;
+    if (more) cached.expiresAt = now + this.ml.exchangeLifetimeMs;
     else this.block2Cache.delete(key);
-    this.reply(msg, entry, {
+    this.ml.reply(msg, entry, {
       code: cached.code,
       options: [blockOption(Opt.BLOCK2, { num: offset / size, more, szx })],
       payload: chunk,
@@ -1940,37 +1495,11 @@ export class CoapEndpoint {
     this.notificationBlockServed(key, !more);
   }
 
-  /** Answer at once: piggybacked in the ACK of a CON, or as a NON to a NON. */
-  private reply(req: CoapMessage, entry: SeenEntry, res: CoapResponse): void {
-    entry.done = true;
-    const send = (type: CoapType, mid: number): void => {
-      const msg: CoapMessage = { type, code: res.code, mid, token: req.token, options: res.options, payload: res.payload };
-      entry.reply = msg;
-      this.sendMessage(msg);
-    };
-    if (req.type === CON) {
-      send(ACK, req.mid);
-      return;
-    }
-    // A NON response is a message of our own: it needs a Message ID of ours.
-    this.originate({ alive: () => true, run: (mid) => send(NON, mid), fail: () => { this.counters.sendErrors++; } });
-  }
-
   private runHandler(
     msg: CoapMessage, entry: SeenEntry, options: CoapOption[], payload: Uint8Array,
     preferredSzx: number | undefined, extraResponseOptions: CoapOption[],
   ): void {
-    const task: ServerTask = { timer: undefined, ackSent: false, done: false };
-    this.tasks.add(task);
-    if (msg.type === CON) {
-      task.timer = this.clock.setTimer(this.piggybackWindowMs, () => {
-        task.timer = undefined;
-        if (task.done || this.closed) return;
-        task.ackSent = true;
-        // A superseded request's id belongs to a newer message now: no ACK under it.
-        if (!entry.superseded) entry.reply = this.sendEmpty(ACK, msg.mid);
-      });
-    }
+    const task = this.ml.startTask(msg, entry);
     const handler = this.handler;
     let observe: 0 | 1 | undefined;
     try {
@@ -2010,7 +1539,7 @@ export class CoapEndpoint {
   private finishRegistration(
     msg: CoapMessage, entry: SeenEntry, task: ServerTask, res: CoapResponse, accept: boolean, extra: CoapOption[],
   ): boolean {
-    if (task.done || this.closed) return false;
+    if (task.done || this.ml.closed) return false;
     const key = toHex(msg.token);
     if (!accept || codeClass(res.code) !== 2 || msg.type !== CON) {
       const old = this.serverObs.get(key);
@@ -2018,20 +1547,14 @@ export class CoapEndpoint {
       if (!accept || codeClass(res.code) !== 2) return false;
       // A NON registration: the answer is a NON with Observe; no delivery to wait for.
       const obs = this.addServerObservation(msg.token);
-      const v = nextObserveValue(obs.sequence, this.sequenceMode ? this.nextSeq % OBSERVE_MODULUS : undefined);
+      const v = nextObserveValue(obs.sequence, this.ml.sequenceMode ? this.ml.nextSequence % OBSERVE_MODULUS : undefined);
       obs.sequence = v;
       this.finishHandler(msg, entry, task, { ...res, options: [...res.options, uintOption(Opt.OBSERVE, v)] }, undefined, extra);
       return true;
     }
-    task.done = true;
-    task.timer?.cancel();
-    task.timer = undefined;
-    this.tasks.delete(task);
+    this.ml.endTask(task);
     entry.done = true;
-    if (!task.ackSent) {
-      task.ackSent = true;
-      if (!entry.superseded) entry.reply = this.sendEmpty(ACK, msg.mid);
-    }
+    this.ml.sendEmptyAck(msg, entry, task);
     const obs = this.serverObs.get(key) ?? this.addServerObservation(msg.token);
     obs.queue.unshift({ res: { code: res.code, options: [...res.options, ...extra], payload: res.payload }, first: true });
     this.pumpObservation(obs);
@@ -2042,12 +1565,7 @@ export class CoapEndpoint {
     msg: CoapMessage, entry: SeenEntry, task: ServerTask, res: CoapResponse,
     preferredSzx: number | undefined, extraResponseOptions: CoapOption[],
   ): void {
-    if (task.done) return;
-    task.done = true;
-    task.timer?.cancel();
-    task.timer = undefined;
-    this.tasks.delete(task);
-    if (this.closed) return;
+    if (!this.ml.endTask(task)) return;
     entry.done = true;
     let first: CoapResponse;
     try {
@@ -2056,28 +1574,10 @@ export class CoapEndpoint {
       // The handler's options cannot be encoded (bad number, oversized value).
       first = { code: Response.INTERNAL_SERVER_ERROR, options: [], payload: EMPTY_BYTES };
     }
-    if (msg.type === CON && !task.ackSent && !entry.superseded) {
-      this.reply(msg, entry, first);
-      return;
-    }
-    if (msg.type === NON) {
-      this.reply(msg, entry, first);
-      return;
-    }
-    // Separate response (§5.2.2): a CON of its own; the request's entry keeps the empty ACK.
+    if (this.ml.replyInTime(msg, entry, task, first)) return;
+    // Separate response (§5.2.2): when the client RSTs it or it is given up, its Block2 body goes too.
     const key = toHex(msg.token);
-    this.originate({
-      alive: () => true,
-      run: (mid) => {
-        const separate: CoapMessage = { type: CON, code: first.code, mid, token: msg.token, options: first.options, payload: first.payload };
-        this.startTransmission(this.newTransmission(separate, undefined, {
-          onAck: () => { /* delivered */ },
-          onReset: () => { this.block2Cache.delete(key); },
-          onGiveUp: () => { this.block2Cache.delete(key); },
-        }));
-      },
-      fail: () => { this.counters.sendErrors++; },
-    });
+    this.ml.sendSeparate(msg.token, first, () => { this.block2Cache.delete(key); });
   }
 
   /**
@@ -2087,8 +1587,8 @@ export class CoapEndpoint {
   private prepareResponse(token: Uint8Array, res: CoapResponse, extra: CoapOption[], preferredSzx: number | undefined): CoapResponse {
     const options = [...res.options, ...extra];
     // Sized as a separate CON response, which may cost more header than the ACK.
-    const asAck = this.sizeOf({ type: ACK, code: res.code, mid: 0, token, options, payload: res.payload });
-    const asCon = this.sizeOf({ type: CON, code: res.code, mid: 0, token, options, payload: res.payload });
+    const asAck = this.ml.sizeOf({ type: ACK, code: res.code, mid: 0, token, options, payload: res.payload });
+    const asCon = this.ml.sizeOf({ type: CON, code: res.code, mid: 0, token, options, payload: res.payload });
     if (Math.max(asAck, asCon) <= this.maxFrameLen) return { code: res.code, options, payload: res.payload };
     let szx = this.fitBlockSzx(res.code, token, options, Opt.BLOCK2, Opt.SIZE2, res.payload.length, false);
     if (szx === undefined) {
@@ -2097,7 +1597,7 @@ export class CoapEndpoint {
     if (preferredSzx !== undefined) szx = Math.min(szx, preferredSzx);
     const size = blockSize(szx);
     this.block2Cache.set(toHex(token), {
-      code: res.code, payload: res.payload, szx, expiresAt: this.clock.now() + this.exchangeLifetimeMs,
+      code: res.code, payload: res.payload, szx, expiresAt: this.clock.now() + this.ml.exchangeLifetimeMs,
     });
     return {
       code: res.code,
@@ -2123,8 +1623,8 @@ export class CoapEndpoint {
     // CON and ACK both (responses go either way; requests only as CON, same bound).
     const one = Uint8Array.of(0);
     const len = (opts: CoapOption[]): number => Math.max(
-      this.sizeOf({ type: CON, code, mid: 0, token, options: opts, payload: one }),
-      isResponseCode(code) ? this.sizeOf({ type: ACK, code, mid: 0, token, options: opts, payload: one }) : 0,
+      this.ml.sizeOf({ type: CON, code, mid: 0, token, options: opts, payload: one }),
+      isResponseCode(code) ? this.ml.sizeOf({ type: ACK, code, mid: 0, token, options: opts, payload: one }) : 0,
     ) - 1;
     const first = len([...options, blockOption(blockNumber, { num: 0, more: true, szx: 0 }), uintOption(sizeNumber, totalBytes)]);
     const later = len([...(repeatOptions ? options : []), blockOption(blockNumber, { num: BLOCK_NUM_MAX, more: true, szx: 0 })]);
@@ -2137,12 +1637,7 @@ export class CoapEndpoint {
   // Housekeeping (lazy: no timers of its own)
   // -------------------------------------------------------------------------
 
-  private prune(): void {
-    const now = this.clock.now();
-    if (now < this.nextPruneAt) return;
-    this.nextPruneAt = now + Math.max(1, this.exchangeLifetimeMs / 8);
-    for (const [mid, e] of this.seen) if (e.done && e.expiresAt <= now) this.seen.delete(mid);
-    for (const [mid, t] of this.finishedMids) if (t <= now) this.finishedMids.delete(mid);
+  private pruneExpired(now: number): void {
     for (const [k, t] of this.recentTokens) if (t <= now) this.recentTokens.delete(k);
     for (const [k, r] of this.reassembly) if (r.expiresAt <= now) this.reassembly.delete(k);
     for (const [k, c] of this.block2Cache) if (c.expiresAt <= now) this.block2Cache.delete(k);
@@ -2167,38 +1662,4 @@ function normalizeResponse(r: unknown): CoapResponse {
   if (options !== undefined && !Array.isArray(options)) return bad;
   if (payload !== undefined && !(payload instanceof Uint8Array)) return bad;
   return { code, options: (options as CoapOption[] | undefined) ?? [], payload: payload ?? EMPTY_BYTES };
-}
-
-/**
- * A 53-bit digest of everything that makes a message what it is except its Message ID: type,
- * code, token, options and payload (each length-prefixed). Copies of one message digest alike
- * (a retransmission is re-encoded from the same CoapMessage and the codec expands it to the same
- * message); two different messages collide with probability about 2^-53. Not cryptographic: the
- * security layer below authenticates every frame. (cyrb53's two-lane multiply-xorshift mix.)
- */
-function messageDigest(msg: CoapMessage): number {
-  let h1 = 0xdeadbeef;
-  let h2 = 0x41c6ce57;
-  const mix = (b: number): void => {
-    h1 = Math.imul(h1 ^ b, 2654435761);
-    h2 = Math.imul(h2 ^ b, 1597334677);
-  };
-  const mix16 = (n: number): void => { mix(n >>> 8); mix(n & 0xff); };
-  const bytes = (v: Uint8Array): void => {
-    mix16(v.length >>> 16);
-    mix16(v.length & 0xffff);
-    for (let i = 0; i < v.length; i++) mix(v[i]!);
-  };
-  mix(msg.type);
-  mix(msg.code);
-  bytes(msg.token);
-  mix16(msg.options.length);
-  for (const o of msg.options) {
-    mix16(o.number);
-    bytes(o.value);
-  }
-  bytes(msg.payload);
-  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
-  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
-  return 0x100000000 * (0x1fffff & h2) + (h1 >>> 0);
 }
