@@ -19,6 +19,11 @@
  *                   while anything but bulk waits, the bulk share of the hourly budget while only
  *                   bulk (held by its cap) waits, 0 when idle. A reserve (the 'sync reserve' row)
  *                   is policy, not law, so its unused part counts against utilization.
+ *
+ * The 'channel access' row puts the medium-access layer (src/scheduler/channel-access.ts) in front
+ * of the radio: every frame is sensed first (busy 30 % of the time, each sense 2.5 symbols of
+ * listening), interactive messages ask for an answer and open a receive window, and answers are
+ * heard at random: the law must still hold to the microsecond with every wait it adds.
  */
 import { FakeClock } from '../test/helpers/fake-clock.ts';
 import { checkWindows, countOverlaps, type Transmission } from '../test/sim/window-checker.ts';
@@ -26,6 +31,7 @@ import { mulberry32 } from '../test/helpers/prng.ts';
 import { loraAirtimeMs } from '../src/scheduler/airtime.ts';
 import { resolveChannel, type RegionId } from '../src/scheduler/regions.ts';
 import { TxQueue, type Priority } from '../src/scheduler/tx-queue.ts';
+import { ChannelAccess, type SenseResult } from '../src/scheduler/channel-access.ts';
 import { isTrickleError } from '../src/errors.ts';
 
 export interface Scenario {
@@ -37,6 +43,8 @@ export interface Scenario {
   strictOffTime?: boolean;
   /** TxQueue classShares (default: the queue's own, bulk ≤ ½). */
   classShares?: Partial<Record<Priority, number>>;
+  /** Medium access in front of the radio: share of senses that find the channel busy, share of answers heard. */
+  channelAccess?: { busyShare: number; answerShare: number };
 }
 
 export const SCENARIOS: Scenario[] = [
@@ -46,6 +54,7 @@ export const SCENARIOS: Scenario[] = [
   { name: 'eu868 0.1% (868.95 MHz SF9)', region: 'eu868', freqHz: 868_950_000, sf: 9, bandwidthHz: 125_000 },
   { name: 'eu868 1% + sync reserve 0.9', region: 'eu868', freqHz: 868_100_000, sf: 9, bandwidthHz: 125_000, classShares: { sync: 0.9, bulk: 0.5 } },
   { name: 'eu868 1% + strict T_off', region: 'eu868', freqHz: 868_100_000, sf: 9, bandwidthHz: 125_000, strictOffTime: true },
+  { name: 'eu868 10% + channel access', region: 'eu868', freqHz: 869_525_000, sf: 9, bandwidthHz: 125_000, channelAccess: { busyShare: 0.3, answerShare: 0.8 } },
 ];
 
 export interface ScenarioResult {
@@ -81,11 +90,25 @@ export async function runScenario(sc: Scenario, hours: number, seed: number): Pr
   const airtime = (n: number): number => loraAirtimeMs({ payloadBytes: n, sf: sc.sf, bandwidthHz: sc.bandwidthHz, codingRate: 5 });
   const log: Transmission[] = [];
   const shares: Record<Priority, number> = { control: 1, interactive: 1, sync: 1, bulk: 0.5, ...sc.classShares };
+  const ca = sc.channelAccess;
+  const symbolMs = (2 ** sc.sf / sc.bandwidthHz) * 1000;
+  const access = ca ? new ChannelAccess({
+    clock, random: rnd, symbolMs, frameAirtimeMs: airtime, maxFrameLen: 255, answerDelayMs: 300, sendEndsAtTxDone: false,
+    sense: () => new Promise<SenseResult>((resolve) => {
+      clock.setTimer(2.5 * symbolMs, () => resolve({ busy: rnd() < ca.busyShare, durationMs: 2.5 * symbolMs }));
+    }),
+  }) : undefined;
   const q = new TxQueue({
     clock, rules: ch.rules, maxFrameLen: 255, frameAirtimeMs: airtime,
     ...(sc.classShares ? { classShares: sc.classShares } : {}),
     ...(sc.strictOffTime ? { strictOffTime: true } : {}),
-    transmit: async (frame) => { log.push({ startMs: clock.now(), airtimeMs: airtime(frame.length) }); },
+    ...(access ? { access } : {}),
+    transmit: async (frame) => {
+      const a = airtime(frame.length);
+      log.push({ startMs: clock.now(), airtimeMs: a });
+      // The peer answers some frames: heard after our airtime, its turnaround and its answer's airtime.
+      if (access && rnd() < ca!.answerShare) clock.setTimer(a + 50 + rnd() * 250, () => access.heard(20));
+    },
   });
 
   // Outstanding (queued, unresolved) messages per class, and the "allowed frame waiting" integral.
@@ -115,7 +138,7 @@ export async function runScenario(sc: Scenario, hours: number, seed: number): Pr
     const payload = new Uint8Array(lo + Math.floor(rnd() * (hi - lo + 1)));
     const peer = PEERS[Math.floor(rnd() * PEERS.length)]!;
     outstanding[p]++;
-    q.enqueue(payload, { priority: p, peer, ...(deadlineMs !== undefined ? { deadlineMs } : {}) }).then(
+    q.enqueue(payload, { priority: p, peer, expectsAnswer: p === 'interactive', ...(deadlineMs !== undefined ? { deadlineMs } : {}) }).then(
       (r) => { mark(); outstanding[p]--; messages++; waits[p].push(r.waitedMs); refill(); },
       (e: unknown) => {
         mark(); outstanding[p]--;

@@ -99,7 +99,7 @@ export interface ScenarioResult {
 interface ScenarioDetail {
   lostOther: number;
   delivered: number;
-  wasted: number;
+  wasted: Record<string, number>;
   airtimeS: Record<string, number>;
   durationS: number;
   sendFailures: number;
@@ -110,7 +110,9 @@ export interface BenchOptions {
   sf: number;
   seed: number;
   messages?: number;
-  mac: 'auto' | 'on' | 'off';
+  mac: 'auto' | 'on' | 'off' | 'timing';
+  /** Write every medium event and every CoAP frame record (both ends) here, one JSON line each. */
+  trace?: string;
 }
 
 const FREQ_HZ = 869_525_000;
@@ -211,12 +213,19 @@ function quantile(xs: number[], q: number): number {
 
 const round = (x: number, d: number): number => Math.round(x * 10 ** d) / 10 ** d;
 
-/** Frames a radio stack received and threw away (copies, noise, forgeries), from its status page. */
-function wastedAt(radio: RadioStack): number {
+/** Frames a radio stack received and threw away (copies, noise, forgeries), by reason, from its status page. */
+function wastedAt(radio: RadioStack): Record<string, number> {
   const st = radio.status() as { coap: { duplicates: number }; dropped: { container: number; security: Record<string, number>; coap: Record<string, number> } };
-  const sum = (r: Record<string, number>): number => Object.values(r).reduce((a, b) => a + b, 0);
-  return st.coap.duplicates + st.dropped.container + sum(st.dropped.security) + sum(st.dropped.coap);
+  const out: Record<string, number> = {};
+  const add = (k: string, n: number): void => { if (n > 0) out[k] = (out[k] ?? 0) + n; };
+  add('coap duplicate', st.coap.duplicates);
+  add('container', st.dropped.container);
+  for (const [k, n] of Object.entries(st.dropped.security)) add(`security ${k}`, n);
+  for (const [k, n] of Object.entries(st.dropped.coap)) add(`coap ${k}`, n);
+  return out;
 }
+
+const total = (r: Record<string, number>): number => Object.values(r).reduce((a, b) => a + b, 0);
 
 export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: BenchOptions): Promise<{ result: ScenarioResult; detail: ScenarioDetail }> {
   if (spec.pending) throw new Error(`scenario ${spec.name}: ${spec.pending}`);
@@ -226,10 +235,10 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
   const logger = createLogger({ level: process.env['TRICKLE_LOG'] ?? 'error' });
   const medium = new RfMedium({ seed: opts.seed, lossRate: 0 });
   const radioSettings: NativeRadioSettings = { ...NATIVE_RADIO_DEFAULTS, frequencyHz: FREQ_HZ, bandwidthHz: BANDWIDTH_HZ, sf: opts.sf, codingRate: CODING_RATE };
-  const stackRadio: Pick<RadioStackOptions, 'baudRate' | 'maxFrameLen' | 'radio' | 'maxBodyBytes'> & Record<string, unknown> = {
+  const stackRadio: Pick<RadioStackOptions, 'baudRate' | 'maxFrameLen' | 'radio' | 'maxBodyBytes' | 'channelAccess'> = {
     baudRate: 115_200, maxFrameLen: 255, maxBodyBytes: 1 << 20,
     radio: { region: 'eu868', freqHz: FREQ_HZ, bandwidthHz: BANDWIDTH_HZ, sf: opts.sf, codingRate: CODING_RATE },
-    ...(opts.mac !== 'auto' ? { channelAccess: opts.mac } : {}),
+    channelAccess: opts.mac,
   };
 
   // ── the medium's own account of every frame ──
@@ -241,7 +250,10 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
   let delivered = 0;
   const lost = { collision: 0, halfDuplex: 0, other: 0 };
   let lastTxAt = Date.now();
+  const traceLines: string[] = [];
+  const trace = (o: Record<string, unknown>): void => { if (opts.trace) traceLines.push(JSON.stringify({ t: Date.now() - started, ...o })); };
   medium.onEvent((e: RfEvent) => {
+    trace({ medium: e });
     if (e.kind === 'txStart') { transmissions++; lastTxAt = Date.now(); airtimeMs[e.from] = (airtimeMs[e.from] ?? 0) + e.airtimeMs; }
     else if (e.kind === 'delivered' && isPair(e.from, e.to)) delivered++;
     else if (e.kind === 'lost' && isPair(e.from, e.to)) {
@@ -276,16 +288,19 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
         name: kitNames[i]!, positionM: { xM: DISTANCE_M * Math.cos(angle), yM: DISTANCE_M * Math.sin(angle) }, crystalPpm: 2 + i,
       }));
     }
+    const traceStack = (name: string, r: RadioStack): void => { r.onFrameRecord((rec) => trace({ at: name, ...rec })); };
     gateway = await startGateway({
       ...(await native(gwDevice.devicePath)), homeserverUrl: hs.baseUrl, ...stackRadio, homeserverTimeoutMs: 60_000, logger,
       security: buildSecurity('gateway', gatewayDir, 'encrypt', logger)!, ...stateStores(gatewayDir, 'gateway', logger),
-    } as Parameters<typeof startGateway>[0]);
+    });
+    traceStack(gatewayName, gateway.radio);
     for (let i = 0; i < spec.kits; i++) {
       const host = await startHost({
         ...(await native(devices[i + 1]!.devicePath)), listenHost: '127.0.0.1', listenPort: 0, ...stackRadio, requestTimeoutMs: 120_000, logger,
         security: buildSecurity('host', kitDirs[i]!, 'encrypt', logger)!, ...stateStores(kitDirs[i]!, 'host', logger), pushSync: true,
-      } as Parameters<typeof startHost>[0]);
+      });
       kits.push({ index: i, name: kitNames[i]!, device: devices[i + 1]!, host, url: `http://127.0.0.1:${host.port}`, accounts: [] });
+      traceStack(kitNames[i]!, host.radio);
     }
 
     // ── accounts and rooms: each kit account has a room with far ──
@@ -315,7 +330,7 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
       if (seen.size > 0) duplicates++; // a second event for one message, or one event twice
       seen.add(eventId);
       seenEvents.set(body, seen);
-      if (!arrivedAt.has(body)) arrivedAt.set(body, Date.now());
+      if (!arrivedAt.has(body)) { arrivedAt.set(body, Date.now()); trace({ arrived: body }); }
     };
     const firstSyncs: Promise<void>[] = [];
     for (const kit of kits) {
@@ -342,6 +357,7 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
         const body = `${label} #${i} ${run} →${to}`;
         sends.push(sleep(t).then(async () => {
           sentAt.set(body, Date.now());
+          trace({ send: body });
           if (!(await sendMessage(base, token, roomId, `bench-${run}-${label}-${i}`, body))) sendFailures++;
         }));
       }
@@ -352,15 +368,16 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
         schedule(`far-to-${acc.user}`, hs.baseUrl, far.accessToken, acc.roomId, acc.user);
       }
     }
-    const total = kits.reduce((n, k) => n + k.accounts.length, 0) * perAccount * 2;
+    const messages = kits.reduce((n, k) => n + k.accounts.length, 0) * perAccount * 2;
     await Promise.all(sends);
     const deadline = Date.now() + DELIVERY_DEADLINE_MS;
-    while (arrivedAt.size < total && Date.now() < deadline) await sleep(200);
+    while (arrivedAt.size < messages && Date.now() < deadline) await sleep(200);
     while (Date.now() - lastTxAt < QUIET_MS) await sleep(200);
 
     // ── results ──
-    const wasted = wastedAt(gateway.radio) + kits.reduce((n, k) => n + wastedAt(k.host.radio), 0);
-    const useful = Math.max(0, delivered - wasted);
+    const wasted: Record<string, number> = {};
+    for (const r of [gateway.radio, ...kits.map((k) => k.host.radio)]) for (const [k, n] of Object.entries(wastedAt(r))) wasted[k] = (wasted[k] ?? 0) + n;
+    const useful = Math.max(0, delivered - total(wasted));
     const latencies = [...arrivedAt].map(([body, at]) => (at - sentAt.get(body)!) / 1000);
     const kitAirtime = kitNames.map((n) => airtimeMs[n] ?? 0);
     const kitTotal = kitAirtime.reduce((a, b) => a + b, 0);
@@ -369,7 +386,7 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
       name: spec.name,
       kits: spec.kits,
       accounts: spec.kits * spec.accountsPerKit,
-      messages: total,
+      messages,
       delivered: arrivedAt.size,
       duplicates,
       transmissions,
@@ -393,6 +410,7 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
     };
     return { result, detail };
   } finally {
+    if (opts.trace) writeFileSync(opts.trace, `${traceLines.join('\n')}\n`);
     for (const l of loops) l.stop();
     for (const k of kits) await k.host.close().catch(() => undefined);
     await gateway?.close().catch(() => undefined);
@@ -429,6 +447,7 @@ async function main(argv: string[]): Promise<number> {
       sf: { type: 'string', default: '9' },
       seed: { type: 'string', default: '1' },
       mac: { type: 'string', default: 'auto' },
+      trace: { type: 'string' },
     },
   });
   const int = (name: string, v: string | undefined, lo: number, hi: number): number | undefined => {
@@ -438,9 +457,9 @@ async function main(argv: string[]): Promise<number> {
     return n;
   };
   const mac = values.mac as string;
-  if (!['auto', 'on', 'off'].includes(mac)) { process.stderr.write(`bench:network: --mac must be auto, on or off, got ${JSON.stringify(mac)}\n`); return 2; }
+  if (!['auto', 'on', 'off', 'timing'].includes(mac)) { process.stderr.write(`bench:network: --mac must be auto, on, timing or off, got ${JSON.stringify(mac)}\n`); return 2; }
   const messages = int('messages', values.messages, 1, 10_000);
-  const opts: BenchOptions = { sf: int('sf', values.sf, 7, 12)!, seed: int('seed', values.seed, 0, 2 ** 31)!, mac: mac as BenchOptions['mac'], ...(messages !== undefined ? { messages } : {}) };
+  const opts: BenchOptions = { sf: int('sf', values.sf, 7, 12)!, seed: int('seed', values.seed, 0, 2 ** 31)!, mac: mac as BenchOptions['mac'], ...(values.trace ? { trace: values.trace } : {}), ...(messages !== undefined ? { messages } : {}) };
   const names = values.scenario ?? SCENARIOS.map((s) => s.name);
   const chosen: ScenarioSpec[] = [];
   for (const n of names) {
@@ -470,7 +489,7 @@ async function main(argv: string[]): Promise<number> {
   } else {
     process.stdout.write(`bench:network — EU868 869.525 MHz (10 % sub-band), SF${opts.sf} BW125 CR4/5, emulated native boards ${DISTANCE_M / 1000} km from the gateway, seed ${opts.seed}, channel access ${opts.mac}\n\n${table(rows)}\n\n`);
     for (const [i, d] of details.entries()) {
-      process.stdout.write(`${rows[i]!.name}: ${d.durationS} s; delivered on the medium ${d.delivered}, thrown away by receivers ${d.wasted}, lost otherwise ${d.lostOther}; send failures ${d.sendFailures}; airtime s ${JSON.stringify(d.airtimeS)}\n`);
+      process.stdout.write(`${rows[i]!.name}: ${d.durationS} s; delivered on the medium ${d.delivered}, thrown away by receivers ${total(d.wasted)} ${JSON.stringify(d.wasted)}, lost otherwise ${d.lostOther}; send failures ${d.sendFailures}; airtime s ${JSON.stringify(d.airtimeS)}\n`);
       process.stdout.write(`  channel access: ${JSON.stringify(d.channelAccess)}\n`);
     }
   }

@@ -8,6 +8,13 @@
  * piggybacked responses → interactive; follow-up blocks of a blockwise transfer → bulk.
  * Retransmission timers are derived from the frame's airtime and the scheduler's expected
  * wait, never from CoAP's 2 s default.
+ *
+ * Medium access (scheduler/channel-access.ts) sits in the transmit path, after the duty-cycle
+ * ledger: receive windows after a CON or a handshake message, an answer slot after a frame is
+ * heard, random inter-frame spaces, and listen-before-talk where the modem can sense
+ * (`capabilities.channelSense === 'host'`). 'auto' (default) turns it on for a radio channel
+ * (a region other than 'none') and for any modem that can sense; a cable ('none', no sensing)
+ * goes without.
  */
 import { randomBytes as nodeRandomBytes } from 'node:crypto';
 import type { Logger } from '../log.ts';
@@ -19,16 +26,17 @@ import { openSerialLink } from '../link/serial.ts';
 import type { Link } from '../link/link.ts';
 import type { Modem } from '../modem/modem.ts';
 import { TransparentModem } from '../modem/transparent/transparent-modem.ts';
-import { loraAirtimeMs, type LoraParams } from '../scheduler/airtime.ts';
+import { exactLoraBandwidthHz, loraAirtimeMs, type LoraParams } from '../scheduler/airtime.ts';
 import { resolveChannel, getRegion, type ResolvedChannel } from '../scheduler/regions.ts';
 import { TxQueue, coapAckTimeoutMs, DutyCycleError, type Priority } from '../scheduler/tx-queue.ts';
 import { DutyCycleLedger } from '../scheduler/duty-cycle.ts';
+import { ChannelAccess } from '../scheduler/channel-access.ts';
 import { unpackFrame } from '../scheduler/packing.ts';
 import { CoapEndpoint, type CoapRequestInit, type CoapResponse, type RequestHandler, type RequestOptions } from './endpoint.ts';
 import { compactWireCodec, createCompactContext, type CompactContext } from './compact.ts';
 import { rfc7252Codec, type CoapMessage, type WireCodec } from './message.ts';
 import { Opt } from './numbers.ts';
-import { SecureLink, LINK_FRAME_OVERHEAD, type SecureLinkOptions, type SecureLinkEvent, type SecureLinkSnapshot } from '../secure/secure-link.ts';
+import { SecureLink, LINK_FRAME_OVERHEAD, FrameKind, type SecureLinkOptions, type SecureLinkEvent, type SecureLinkSnapshot } from '../secure/secure-link.ts';
 import type { KeyPair } from '../secure/dh.ts';
 import { CBOR_KEYMAP_V1_VERSION } from '../codec/keymap-v1.ts';
 import { COAP_PATH_ENUM_VERSION } from '../codec/paths-v1.ts';
@@ -88,6 +96,11 @@ export interface RadioStackOptions {
   coapStateStore?: StateStore<CoapSessionState>;
   /** Durable storage for this radio's recent transmissions: a restart keeps the duty cycle it used. */
   airtimeStore?: StateStore<AirtimeState>;
+  /**
+   * Medium access (see the header): 'auto' (default), 'on', 'off', or 'timing' (on, but without
+   * sensing even where the modem could: what a dialect that cannot sense gets; for measurements).
+   */
+  channelAccess?: 'auto' | 'on' | 'off' | 'timing';
 }
 
 /** This radio's transmissions that still count against the duty cycle, per sub-band. */
@@ -214,6 +227,9 @@ export function unauthenticatedReplyBudget(channel: ResolvedChannel | undefined,
   return { burst: UNAUTHENTICATED_REPLY_BURST, refillMs: Math.max(1000, Math.ceil(3_600_000 / repliesPerHour)) };
 }
 
+/** Handshake messages that the peer answers (XX1→XX2, XX2→XX3, IK1→IK2, FB1→FB2; XX3 and FB2 carry the first request). */
+const SOLICITING_KINDS: ReadonlySet<number> = new Set([FrameKind.XX1, FrameKind.XX2, FrameKind.XX3, FrameKind.IK1, FrameKind.FB1, FrameKind.FB2]);
+
 /** Scheduler class of an outgoing CoAP message, read from the message itself. */
 export function priorityOfMessage(msg: CoapMessage): Priority {
   if (msg.code === 0 || msg.type === 3) return 'control'; // empty ACK, RST
@@ -238,7 +254,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
   const randomBytes: RandomBytes = opts.randomBytes ?? ((n) => new Uint8Array(nodeRandomBytes(n)));
   const { channel, lora } = resolveRadio(opts.radio);
   const link = opts.link ?? await openSerialLink(opts.device ?? '', { baudRate: opts.baudRate });
-  const modem = opts.createModem ? opts.createModem(link) : new TransparentModem(link, { maxFrameLen: opts.maxFrameLen });
+  const modem: Modem = opts.createModem ? opts.createModem(link) : new TransparentModem(link, { maxFrameLen: opts.maxFrameLen });
   const modemOverhead = (frame: Uint8Array) => modem.framingOverhead(frame);
   /** Airtime of a frame as the radio transmits it (the framing a transparent radio sends counts). */
   const airtimeOf = (frameLen: number, frame?: Uint8Array): number => {
@@ -280,6 +296,23 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
     if (!opts.airtimeStore || !channel || airtimeSave) return;
     airtimeSave = setTimeout(saveAirtimeNow, 0);
   };
+  // ── medium access: on for a radio channel or a modem that can sense, off for a cable ──
+  const accessMode = opts.channelAccess ?? 'auto';
+  const canSense = accessMode !== 'timing' && modem.capabilities.channelSense === 'host' && typeof modem.senseChannel === 'function';
+  const access = accessMode === 'on' || accessMode === 'timing' || (accessMode === 'auto' && (channel !== undefined || canSense)) ? new ChannelAccess({
+    clock,
+    random: () => { const r = randomBytes(4); return ((((r[0] ?? 0) << 24) >>> 0) + ((r[1] ?? 0) << 16) + ((r[2] ?? 0) << 8) + (r[3] ?? 0)) / 2 ** 32; },
+    symbolMs: (2 ** lora.sf / exactLoraBandwidthHz(lora.bandwidthHz)) * 1000,
+    frameAirtimeMs: (n) => airtimeOf(n),
+    maxFrameLen,
+    ...(canSense ? { sense: () => modem.senseChannel!() } : {}),
+    // The peer starts its answer within its CoAP piggyback window (the endpoint's default: half
+    // the ACK timeout of a small message), or at once for an ACK or a handshake reply.
+    answerDelayMs: () => coapAckTimeoutMs({ ownWaitMs: 0, ownAirtimeMs: airtimeOf(12 + securityOverhead), ackAirtimeMs: airtimeOf(maxFrameLen) }) / 2,
+    sendEndsAtTxDone: modem.capabilities.reportsAirtime,
+  }) : undefined;
+  const accessWaitMs = (): number => access?.expectedWaitMs() ?? 0;
+
   const txQueue = channel ? new TxQueue({
     clock,
     rules: channel.rules,
@@ -287,13 +320,17 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
     frameAirtimeMs: (n) => airtimeOf(n),
     classShares: { sync: SYNC_SHARE, bulk: BULK_SHARE },
     history,
+    ...(access ? { access } : {}),
     transmit: async (frame) => {
+      let report: { airtimeMs?: number };
       try {
-        await modem.send(frame);
+        report = await modem.send(frame);
       } finally {
         persistAirtime();
       }
-      return { airtimeMs: airtimeOf(frame.length, frame) };
+      const airtimeMs = Math.max(airtimeOf(frame.length, frame), report.airtimeMs ?? 0);
+      // A modem that reports transmit-done resolves when the frame has left: it is counted up to now.
+      return modem.capabilities.reportsAirtime ? { airtimeMs, endedAtMs: clock.now() } : { airtimeMs };
     },
   }) : undefined;
 
@@ -310,9 +347,29 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
     try { return Math.max(0, peerLedger.nextAllowedAt(airtimeOf(len), now) - now); } catch { return 3_600_000; }
   };
 
-  const transmit = (frame: Uint8Array, priority: Priority): void => {
+  // Without a ledger (no airtime rules) frames go one by one through the access rules alone.
+  let accessChain: Promise<unknown> = Promise.resolve();
+  const sendThroughAccess = (frame: Uint8Array, expectsAnswer: boolean): Promise<unknown> => {
+    if (!access) return modem.send(frame);
+    const run = accessChain.then(async () => {
+      await access.acquire();
+      access.started({ frameLen: frame.length, airtimeMs: airtimeOf(frame.length, frame), expectsAnswer });
+      try {
+        const r = await modem.send(frame);
+        access.finished(true);
+        return r;
+      } catch (e) {
+        access.finished(false);
+        throw e;
+      }
+    });
+    accessChain = run.catch(() => undefined);
+    return run;
+  };
+
+  const transmit = (frame: Uint8Array, priority: Priority, expectsAnswer: boolean): void => {
     if (frame[0]! >= 0x80 && opts.security) for (const l of controlListeners) l('tx', frame.length, frame[0]!);
-    const done = txQueue ? txQueue.enqueue(frame, { priority }) : modem.send(frame);
+    const done = txQueue ? txQueue.enqueue(frame, { priority, expectsAnswer }) : sendThroughAccess(frame, expectsAnswer);
     done.catch((e: unknown) => {
       if (e instanceof DutyCycleError) { dutyCycleRefusals++; log.warn({ code: e.code, waitMs: e.retryAfterMs, len: frame.length }, 'frame held back by the duty cycle'); return; }
       sendErrors++;
@@ -327,6 +384,8 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
   let handler: RequestHandler | undefined;
   /** Priority of the message being encoded right now (security hides the CoAP header below us). */
   let currentPriority: Priority = 'interactive';
+  /** Whether that message asks the peer for an answer (a CON): its frame opens a receive window. */
+  let currentExpectsAnswer = false;
   let lastTx: { type: number; mid: number; tokenHex: string } | undefined;
 
   const persistCoap = (): void => {
@@ -365,6 +424,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
       encode: (msg) => {
         const bytes = inner.encode(msg);
         currentPriority = priorityOfMessage(msg);
+        currentExpectsAnswer = msg.type === 0; // CON
         lastTx = { type: msg.type, mid: msg.mid, tokenHex: toHex(msg.token) };
         return bytes;
       },
@@ -387,7 +447,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
       // after a new handshake keeps its token, so the homeserver de-duplicates it.
       ...(resume ? { sequenceStart: resume.nextSequence } : sequenceStart !== undefined ? { sequenceStart } : {}),
       ackTimeoutMs: (frameLen) => coapAckTimeoutMs({
-        ownWaitMs: waitFor(frameLen + securityOverhead),
+        ownWaitMs: waitFor(frameLen + securityOverhead) + accessWaitMs(),
         ownAirtimeMs: airtimeOf(frameLen + securityOverhead),
         ackAirtimeMs: airtimeOf(maxFrameLen),
       }),
@@ -399,7 +459,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
         persistCoap();
         const priority = currentPriority;
         if (secure) secure.send(bytes);
-        else transmit(bytes, priority);
+        else transmit(bytes, priority, currentExpectsAnswer);
       },
     });
     endpoint.onDrop((d) => warnDrop(`coap:${d.reason}`, { code: d.reason, len: d.frameLen, err: d.error?.message }, 'CoAP message dropped'));
@@ -428,9 +488,11 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
       clock,
       randomBytes,
       maxFrameLen,
-      handshakeRetryMs: (len) => coapAckTimeoutMs({ ownWaitMs: waitFor(len), ownAirtimeMs: airtimeOf(len), ackAirtimeMs: airtimeOf(97) }),
+      handshakeRetryMs: (len) => coapAckTimeoutMs({ ownWaitMs: waitFor(len) + accessWaitMs(), ownAirtimeMs: airtimeOf(len), ackAirtimeMs: airtimeOf(97) }),
       unauthenticatedReplies: unauthenticatedReplyBudget(channel, airtimeOf(97)),
-      send: (frame) => transmit(frame, frame[0]! & 0x80 ? 'control' : currentPriority),
+      send: (frame) => frame[0]! & 0x80
+        ? transmit(frame, 'control', SOLICITING_KINDS.has(frame[0]!))
+        : transmit(frame, currentPriority, currentExpectsAnswer),
       deliver: (plaintext) => endpoint.receive(plaintext),
       onEvent: (e) => {
         // A new handshake on the gateway side starts a new session before its 0-RTT payload is
@@ -453,6 +515,8 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
   makeEndpoint(resumable, savedSequence ?? randomStart());
 
   modem.onFrame((frame) => {
+    // First: a frame heard opens the answer slot before whatever it makes us send is queued.
+    access?.heard(frame.length, { airtimeMs: airtimeOf(frame.length, frame) });
     if (peerLedger) {
       const airtimeMs = airtimeOf(frame.length, frame);
       try { peerLedger.record(clock.now() - airtimeMs, airtimeMs); } catch { /* a frame the rules forbid: nothing to mirror */ }
@@ -508,6 +572,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
       security: secure ? { mode: opts.security!.mode, established: secure.established, ...secure.stats() } : null,
       sessionResets,
       dutyCycle: txQueue ? txQueue.status() : null,
+      channelAccess: access ? access.stats() : null,
       peerDutyCycle: peerLedger ? { heardLastHour: peerLedger.usage(clock.now()), nextAllowedSendInMs: peerWaitFor(64) } : null,
       sendErrors,
       dutyCycleRefusals,

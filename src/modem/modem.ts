@@ -11,6 +11,10 @@
  *   dialect; damaged input never reaches `onFrame`. It is dropped, counted in
  *   `stats().dropped[code]`, and reported to `onDrop` listeners (for logging).
  * - The modem never retries or queues on its own: timing belongs to the scheduler.
+ * - `senseChannel()` (only where `capabilities.channelSense` is 'host') listens for channel
+ *   activity for a few symbols and reports whether a LoRa transmission is on the channel. It is
+ *   reception: it costs no airtime. It never overlaps a `send` of the same modem (the caller,
+ *   the scheduler's ChannelAccess, serialises them).
  */
 import type { ErrorCode } from '../errors.ts';
 
@@ -21,6 +25,23 @@ export interface ModemCapabilities {
   readonly enforcesDutyCycle: boolean;
   /** True when the modem reports transmit-done with measured airtime. */
   readonly reportsAirtime: boolean;
+  /**
+   * Who can tell whether the channel is in use before a transmission:
+   * 'host'     — the host can ask, right before a frame (`Modem.senseChannel`: the native dialect's CAD);
+   * 'firmware' — the modem senses by itself before each transmission and the host cannot ask
+   *              (RNode's and Meshtastic's CSMA, a KISS TNC's p-persistence on its DCD);
+   * 'none'     — nobody does (a transparent serial radio keys up when bytes arrive).
+   * hardware/README.md has the table per dialect.
+   */
+  readonly channelSense: 'host' | 'firmware' | 'none';
+}
+
+/** What one sense of the channel found (Modem.senseChannel). */
+export interface ChannelSenseResult {
+  /** A LoRa transmission this radio could demodulate was on the channel during the sense. */
+  busy: boolean;
+  /** How long the sense listened, ms. */
+  durationMs: number;
 }
 
 export interface ReceivedFrameMeta {
@@ -49,6 +70,8 @@ export interface Modem {
   readonly dialect: string;
   readonly capabilities: ModemCapabilities;
   send(frame: Uint8Array): Promise<SendReport>;
+  /** Listen for channel activity now (see the contract above); call it only when `capabilities.channelSense` is 'host'. */
+  senseChannel?(): Promise<ChannelSenseResult>;
   /**
    * Bytes this dialect adds to `payload` when carrying it, split by where they cost:
    * `onAir` is transmitted by the radio (an AX.25 header, a Meshtastic packet header);

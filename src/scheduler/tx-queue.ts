@@ -19,6 +19,11 @@
  *   messages for that peer go in first; the rest of the frame is filled to the most bytes (a
  *   bounded knapsack over the peer's oldest 32 messages). So two messages to one peer may leave in
  *   a different order; every layer above tolerates reordering, as the radio itself reorders.
+ * - Channel access (optional `access`, ./channel-access.ts): once the ledger lets the head go,
+ *   the medium-access rules are asked (receive windows, inter-frame space, listen before talk);
+ *   the frame is built and recorded only when they grant it, so time spent waiting or sensing
+ *   is never counted as airtime and never lets a frame past the ledger. A message that asks the
+ *   peer for an answer (`expectsAnswer`) opens a receive window after its frame.
  * - enqueue() resolves with a receipt once the modem took the frame, or rejects — never hangs:
  *   ERR_DUTY_CYCLE (a DutyCycleError with `retryAfterMs`) when the message cannot start within
  *   its `deadlineMs`; ERR_DWELL_TIME when it could never be sent on this channel; ERR_QUEUE_FULL;
@@ -29,6 +34,7 @@
 import { TrickleError } from '../errors.ts';
 import type { Clock, TimerHandle } from '../util/clock.ts';
 import { DutyCycleLedger, type LedgerEntry, type LimitUsage } from './duty-cycle.ts';
+import type { MediumAccess } from './channel-access.ts';
 import { canPack, MAX_INNER_MESSAGE_LEN, MAX_PACKED_MESSAGES, packedLength, packFrame } from './packing.ts';
 import { HOUR_MS, type ChannelRules } from './regions.ts';
 
@@ -41,7 +47,11 @@ export interface TxQueueOptions {
   clock: Clock;
   /** The channel's rules (from resolveChannel(...).rules). */
   rules: ChannelRules;
-  /** Hand one frame to the modem (Modem.send). May resolve with `{ airtimeMs }` measured by the modem. */
+  /**
+   * Hand one frame to the modem (Modem.send). May resolve with `{ airtimeMs }` measured by the
+   * modem, and `endedAtMs` when it resolves only once the frame has left the antenna (a modem
+   * that reports transmit-done): the frame is then counted over [endedAtMs − airtime, endedAtMs).
+   */
   transmit: (frame: Uint8Array) => Promise<unknown>;
   /** PHY airtime of a frame of this many bytes (e.g. n => loraAirtimeMs({ ...radio, payloadBytes: n })). */
   frameAirtimeMs: (frameBytes: number) => number;
@@ -67,6 +77,8 @@ export interface TxQueueOptions {
    * they were real, which is stricter than the truth, never looser.
    */
   history?: readonly LedgerEntry[];
+  /** Medium access (./channel-access.ts): asked after the ledger, right before each frame. */
+  access?: MediumAccess;
 }
 
 export interface EnqueueOptions {
@@ -79,6 +91,8 @@ export interface EnqueueOptions {
   deadlineMs?: number;
   /** Messages for the same peer may share a frame. Default ''. */
   peer?: string;
+  /** The message asks the peer for an answer (a CoAP CON, a handshake message): its frame opens a receive window. */
+  expectsAnswer?: boolean;
 }
 
 export interface SentReceipt {
@@ -105,6 +119,7 @@ interface Item {
   payload: Uint8Array;
   priority: Priority;
   peer: string;
+  expectsAnswer: boolean;
   enqueuedAtMs: number;
   resolve: (r: SentReceipt) => void;
   reject: (e: unknown) => void;
@@ -157,6 +172,9 @@ export class TxQueue {
   private readonly queues: Record<Priority, Item[]> = { control: [], interactive: [], sync: [], bulk: [] };
   private queued = 0;
   private busy = false;
+  /** The access layer is sensing the channel for the head (no frame built yet). */
+  private sensing = false;
+  private readonly access: MediumAccess | undefined;
   private closed = false;
   private wake: TimerHandle | null = null;
   private wakeAtMs = Infinity;
@@ -183,6 +201,8 @@ export class TxQueue {
       prev = sh;
     }
     this.maxQueued = opts.maxQueued ?? 1024;
+    this.access = opts.access;
+    this.access?.onChange(() => this.pump());
     const strict = opts.strictOffTime ?? false;
     this.ledger = new DutyCycleLedger(opts.rules, { strictOffTime: strict });
     // Reserves apply to the HOURLY duty-cycle budget only. Short dwell windows (FCC: 20 s) refill
@@ -250,7 +270,7 @@ export class TxQueue {
       }
     }
     return new Promise<SentReceipt>((resolve, reject) => {
-      const item: Item = { payload, priority, peer: opts.peer ?? '', enqueuedAtMs: now, resolve, reject, timer: null };
+      const item: Item = { payload, priority, peer: opts.peer ?? '', expectsAnswer: opts.expectsAnswer ?? false, enqueuedAtMs: now, resolve, reject, timer: null };
       this.queues[priority].push(item);
       this.queued++;
       if (deadlineMs !== undefined) item.timer = this.clock.setTimer(deadlineMs, () => this.onDeadline(item, deadlineMs));
@@ -342,7 +362,7 @@ export class TxQueue {
 
   /** Decide: send now, or set a timer for the exact moment the head may go. */
   private pump(): void {
-    if (this.busy || this.closed) return;
+    if (this.busy || this.sensing || this.closed) return;
     const now = this.clock.now();
     const head = this.head();
     if (!head) { this.cancelWake(); return; }
@@ -359,6 +379,21 @@ export class TxQueue {
       return;
     }
     if (at > now) { this.setWake(at); return; }
+    if (this.access) {
+      // The ledger allows the head now; the medium-access rules decide the moment.
+      const g = this.access.grant(now);
+      if (typeof g !== 'number') {
+        this.cancelWake();
+        this.sensing = true;
+        const resume = (): void => { this.sensing = false; this.pump(); };
+        g.then(resume, resume);
+        return;
+      }
+      if (g > now) {
+        if (Number.isFinite(g)) this.setWake(g); else this.cancelWake();
+        return;
+      }
+    }
     this.cancelWake();
     this.sendNow(head, aHead, now);
   }
@@ -490,6 +525,7 @@ export class TxQueue {
     this.ledger.record(now, airtime);
     this.hourLedger.record(now, airtime);
     this.capLedgers.forEach((c, i) => { if (portions[i]! > 0) c.ledger.record(now, portions[i]!); });
+    this.access?.started({ frameLen: frame.length, airtimeMs: airtime, expectsAnswer: frameItems.some((it) => it.expectsAnswer) });
 
     let sending: Promise<unknown>;
     try {
@@ -501,10 +537,14 @@ export class TxQueue {
       (report) => {
         // Count the frame from the moment the modem took it (never earlier than planned) and for
         // the longer of the computed and the measured airtime.
-        const acceptedAt = this.clock.now();
-        const measured = typeof report === 'object' && report !== null && typeof (report as { airtimeMs?: unknown }).airtimeMs === 'number'
-          ? (report as { airtimeMs: number }).airtimeMs : 0;
+        // A modem that reports transmit-done resolves at the END of the frame: it started one
+        // airtime earlier (never earlier than planned). Counting it from transmit-done instead
+        // would hold the channel's ledger closed for one more airtime after every frame.
+        const acceptedAt0 = this.clock.now();
+        const rep = typeof report === 'object' && report !== null ? report as { airtimeMs?: unknown; endedAtMs?: unknown } : {};
+        const measured = typeof rep.airtimeMs === 'number' ? rep.airtimeMs : 0;
         const final = Math.max(airtime, measured);
+        const acceptedAt = typeof rep.endedAtMs === 'number' && Number.isFinite(rep.endedAtMs) ? Math.max(now, rep.endedAtMs - final) : acceptedAt0;
         this.ledger.amendLast(acceptedAt, final);
         this.hourLedger.amendLast(acceptedAt, final);
         this.capLedgers.forEach((c, i) => { if (portions[i]! > 0) c.ledger.amendLast(acceptedAt, (final * portions[i]!) / airtime); });
@@ -513,6 +553,7 @@ export class TxQueue {
         this.totals.messages += frameItems.length;
         this.totals.airtimeMs += final;
         this.busy = false;
+        this.access?.finished(true);
         for (const it of frameItems) {
           it.resolve({ sentAtMs, airtimeMs: final, frameLen: frame.length, messagesInFrame: frameItems.length, waitedMs: now - it.enqueuedAtMs });
         }
@@ -521,6 +562,7 @@ export class TxQueue {
       (err: unknown) => {
         // The airtime stays recorded: we cannot know whether any of it went out.
         this.busy = false;
+        this.access?.finished(false);
         for (const it of frameItems) it.reject(err);
         this.pump();
       },

@@ -209,7 +209,8 @@ export class KissModem implements Modem {
   constructor(private readonly link: Link, options: KissModemOptions) {
     this.config = resolveKissModemConfig(options);
     const { maxFrameLen } = this.config;
-    this.capabilities = { maxFrameLen, enforcesDutyCycle: false, reportsAirtime: false };
+    // The TNC keys up by its own p-persistent CSMA on its carrier detect (the persistence and slot time set at start).
+    this.capabilities = { maxFrameLen, enforcesDutyCycle: false, reportsAirtime: false, channelSense: 'firmware' };
     // Bound: the information field plus the longest address field a valid frame can have.
     this.decoder = new KissDecoder({ maxFrameLen: maxFrameLen + (2 + AX25_MAX_DIGIPEATERS) * AX25_ADDRESS_LEN + 2 });
     link.onData((chunk) => this.receive(chunk));

@@ -188,7 +188,8 @@ export class MeshtasticModem implements Modem {
   get queueStatus(): QueueStatus | undefined { return this.queue ? { ...this.queue } : undefined; }
 
   get capabilities(): ModemCapabilities {
-    return { maxFrameLen: this.config.maxFrameLen, enforcesDutyCycle: true, reportsAirtime: false };
+    // The device runs CAD and a contention window before each transmission; the serial API cannot ask for a sense.
+    return { maxFrameLen: this.config.maxFrameLen, enforcesDutyCycle: true, reportsAirtime: false, channelSense: 'firmware' };
   }
 
   async send(frame: Uint8Array): Promise<SendReport> {

@@ -40,10 +40,10 @@ import { LinkEvents } from '../../link/link-events.ts';
 import { openSerialLink } from '../../link/serial.ts';
 import { systemClock, type Clock, type TimerHandle } from '../../util/clock.ts';
 import { slipEscapedLength } from '../transparent/slip.ts';
-import type { Modem, ModemCapabilities, ModemStats, ReceivedFrameMeta, SendReport } from '../modem.ts';
+import type { ChannelSenseResult, Modem, ModemCapabilities, ModemStats, ReceivedFrameMeta, SendReport } from '../modem.ts';
 import { ERR_NATIVE_PROTOCOL, NativeDeframer, encodeNativeFrame, nativeMessage } from './codec.ts';
 import {
-  BANDWIDTHS_HZ, CHIP_NAMES, MessageType, NATIVE_ERROR_CODE_NAMES, PARAM_NAMES, PROTOCOL_VERSION, RadioFlags,
+  BANDWIDTHS_HZ, CHIP_NAMES, Features, MessageType, NATIVE_ERROR_CODE_NAMES, PARAM_NAMES, PROTOCOL_VERSION, RadioFlags,
   REPLY_TIMEOUT_MS, type CapabilitiesFields, type MessageName, type NativeMessage, type RadioFields, type StatsFields, type VersionFields,
 } from './protocol-generated.ts';
 
@@ -270,7 +270,15 @@ export class NativeModem implements Modem {
       maxFrameLen: Math.min(devMax, this.opts.maxFrameLen ?? devMax),
       enforcesDutyCycle: false,
       reportsAirtime: true,
+      // CAD (firmware-protocol/spec/02-messages.md) on a board that announces it.
+      channelSense: this.info === undefined || (this.info.capabilities.features & Features.CAD) !== 0 ? 'host' : 'none',
     };
+  }
+
+  /** Modem.senseChannel: a CAD of 2 symbols (Semtech AN1200.48: about 2.5 symbol times with processing). */
+  async senseChannel(): Promise<ChannelSenseResult> {
+    const r = await this.cad(2);
+    return { busy: r.detected, durationMs: r.durationUs / 1000 };
   }
 
   send(frame: Uint8Array): Promise<SendReport> {

@@ -264,7 +264,9 @@ export class RNodeModem implements Modem {
 
   get capabilities(): ModemCapabilities {
     const locked = this.locks !== undefined && (this.locks.longTermPct > 0 || (this.locks.shortTermPct > 0 && this.locks.shortTermPct < 100));
-    return { maxFrameLen: this.config.maxFrameLen, enforcesDutyCycle: locked, reportsAirtime: false };
+    // The firmware runs its own CSMA (carrier detect, contention window: CMD_STAT_CSMA reports it) before each
+    // packet; no command asks it for a sense now (CMD_STAT_CHTM only reports load and RSSI about once a second).
+    return { maxFrameLen: this.config.maxFrameLen, enforcesDutyCycle: locked, reportsAirtime: false, channelSense: 'firmware' };
   }
 
   async send(frame: Uint8Array): Promise<SendReport> {

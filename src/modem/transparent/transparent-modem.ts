@@ -124,7 +124,7 @@ export class TransparentModem implements Modem {
       throw new ConfigError(`transparent modem maxFrameLen must be an integer from 1 to 65535, got ${String(maxFrameLen)}`,
         { key: 'maxFrameLen', value: maxFrameLen });
     }
-    this.capabilities = { maxFrameLen, enforcesDutyCycle: false, reportsAirtime: false };
+    this.capabilities = { maxFrameLen, enforcesDutyCycle: false, reportsAirtime: false, channelSense: 'none' };
     this.deframer = new TransparentDeframer({ maxFrameLen });
     link.onData((chunk) => this.receive(chunk));
   }

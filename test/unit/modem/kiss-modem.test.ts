@@ -167,7 +167,7 @@ describe('KissModem over a memory link', () => {
     await expect(modem.send(new Uint8Array(0))).rejects.toSatisfy((e) => isTrickleError(e, 'ERR_MODEM_MTU'));
     await settle();
     expect(written.length).toBe(before);
-    expect(modem.capabilities).toEqual({ maxFrameLen: 16, enforcesDutyCycle: false, reportsAirtime: false });
+    expect(modem.capabilities).toEqual({ maxFrameLen: 16, enforcesDutyCycle: false, reportsAirtime: false, channelSense: 'firmware' });
   });
 
   it('two modems talk through a memory link as through a TNC pair (KISS data frames are passed on)', async () => {

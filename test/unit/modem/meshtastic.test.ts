@@ -140,7 +140,7 @@ describe('MeshtasticModem options', () => {
     const [l] = createMemoryLinkPair();
     const m = new MeshtasticModem(l, { destination: 0x1234abcd });
     m.ready.catch(() => undefined);
-    expect(m.capabilities).toEqual({ maxFrameLen: 231, enforcesDutyCycle: true, reportsAirtime: false });
+    expect(m.capabilities).toEqual({ maxFrameLen: 231, enforcesDutyCycle: true, reportsAirtime: false, channelSense: 'firmware' });
     expect(m.framingOverhead(new Uint8Array(2))).toEqual({ onAir: 23, serial: 23 });
     expect(m.framingOverhead(new Uint8Array(200))).toEqual({ onAir: 24, serial: 26 });
   });

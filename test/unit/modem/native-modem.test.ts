@@ -48,7 +48,7 @@ describe('NativeModem start sequence', () => {
     const modem = await b.start(plug());
     expect(modem.state).toBe('ready');
     expect(modem.device).toMatchObject({ protocolVersion: 1, firmwareVersion: '1.2.3', chip: 'SX1276', firmwareName: 'trickle-emulator' });
-    expect(modem.capabilities).toEqual({ maxFrameLen: 255, enforcesDutyCycle: false, reportsAirtime: true });
+    expect(modem.capabilities).toEqual({ maxFrameLen: 255, enforcesDutyCycle: false, reportsAirtime: true, channelSense: 'host' });
     expect(modem.radioSettings).toMatchObject({ ...RADIO, preambleSymbols: 8, syncWord: 0x12, crcOn: true, implicitHeader: false });
     expect(emu.radio).toMatchObject({ frequencyHz: 869_525_000, sf: 9, flags: 1 });
     await modem.close();

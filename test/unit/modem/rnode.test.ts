@@ -126,7 +126,7 @@ describe('RNodeModem options', () => {
     expect(m.framingOverhead(new Uint8Array(255))).toEqual({ onAir: 2, serial: 3 });
     expect(m.framingOverhead(fromHex('c0c0db'))).toEqual({ onAir: 1, serial: 6 });
     expect(rnodeSerialOverhead(fromHex('00'))).toBe(3);
-    expect(m.capabilities).toEqual({ maxFrameLen: 508, enforcesDutyCycle: false, reportsAirtime: false });
+    expect(m.capabilities).toEqual({ maxFrameLen: 508, enforcesDutyCycle: false, reportsAirtime: false, channelSense: 'firmware' });
   });
 });
 

@@ -94,7 +94,7 @@ describe('TransparentModem over a memory link', () => {
     expect(sa.wireBytesSent).toBe(sb.wireBytesReceived);
     expect(sb.wireBytesSent).toBe(sa.wireBytesReceived);
     expect(sa.dropped).toEqual({});
-    expect(a.capabilities).toEqual({ maxFrameLen: 255, enforcesDutyCycle: false, reportsAirtime: false });
+    expect(a.capabilities).toEqual({ maxFrameLen: 255, enforcesDutyCycle: false, reportsAirtime: false, channelSense: 'none' });
     expect(a.dialect).toBe('transparent');
   });
 
