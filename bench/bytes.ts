@@ -34,7 +34,7 @@ import { kissFramingOverhead } from '../src/modem/kiss/kiss-modem.ts';
 import { rnodeOnAirOverhead } from '../src/modem/rnode/rnode-protocol.ts';
 import { meshtasticOnAirOverhead } from '../src/modem/meshtastic/meshtastic-protocol.ts';
 import type { HttpRequestLike, HttpResponseLike } from '../src/matrix/http.ts';
-import type { FrameRecord } from '../src/coap/radio-stack.ts';
+import type { FrameRecord } from '../src/net/radio-stack.ts';
 import { pairedStateDirs } from '../test/helpers/stack.ts';
 import { httpsJsonBytes, msc3079Bytes } from './models.ts';
 

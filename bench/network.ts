@@ -31,10 +31,10 @@
  * (extra copies the receiving client saw: a second event for one message, or one event twice),
  * latency from the send request to its arrival in the receiver's /sync (p50, p95, seconds).
  *
- * Scenarios: `p2p` (1 kit, 1 account: today's point-to-point link). `team` (4 kits × 2 accounts)
- * and `busy` (8 kits) are declared and print why they do not run yet: they need a gateway that
- * serves several kits. The runner is written for K kits (positions, keys, hosts, accounts, the
- * per-pair accounting); lifting `pending` is what remains once the gateway can.
+ * Scenarios: `p2p` (1 kit, 1 account: the point-to-point link, no link address). `team` (4 kits ×
+ * 2 accounts) and `busy` (8 kits) run the gateway with `--network shared`: every frame carries
+ * its kit's 1-byte link address (derived from the kit's key; a kit whose derived address is
+ * taken gets the next free one with --link-address, as the gateway's warning tells an operator).
  */
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -49,9 +49,10 @@ import { startEmulatedDevice, type EmulatedDevice } from '../src/modem/emulator/
 import { NATIVE_RADIO_DEFAULTS, NativeModem, type NativeRadioSettings } from '../src/modem/native/native-modem.ts';
 import { startHost, type Host } from '../src/host/host.ts';
 import { startGateway, type Gateway } from '../src/gateway/gateway.ts';
-import type { RadioStack, RadioStackOptions } from '../src/coap/radio-stack.ts';
+import type { RadioStack, RadioStackOptions } from '../src/net/radio-stack.ts';
 import { loadOrCreateIdentity, runKeysCommand } from '../src/cli/keys.ts';
-import { buildSecurity, stateStores } from '../src/cli/security.ts';
+import { buildSecurity, stateStores, sharedKitStores } from '../src/cli/security.ts';
+import { deriveKitAddress, MAX_KIT_ADDRESS } from '../src/net/link-address.ts';
 import { encodePublicKey } from '../src/secure/fingerprint.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -69,12 +70,10 @@ export interface ScenarioSpec {
   pending?: string;
 }
 
-const MULTI_KIT = 'needs a gateway that serves several kits (issue 12, a later part); the harness already places K kits';
-
 export const SCENARIOS: readonly ScenarioSpec[] = [
   { name: 'p2p', kits: 1, accountsPerKit: 1, messagesPerAccount: 20, meanGapMs: 4_000 },
-  { name: 'team', kits: 4, accountsPerKit: 2, messagesPerAccount: 10, meanGapMs: 8_000, pending: MULTI_KIT },
-  { name: 'busy', kits: 8, accountsPerKit: 1, messagesPerAccount: 10, meanGapMs: 8_000, pending: MULTI_KIT },
+  { name: 'team', kits: 4, accountsPerKit: 2, messagesPerAccount: 10, meanGapMs: 8_000 },
+  { name: 'busy', kits: 8, accountsPerKit: 1, messagesPerAccount: 10, meanGapMs: 8_000 },
 ];
 
 /** One row of `--json` (the names are a contract). */
@@ -252,11 +251,22 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
   let lastTxAt = Date.now();
   const traceLines: string[] = [];
   const trace = (o: Record<string, unknown>): void => { if (opts.trace) traceLines.push(JSON.stringify({ t: Date.now() - started, ...o })); };
+  // On a shared channel a downlink is for one kit (its address byte); every other kit hears it unintended.
+  const kitOfAddress = new Map<number, string>();
+  const downlinkTo = new Map<number, string>();
+  const intendedPair = (e: { id: number; from: string; to: string }): boolean => {
+    if (!isPair(e.from, e.to)) return false;
+    const to = downlinkTo.get(e.id);
+    return to === undefined || to === e.to;
+  };
   medium.onEvent((e: RfEvent) => {
     trace({ medium: e });
-    if (e.kind === 'txStart') { transmissions++; lastTxAt = Date.now(); airtimeMs[e.from] = (airtimeMs[e.from] ?? 0) + e.airtimeMs; }
-    else if (e.kind === 'delivered' && isPair(e.from, e.to)) delivered++;
-    else if (e.kind === 'lost' && isPair(e.from, e.to)) {
+    if (e.kind === 'txStart') {
+      transmissions++; lastTxAt = Date.now(); airtimeMs[e.from] = (airtimeMs[e.from] ?? 0) + e.airtimeMs;
+      if (e.from === gatewayName && kitOfAddress.size > 0) downlinkTo.set(e.id, kitOfAddress.get(e.firstByte & 0x7f) ?? '?');
+    }
+    else if (e.kind === 'delivered' && intendedPair(e)) delivered++;
+    else if (e.kind === 'lost' && intendedPair(e)) {
       if (e.reason === 'collision') lost.collision++; else if (e.reason === 'halfDuplex') lost.halfDuplex++; else lost.other++;
     }
   });
@@ -289,14 +299,25 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
       }));
     }
     const traceStack = (name: string, r: RadioStack): void => { r.onFrameRecord((rec) => trace({ at: name, ...rec })); };
+    const shared = spec.kits > 1;
     gateway = await startGateway({
       ...(await native(gwDevice.devicePath)), homeserverUrl: hs.baseUrl, ...stackRadio, homeserverTimeoutMs: 60_000, logger,
       security: buildSecurity('gateway', gatewayDir, 'encrypt', logger)!, ...stateStores(gatewayDir, 'gateway', logger),
+      ...(shared ? { shared: sharedKitStores(gatewayDir, logger) } : {}),
     });
-    traceStack(gatewayName, gateway.radio);
+    if (gateway.radio) traceStack(gatewayName, gateway.radio);
+    const taken = new Set<number>();
     for (let i = 0; i < spec.kits; i++) {
+      let linkAddress: number | undefined;
+      if (shared) {
+        linkAddress = deriveKitAddress(loadOrCreateIdentity(kitDirs[i]!).keyPair.publicKey);
+        while (taken.has(linkAddress)) linkAddress = (linkAddress + 1) % (MAX_KIT_ADDRESS + 1);
+        taken.add(linkAddress);
+        kitOfAddress.set(linkAddress, kitNames[i]!);
+      }
       const host = await startHost({
         ...(await native(devices[i + 1]!.devicePath)), listenHost: '127.0.0.1', listenPort: 0, ...stackRadio, requestTimeoutMs: 120_000, logger,
+        ...(linkAddress !== undefined ? { linkAddress } : {}),
         security: buildSecurity('host', kitDirs[i]!, 'encrypt', logger)!, ...stateStores(kitDirs[i]!, 'host', logger), pushSync: true,
       });
       kits.push({ index: i, name: kitNames[i]!, device: devices[i + 1]!, host, url: `http://127.0.0.1:${host.port}`, accounts: [] });
@@ -376,8 +397,11 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
 
     // ── results ──
     const wasted: Record<string, number> = {};
-    for (const r of [gateway.radio, ...kits.map((k) => k.host.radio)]) for (const [k, n] of Object.entries(wastedAt(r))) wasted[k] = (wasted[k] ?? 0) + n;
-    const useful = Math.max(0, delivered - total(wasted));
+    for (const r of [...gateway.kits(), ...kits.map((k) => k.host.radio)]) for (const [k, n] of Object.entries(wastedAt(r))) wasted[k] = (wasted[k] ?? 0) + n;
+    // Delivered to their intended receiver: a downlink is heard by every kit but is for one.
+    const forUs = (st: Record<string, unknown>): number => ((st['radio'] ?? st) as { framesForUs?: number }).framesForUs ?? 0;
+    const intended = forUs(gateway.status()) + kits.reduce((n, k) => n + forUs(k.host.radio.status()), 0);
+    const useful = Math.max(0, intended - total(wasted));
     const latencies = [...arrivedAt].map(([body, at]) => (at - sentAt.get(body)!) / 1000);
     const kitAirtime = kitNames.map((n) => airtimeMs[n] ?? 0);
     const kitTotal = kitAirtime.reduce((a, b) => a + b, 0);
@@ -406,7 +430,7 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
       airtimeS: Object.fromEntries(Object.entries(airtimeMs).map(([k, v]) => [k, round(v / 1000, 1)])),
       durationS: round((Date.now() - started) / 1000, 0),
       sendFailures,
-      channelAccess: [access(gateway.radio), ...kits.map((k) => access(k.host.radio))],
+      channelAccess: [(gateway.status()['radio'] as Record<string, unknown>)['channelAccess'] as Record<string, unknown> ?? { mac: 'none' }, ...kits.map((k) => access(k.host.radio))],
     };
     return { result, detail };
   } finally {

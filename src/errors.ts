@@ -7,7 +7,7 @@
 
 export type Layer =
   | 'util' | 'link' | 'modem' | 'scheduler' | 'secure' | 'coap' | 'codec'
-  | 'matrix' | 'host' | 'gateway' | 'cli' | 'config';
+  | 'net' | 'matrix' | 'host' | 'gateway' | 'cli' | 'config';
 
 export type ErrorCode =
   // link: byte pipes
@@ -41,6 +41,7 @@ export type ErrorCode =
   | 'ERR_REGION_CHANNEL'        // channel outside the region or straddling sub-bands
   | 'ERR_QUEUE_FULL'
   | 'ERR_AIRTIME_PARAMS'        // invalid radio parameters for the airtime formula
+  | 'ERR_LINK_ADDRESS'          // net: a frame on a shared channel too short for its address byte
   | 'ERR_PACKED_FRAME'          // malformed packing container (count/length prefixes)
   // secure
   | 'ERR_NOISE_DECRYPT'         // AEAD authentication failed

@@ -5,8 +5,9 @@
  */
 import { createLogger, type Logger } from '../log.ts';
 import { isTrickleError, TrickleError } from '../errors.ts';
-import { buildSecurity, stateStores, parseSecurityMode, secretsPolicy } from './security.ts';
-import { defaultStateDir } from './keys.ts';
+import { buildSecurity, stateStores, parseSecurityMode, secretsPolicy, sharedKitStores } from './security.ts';
+import { defaultStateDir, loadOrCreateIdentity } from './keys.ts';
+import { deriveKitAddress, formatAddress, parseLinkAddress } from '../net/link-address.ts';
 import { lockStateDir } from '../util/state-lock.ts';
 import { parseFlags, intFlag, hostPortFlag, requiredFlag, pushCarryFlag, listFlag } from './args.ts';
 import { checkListenAddress, parseAllowedOrigin } from '../host/local-api-policy.ts';
@@ -25,6 +26,11 @@ const COMMON_USAGE = `  --baud N           UART speed of the modem (default 9600
   --security MODE    encrypt (default), authenticate-only (amateur bands: cleartext, signed; no
                      password or token on air: see trickle keys bind / local-account), none (tests)
   --state-dir DIR    keys and session state (default $TRICKLE_STATE_DIR or ~/.local/state/trickle)
+  --network MODE     p2p (default: one kit and one gateway, frames carry no address) or shared
+                     (one gateway, many kits on one channel: every frame carries a 1-byte link
+                     address; gateway and all its kits must use shared)
+  --link-address N   field kit on a shared channel: its address 0-126 (default auto: derived from
+                     this kit's key; set it when the gateway reports two kits on one address)
 ${MODEM_USAGE}`;
 
 const HOST_USAGE = `usage: trickle host (--device PATH | --kiss-tcp HOST:PORT --callsign CALL) [--listen HOST:PORT]
@@ -83,6 +89,8 @@ const COMMON_OPTIONS = {
   security: { type: 'string' },
   'state-dir': { type: 'string' },
   codec: { type: 'string' },
+  network: { type: 'string' },
+  'link-address': { type: 'string' },
   'push-sync': { type: 'boolean' },
   'poll-sync': { type: 'boolean' },
   'push-carry': { type: 'string' },
@@ -124,7 +132,9 @@ function common(flags: Record<string, string | boolean | undefined>, role: 'host
   const codec = (flags['codec'] as string | undefined) ?? 'compact';
   if (codec !== 'compact' && codec !== 'rfc7252') throw new TrickleError('ERR_CONFIG', 'config', `--codec must be compact (default) or rfc7252, got ${JSON.stringify(codec)}`);
   const security = buildSecurity(role, stateDir, mode, logger);
+  const network = networkFlags(flags, role, stateDir, security, logger);
   return {
+    ...network,
     ...(security ? { security } : {}),
     // authenticate-only: no password or access token crosses the air (local logins, bound accounts)
     ...stateStores(stateDir, role, logger),
@@ -138,6 +148,22 @@ function common(flags: Record<string, string | boolean | undefined>, role: 'host
     radio: modem.radio,
     maxBodyBytes: intFlag(flags, 'max-body-bytes', 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
   };
+}
+
+/** --network and --link-address: a kit's address, or a gateway's per-kit state (PROTOCOL.md "Link address"). */
+function networkFlags(flags: Record<string, string | boolean | undefined>, role: 'host' | 'gateway', stateDir: string, security: ReturnType<typeof buildSecurity>, logger: Logger) {
+  const network = (flags['network'] as string | undefined) ?? 'p2p';
+  if (network !== 'p2p' && network !== 'shared') throw new TrickleError('ERR_CONFIG', 'config', `--network must be p2p (default: one kit, one gateway) or shared (one gateway, many kits on one channel), got ${JSON.stringify(network)}`);
+  const rawAddress = flags['link-address'] as string | undefined;
+  if (rawAddress !== undefined && (role !== 'host' || network !== 'shared')) {
+    throw new TrickleError('ERR_CONFIG', 'config', role === 'host' ? '--link-address needs --network shared' : '--link-address is a field kit\'s flag: a gateway on a shared channel serves every address');
+  }
+  if (network === 'p2p') return {};
+  if (role === 'gateway') return { shared: sharedKitStores(stateDir, logger) };
+  const explicit = parseLinkAddress(rawAddress);
+  const address = explicit ?? deriveKitAddress(security?.staticKeyPair.publicKey ?? loadOrCreateIdentity(stateDir).keyPair.publicKey);
+  logger.info({ linkAddress: formatAddress(address), derived: explicit === undefined }, 'shared channel: this kit\'s link address');
+  return { linkAddress: address };
 }
 
 function untilSignal(logger: Logger, close: () => Promise<void>, onDeviceLost?: (cb: (err?: Error) => void) => void): Promise<number> {
@@ -189,7 +215,7 @@ async function run(argv: string[]): Promise<number> {
           pushCarry: pushCarryFlag(flags['push-carry'] as string | undefined),
         });
       } catch (e) { await modem.close(); throw e; }
-      return untilSignal(logger, () => gw.close(), (cb) => gw.radio.modem.onClose(cb));
+      return untilSignal(logger, () => gw.close(), (cb) => gw.modem.onClose(cb));
     }
     case 'demo': {
       const { runDemo } = await import('./demo.ts');

@@ -38,7 +38,7 @@ import { RNODE_HW_MTU, RNODE_SINGLE_PACKET_MAX } from '../modem/rnode/rnode-prot
 import { rnodePreambleSymbols } from '../modem/emulator/rnode-emulator.ts';
 import { DEFAULT_MESHTASTIC_MAX_FRAME_LEN, MeshtasticModem, type MeshtasticModemOptions } from '../modem/meshtastic/meshtastic-modem.ts';
 import { DATA_PAYLOAD_LEN } from '../modem/meshtastic/meshtastic-protocol.ts';
-import { DEFAULT_RADIO, resolveRadio, type RadioSettings } from '../coap/radio-stack.ts';
+import { DEFAULT_RADIO, resolveRadio, type RadioSettings } from '../net/radio-stack.ts';
 import { getRegion } from '../scheduler/regions.ts';
 
 export type ModemFlags = Record<string, string | boolean | undefined>;

@@ -5,12 +5,14 @@
  * written with mode 0600 in a 0700 directory (util/state-file.ts).
  */
 import { join } from 'node:path';
+import { mkdirSync, readdirSync } from 'node:fs';
+import type { KitStores } from '../gateway/gateway.ts';
 import { throttledWarn, type Logger } from '../log.ts';
 import { throttle } from '../util/throttle.ts';
 import { TrickleError } from '../errors.ts';
 import { readStateFile, writeStateFile } from '../util/state-file.ts';
 import { fingerprint, encodePublicKey } from '../secure/fingerprint.ts';
-import type { AirtimeState, SecuritySettings, StateStore, CoapSessionState } from '../coap/radio-stack.ts';
+import type { AirtimeState, SecuritySettings, StateStore, CoapSessionState } from '../net/radio-stack.ts';
 import {
   authorizedKeysChecker, boundAccountsLookup, loadOrCreateIdentity, loadPinnedGatewayKey, localAccountsReader, readAuthorizedKeys,
   readBoundAccounts, readLocalAccounts, recordOfferedGatewayKey, savePinnedGatewayKey, sessionStore,
@@ -46,6 +48,35 @@ export function coapStateStore(stateDir: string, role: 'host' | 'gateway', log: 
 /** The Matrix session (handles, txn ids; on the gateway also the session's access token). */
 export function matrixStateStore(stateDir: string, role: 'host' | 'gateway', log: Logger): StateStore<unknown> {
   return fileStore<unknown>(join(stateDir, `matrix-${role}.json`), 'Matrix session', log);
+}
+
+/**
+ * A gateway on a shared channel: each kit address has its own directory (kits/<address>/, 0700)
+ * for its CoAP session, Matrix session, push sync and secure-link snapshot; the addresses with a
+ * directory are resumed at start.
+ */
+export function sharedKitStores(stateDir: string, log: Logger): { kitStores: (address: number) => KitStores; knownAddresses: () => number[] } {
+  const kitsDir = join(stateDir, 'kits');
+  const dirOf = (address: number): string => join(kitsDir, address.toString(16).padStart(2, '0'));
+  const onError = (e: Error) => log.error({ err: e.message }, 'state file problem');
+  return {
+    kitStores: (address) => {
+      const dir = dirOf(address);
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const session = sessionStore(dir, 'responder', onError);
+      return {
+        coapStateStore: coapStateStore(dir, 'gateway', log),
+        matrixStateStore: matrixStateStore(dir, 'gateway', log),
+        syncStateStore: fileStore<unknown>(join(dir, 'sync-gateway.json'), 'push sync', log),
+        secure: { persist: session.persist, restore: session.restore },
+      };
+    },
+    knownAddresses: () => {
+      let names: string[] = [];
+      try { names = readdirSync(kitsDir); } catch { return []; }
+      return names.filter((n) => /^[0-7][0-9a-f]$/.test(n)).map((n) => parseInt(n, 16)).filter((a) => a <= 126);
+    },
+  };
 }
 
 /** Everything an end persists, for startHost / startGateway. */

@@ -21,7 +21,7 @@
  * one session of a gateway that crashed meanwhile is the residual case: see SECURITY.md).
  */
 import { blake2s } from '@noble/hashes/blake2.js';
-import type { StateStore } from '../coap/radio-stack.ts';
+import type { StateStore } from '../net/radio-stack.ts';
 import { utf8 } from '../util/bytes.ts';
 
 interface KitRecord { epoch: string; highestSeq: number; persistedSeq: number }

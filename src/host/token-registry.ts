@@ -27,7 +27,7 @@
  * down.
  */
 import { createHash } from 'node:crypto';
-import type { StateStore } from '../coap/radio-stack.ts';
+import type { StateStore } from '../net/radio-stack.ts';
 import { systemClock, type Clock } from '../util/clock.ts';
 import { utf8 } from '../util/bytes.ts';
 import type { HttpRequestLike, HttpResponseLike } from '../matrix/http.ts';

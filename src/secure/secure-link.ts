@@ -223,6 +223,22 @@ export interface SecureLinkOptions {
    * one a minute; the radio stack sizes it from a fixed share of the airtime budget.
    */
   readonly unauthenticatedReplies?: { readonly burst: number; readonly refillMs: number };
+  /**
+   * Responder: the buckets of `unauthenticatedReplies` shared with other SecureLinks of the same
+   * radio (a gateway keeps one per kit address): a stranger who sprays frames at every address
+   * still gets one budget's worth of replies. Default: this link's own (createReplyBudget).
+   */
+  readonly replyBudget?: ReplyBudget;
+}
+
+/** Token buckets for replies to unauthenticated frames (one anonymous, one per claimed key). */
+export interface ReplyBudget {
+  readonly anon: Bucket;
+  readonly claims: Map<string, Bucket>;
+}
+
+export function createReplyBudget(burst: number, nowMs: number): ReplyBudget {
+  return { anon: { tokens: burst, atMs: nowMs }, claims: new Map() };
 }
 
 interface Session {
@@ -265,7 +281,7 @@ interface Hint {
   timer: TimerHandle;
 }
 
-interface Bucket { tokens: number; atMs: number }
+export interface Bucket { tokens: number; atMs: number }
 
 const EMPTY: Uint8Array = new Uint8Array(0);
 const idOf = (bytes: Uint8Array): string => toHex(blake2s(bytes).subarray(0, 16));
@@ -309,7 +325,7 @@ export class SecureLink {
   /** Responder: ids of the ephemerals of IK1s completed per key (authenticated only). */
   #ikSeen = new Map<string, string[]>();
   #anonBucket: Bucket;
-  #claimBuckets = new Map<string, Bucket>();
+  #claimBuckets: Map<string, Bucket>;
   #failuresInRow = 0;
   #lastUnknownSentMs = -Infinity;
   #dropped = new Map<SecureLinkDropCode, number>();
@@ -337,7 +353,9 @@ export class SecureLink {
     }
     this.#replyBurst = replies.burst;
     this.#replyRefillMs = replies.refillMs;
-    this.#anonBucket = { tokens: replies.burst, atMs: opts.clock.now() };
+    const budget = opts.replyBudget ?? createReplyBudget(replies.burst, opts.clock.now());
+    this.#anonBucket = budget.anon;
+    this.#claimBuckets = budget.claims;
     // Validate the transport options once, up front (throws ERR_NOISE_STATE naming the bad one).
     SecureTransport.fromKeys(new Uint8Array(32), new Uint8Array(32), this.#transportOptions()).destroy();
     if (opts.remoteStaticPinned !== undefined) {

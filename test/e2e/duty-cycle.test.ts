@@ -10,7 +10,7 @@ import { silentLogger } from '../../src/log.ts';
 import { startHost, type Host } from '../../src/host/host.ts';
 import { startGateway, type Gateway } from '../../src/gateway/gateway.ts';
 import { freePort } from '../helpers/stack.ts';
-import type { AirtimeState } from '../../src/coap/radio-stack.ts';
+import type { AirtimeState } from '../../src/net/radio-stack.ts';
 
 describe('duty cycle at the local Matrix API', () => {
   let host: Host | undefined;

@@ -71,7 +71,7 @@ describe('security between trickle host and trickle gateway', () => {
     gw = await gatewayAt(pair, state.gatewayDir, hsUrl);
     handshake = 0;
     let gwHandshake = 0;
-    gw.radio.onControlFrame((_d, n) => { gwHandshake += n; });
+    gw.radio!.onControlFrame((_d, n) => { gwHandshake += n; });
     expect(await ask()).toBe(502);
     expect(gw.homeserver.requestsTotal).toBe(1);
     expect(handshake).toBe(0);

@@ -22,7 +22,7 @@ import { encodeKissDataFrame } from '../../src/modem/kiss/kiss.ts';
 import { ax25AirtimeMs, encodeAx25UiFrame, parseAx25Address, parseCallsign } from '../../src/modem/kiss/ax25.ts';
 import { toHex } from '../../src/util/bytes.ts';
 import { silentLogger } from '../../src/log.ts';
-import type { RadioSettings } from '../../src/coap/radio-stack.ts';
+import type { RadioSettings } from '../../src/net/radio-stack.ts';
 import { startHost, type Host } from '../../src/host/host.ts';
 import { startGateway, type Gateway } from '../../src/gateway/gateway.ts';
 import { startSynapse, type SynapseHandle } from '../../scripts/synapse.ts';
@@ -214,7 +214,7 @@ describe.skipIf(!direwolfAvailable)(`end to end: matrix-js-sdk → host → KISS
 
     const elapsedMs = performance.now() - t0;
     expect(host.radio.modem.dialect).toBe('kiss');
-    expect(gateway.radio.modem.dialect).toBe('kiss');
+    expect(gateway.modem.dialect).toBe('kiss');
     expect(host.radio.maxFrameLen).toBe(MAX_FRAME_LEN);
     const hostModem = host.radio.modem.stats();
     const bursts = pair.bursts();

@@ -1,6 +1,6 @@
 /**
  * The layering of ../shared/DESIGN.md, checked on every import in src/:
- *   util ← link ← modem ← scheduler ← coap ← matrix ← host / gateway ← cli
+ *   util ← link ← modem ← scheduler ← coap ← net ← matrix ← host / gateway ← cli
  * with codec and secure depending on util alone (and usable from coap upwards).
  * errors.ts is usable everywhere; log.ts only as a type, except in I/O shells.
  */
@@ -13,7 +13,7 @@ const src = fileURLToPath(new URL('../../src/', import.meta.url));
 
 // The modem emulator (src/modem/emulator) simulates radios and the RF medium for the demo and
 // tests: it sits above the stack like an app, so it may use the scheduler's airtime formula.
-const RANK: Record<string, number> = { util: 0, link: 1, modem: 2, scheduler: 3, coap: 4, matrix: 5, host: 6, gateway: 6, emulator: 6, cli: 7 };
+const RANK: Record<string, number> = { util: 0, link: 1, modem: 2, scheduler: 3, coap: 4, net: 4.5, matrix: 5, host: 6, gateway: 6, emulator: 6, cli: 7 };
 const SIDE = new Set(['codec', 'secure']);
 
 function files(dir: string): string[] {

@@ -48,7 +48,7 @@ export interface RfReceiveMeta {
 export type RfLossReason = 'random' | 'collision' | 'halfDuplex' | 'weakSignal';
 
 export type RfEvent =
-  | { kind: 'txStart'; id: number; from: string; len: number; airtimeMs: number; atMs: number }
+  | { kind: 'txStart'; id: number; from: string; len: number; airtimeMs: number; atMs: number; /** The frame's first byte (a shared channel's link address). */ firstByte: number }
   | { kind: 'txEnd'; id: number; from: string; atMs: number }
   | { kind: 'delivered'; id: number; from: string; to: string; rssiDbm: number; snrDb: number }
   | { kind: 'lost'; id: number; from: string; to: string; reason: RfLossReason };
@@ -263,7 +263,7 @@ export class RfMedium {
     const tx: Transmission = { id: this.nextId++, node, frame, config, startMs: now, endMs: now + airtimeMs, airtimeMs };
     this.active.push(tx);
     this.counters.transmissions++;
-    this.emit({ kind: 'txStart', id: tx.id, from: node.name, len: frame.length, airtimeMs, atMs: now });
+    this.emit({ kind: 'txStart', id: tx.id, from: node.name, len: frame.length, airtimeMs, atMs: now, firstByte: frame[0] ?? 0 });
     return tx;
   }
 

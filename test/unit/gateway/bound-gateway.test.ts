@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMemoryLinkPair } from '../../../src/link/memory.ts';
 import { silentLogger } from '../../../src/log.ts';
 import { startGateway, type Gateway } from '../../../src/gateway/gateway.ts';
-import { openRadioStack, type RadioStack } from '../../../src/coap/radio-stack.ts';
+import { openRadioStack, type RadioStack } from '../../../src/net/radio-stack.ts';
 import { buildSecurity, stateStores } from '../../../src/cli/security.ts';
 import { loadIdentity } from '../../../src/cli/keys.ts';
 import { encodePublicKey } from '../../../src/secure/fingerprint.ts';
