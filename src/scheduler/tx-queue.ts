@@ -1,10 +1,30 @@
 /**
  * TxQueue: the one place that decides when a frame goes on air.
  *
- * - Classes, served in strict order: control (CoAP ACK/RST, handshake) > interactive (a person
- *   is waiting) > sync (pushes) > bulk. FIFO within a class.
+ * Order: which message goes next.
+ *   1. Control (CoAP ACK/RST, handshake) first, across all peers, FIFO. It is small, and holding
+ *      it back costs more airtime than it saves: the peer retransmits.
+ *   2. Then fair sharing ACROSS PEERS (`peer` is the destination: at a gateway, one field kit).
+ *      The duty cycle is one legal budget for the whole radio, so one busy kit must not starve
+ *      the others. Weighted fair queueing (Demers, Keshav & Shenker, "Analysis and simulation of
+ *      a fair queueing algorithm", SIGCOMM 1989) with the start tags and virtual time of
+ *      start-time fair queueing (Goyal, Vin & Cheng, "Start-time fair queueing", SIGCOMM 1996),
+ *      counted in AIRTIME, not bytes (airtime is what the law rations; a byte at SF12 costs 32×
+ *      one at SF7): each backlogged peer p carries a start tag S_p; the next frame goes to the
+ *      peer with the smallest virtual finish S_p + airtime(head)/w_p (weight w_p, default 1:
+ *      `peerWeights`, setPeerWeight()); sending a frame of airtime a moves S_p by a/w_p, and the
+ *      virtual time V to the start tag of the frame now in service. A peer that becomes
+ *      backlogged starts at max(its last finish, V): time spent idle earns no burst credit
+ *      (SFQ). LoRaWAN network servers likewise schedule downlinks per device, not per arrival.
+ *   3. Within the chosen peer, its highest class: interactive (a person is waiting) > sync
+ *      (pushes) > bulk, FIFO within a class.
+ *   Control frames charge their peer's tags too (no free airtime behind the control class), but
+ *   do not move V.
  * - Law first: a frame starts only when the channel's DutyCycleLedger allows it, to the
- *   millisecond (timers are set for the exact `nextAllowedAt`, never polled).
+ *   millisecond (timers are set for the exact `nextAllowedAt`, never polled). The law binds all
+ *   peers alike, so the chosen peer's head waits for it and nobody overtakes it with a smaller
+ *   frame that would fit sooner (a sliding window returns budget in the shape it was spent:
+ *   small frames that always fit first would starve big ones for ever).
  * - Reserves (`classShares`): a class and every class below it together may use at most their
  *   share of the hourly duty-cycle budget, each share measured by its own sliding sub-ledger.
  *   Default { bulk: 0.5 }: bulk never takes more than half. Adding e.g. { sync: 0.9 } makes sync +
@@ -13,12 +33,18 @@
  *   one burst; without a reserve the next ACK waits for that burst to slide out: see the bench).
  *   Dwell limits of a few seconds refill by themselves and are not subject to reserves. In a packed frame each
  *   message's share of the bytes is its share of the airtime.
+ *   A reserve is policy, not law: when the fairest peer's head is held by a reserve (it could go
+ *   by law sooner than its reserve lets it), peers whose heads are of a class ABOVE that reserve
+ *   go ahead, in fair order; peers whose heads the same reserve covers wait behind it (the same
+ *   starvation argument as for the law). A peer held back this way earns no credit for it: when
+ *   another goes, its start tag catches up with V, as an idle peer's would.
  * - Packing: when the head message may go now, other queued messages for the same peer ride in
  *   the same frame (container: ./packing.ts) as long as the bigger frame is still allowed now,
  *   fits `maxFrameLen`, and costs less airtime than sending them apart. Control and interactive
  *   messages for that peer go in first; the rest of the frame is filled to the most bytes (a
  *   bounded knapsack over the peer's oldest 32 messages). So two messages to one peer may leave in
  *   a different order; every layer above tolerates reordering, as the radio itself reorders.
+ *   A frame carries messages for one peer only, and its whole airtime is charged to that peer.
  * - Channel access (optional `access`, ./channel-access.ts): once the ledger lets the head go,
  *   the medium-access rules are asked (receive windows, inter-frame space, listen before talk);
  *   the frame is built and recorded only when they grant it, so time spent waiting or sensing
@@ -28,6 +54,9 @@
  *   ERR_DUTY_CYCLE (a DutyCycleError with `retryAfterMs`) when the message cannot start within
  *   its `deadlineMs`; ERR_DWELL_TIME when it could never be sent on this channel; ERR_QUEUE_FULL;
  *   ERR_MODEM_MTU for an oversize message; the transmit error if the modem fails.
+ * - status() accounts per peer (airtime total and in the last hour, frames, messages, what is
+ *   queued and for how long). The peer table is bounded: beyond MAX_PEERS entries, peers with
+ *   nothing queued and no airtime in the last hour are forgotten, least recently active first.
  *
  * Stateful: runs on the injected Clock; does no I/O itself (the owner's `transmit` does).
  */
@@ -41,6 +70,8 @@ import { HOUR_MS, type ChannelRules } from './regions.ts';
 export type Priority = 'control' | 'interactive' | 'sync' | 'bulk';
 /** How many of a peer's queued messages the packer considers at once (bounds its work). */
 const PACK_CANDIDATES = 32;
+/** Peers remembered for fair sharing and accounting, beyond which idle ones are forgotten. */
+export const MAX_PEERS = 256;
 export const PRIORITIES: readonly Priority[] = ['control', 'interactive', 'sync', 'bulk'];
 
 export interface TxQueueOptions {
@@ -52,7 +83,7 @@ export interface TxQueueOptions {
    * modem, and `endedAtMs` when it resolves only once the frame has left the antenna (a modem
    * that reports transmit-done): the frame is then counted over [endedAtMs − airtime, endedAtMs).
    */
-  transmit: (frame: Uint8Array) => Promise<unknown>;
+  transmit: (frame: Uint8Array, peer: string) => Promise<unknown>;
   /** PHY airtime of a frame of this many bytes (e.g. n => loraAirtimeMs({ ...radio, payloadBytes: n })). */
   frameAirtimeMs: (frameBytes: number) => number;
   /** Largest frame the modem carries (ModemCapabilities.maxFrameLen). */
@@ -79,6 +110,11 @@ export interface TxQueueOptions {
   history?: readonly LedgerEntry[];
   /** Medium access (./channel-access.ts): asked after the ledger, right before each frame. */
   access?: MediumAccess;
+  /**
+   * Fair-share weights by peer (finite, > 0; default 1): over a busy period each backlogged peer
+   * gets airtime in proportion to its weight. Also settable later with setPeerWeight().
+   */
+  peerWeights?: Readonly<Record<string, number>>;
 }
 
 export interface EnqueueOptions {
@@ -89,7 +125,10 @@ export interface EnqueueOptions {
    * already rules it out, otherwise when the deadline passes). Omitted: wait as long as it takes.
    */
   deadlineMs?: number;
-  /** Messages for the same peer may share a frame. Default ''. */
+  /**
+   * The destination. Airtime is shared fairly across peers (see the header), and messages for
+   * the same peer may share a frame. Default ''.
+   */
   peer?: string;
   /** The message asks the peer for an answer (a CoAP CON, a handshake message): its frame opens a receive window. */
   expectsAnswer?: boolean;
@@ -115,10 +154,30 @@ export class DutyCycleError extends TrickleError {
   }
 }
 
-interface Item {
+/** What the scheduling decision looks at (a queued message, or a planned one in estimateWaitMs). */
+interface SchedItem {
+  readonly len: number;
+  /** PRIORITIES.indexOf(priority): 0 = control. */
+  readonly rank: number;
+  /** Enqueue order (ties). */
+  readonly seq: number;
+  readonly peer: string;
+}
+
+/** A peer as the scheduling decision sees it: its queued messages per class, and its SFQ start tag. */
+interface SchedPeer<I extends SchedItem> {
+  readonly id: string;
+  /** FIFO per class, index = rank. */
+  readonly queues: I[][];
+  /** Virtual start tag of its next frame (valid while it has queued messages). */
+  startTag: number;
+  /** Virtual finish tag of its last frame. */
+  finishTag: number;
+}
+
+interface Item extends SchedItem {
   payload: Uint8Array;
   priority: Priority;
-  peer: string;
   expectsAnswer: boolean;
   enqueuedAtMs: number;
   resolve: (r: SentReceipt) => void;
@@ -127,6 +186,48 @@ interface Item {
 }
 
 export interface QueueClassStatus { messages: number; bytes: number; oldestWaitMs: number | null }
+
+/** One peer's share of the radio (status().peers). */
+export interface PeerStatus {
+  peer: string;
+  weight: number;
+  /** Airtime of the frames the modem took for this peer, since it was first seen. */
+  airtimeMs: number;
+  /** The same, inside [now − 1 h, now). */
+  airtimeLastHourMs: number;
+  frames: number;
+  messagesSent: number;
+  queuedMessages: number;
+  queuedBytes: number;
+  /** How long its oldest queued message has waited (null: nothing queued). */
+  oldestWaitMs: number | null;
+}
+
+interface PeerState extends SchedPeer<Item> {
+  queued: number;
+  queuedBytes: number;
+  airtimeMs: number;
+  frames: number;
+  messagesSent: number;
+  /** Its frames that may still overlap the last hour (accounting). */
+  recent: LedgerEntry[];
+  lastActiveMs: number;
+}
+
+/** The scheduling decision: the message to send (and when it may), or when to look again. */
+interface Choice<I extends SchedItem> {
+  item: I | null;
+  /** When `item` may start (Infinity when none). */
+  atMs: number;
+  /** The earliest moment the decision may change without a new arrival (≤ atMs). */
+  wakeAtMs: number;
+  /** Peers ahead of `item` in fair order that were held by a reserve (or queued behind one). */
+  passed: SchedPeer<I>[];
+  /** A message that can never be sent (ERR_DWELL_TIME), found while deciding. */
+  failed?: { item: I; error: unknown };
+}
+
+interface CapLedger { rank: number; priority: Priority; share: number; ledger: DutyCycleLedger }
 
 export interface TxQueueStatus {
   nowMs: number;
@@ -153,12 +254,14 @@ export interface TxQueueStatus {
   }[];
   queue: Record<Priority, QueueClassStatus>;
   totals: { frames: number; messages: number; airtimeMs: number };
+  /** Per peer seen (sorted by peer): its airtime, messages and queue. */
+  peers: PeerStatus[];
 }
 
 export class TxQueue {
   private readonly clock: Clock;
   private readonly rules: ChannelRules;
-  private readonly transmit: (frame: Uint8Array) => Promise<unknown>;
+  private readonly transmit: (frame: Uint8Array, peer: string) => Promise<unknown>;
   private readonly frameAirtimeMs: (frameBytes: number) => number;
   private readonly maxFrameLen: number;
   private readonly packing: boolean;
@@ -166,7 +269,7 @@ export class TxQueue {
   private readonly maxQueued: number;
   readonly ledger: DutyCycleLedger;
   /** One sub-ledger per class with a share < 1: airtime of that class and all below it. */
-  private readonly capLedgers: { rank: number; priority: Priority; share: number; ledger: DutyCycleLedger }[];
+  private readonly capLedgers: CapLedger[];
   /** Accounting only: every transmission of the last hour, for status(). */
   private readonly hourLedger: DutyCycleLedger;
   private readonly queues: Record<Priority, Item[]> = { control: [], interactive: [], sync: [], bulk: [] };
@@ -179,6 +282,12 @@ export class TxQueue {
   private wake: TimerHandle | null = null;
   private wakeAtMs = Infinity;
   private totals = { frames: 0, messages: 0, airtimeMs: 0 };
+  private readonly peers = new Map<string, PeerState>();
+  /** Configured weights (absent: 1). */
+  private readonly weights = new Map<string, number>();
+  /** SFQ virtual time: the start tag of the last non-control frame sent. */
+  private vtime = 0;
+  private seq = 0;
 
   constructor(opts: TxQueueOptions) {
     this.clock = opts.clock;
@@ -201,6 +310,7 @@ export class TxQueue {
       prev = sh;
     }
     this.maxQueued = opts.maxQueued ?? 1024;
+    for (const [peer, w] of Object.entries(opts.peerWeights ?? {})) this.setPeerWeight(peer, w);
     this.access = opts.access;
     this.access?.onChange(() => this.pump());
     const strict = opts.strictOffTime ?? false;
@@ -225,6 +335,21 @@ export class TxQueue {
   /** The transmissions that still count (main ledger), to persist across a restart (`history`). */
   airtimeHistory(): LedgerEntry[] {
     return this.ledger.entries();
+  }
+
+  /**
+   * Fair-share weight of a peer (finite, > 0; default 1): while several peers are backlogged,
+   * each gets airtime in proportion to its weight. Takes effect from the peer's next frame.
+   */
+  setPeerWeight(peer: string, weight: number): void {
+    if (!(Number.isFinite(weight) && weight > 0)) {
+      throw new TrickleError('ERR_CONFIG', 'scheduler', `the weight of peer ${JSON.stringify(peer)} must be a finite number > 0 (got ${weight})`);
+    }
+    if (weight === 1) this.weights.delete(peer); else this.weights.set(peer, weight);
+  }
+
+  private weightOf(peer: string): number {
+    return this.weights.get(peer) ?? 1;
   }
 
   /** Largest message enqueue accepts. */
@@ -270,7 +395,18 @@ export class TxQueue {
       }
     }
     return new Promise<SentReceipt>((resolve, reject) => {
-      const item: Item = { payload, priority, peer: opts.peer ?? '', expectsAnswer: opts.expectsAnswer ?? false, enqueuedAtMs: now, resolve, reject, timer: null };
+      const rank = PRIORITIES.indexOf(priority);
+      const item: Item = {
+        payload, len: payload.length, priority, rank, seq: this.seq++, peer: opts.peer ?? '',
+        expectsAnswer: opts.expectsAnswer ?? false, enqueuedAtMs: now, resolve, reject, timer: null,
+      };
+      const ps = this.peerState(item.peer, now);
+      // Newly backlogged: start where the busy peers are now (SFQ), never earlier — no credit for idle time.
+      if (ps.queued === 0) ps.startTag = Math.max(ps.finishTag, this.vtime);
+      ps.queues[rank]!.push(item);
+      ps.queued++;
+      ps.queuedBytes += item.len;
+      ps.lastActiveMs = now;
       this.queues[priority].push(item);
       this.queued++;
       if (deadlineMs !== undefined) item.timer = this.clock.setTimer(deadlineMs, () => this.onDeadline(item, deadlineMs));
@@ -302,34 +438,178 @@ export class TxQueue {
     if (i < 0) return false;
     q.splice(i, 1);
     this.queued--;
+    const ps = this.peers.get(item.peer)!;
+    const pq = ps.queues[item.rank]!;
+    pq.splice(pq.indexOf(item), 1);
+    ps.queued--;
+    ps.queuedBytes -= item.len;
     return true;
   }
 
+  /** The peer's state, created on first sight; the table is bounded (see MAX_PEERS). */
+  private peerState(peer: string, now: number): PeerState {
+    let ps = this.peers.get(peer);
+    if (ps) return ps;
+    ps = {
+      id: peer, queues: PRIORITIES.map(() => []), startTag: this.vtime, finishTag: this.vtime,
+      queued: 0, queuedBytes: 0, airtimeMs: 0, frames: 0, messagesSent: 0, recent: [], lastActiveMs: now,
+    };
+    // Make room first (the newcomer itself has nothing queued yet and must not be the one forgotten).
+    if (this.peers.size >= MAX_PEERS) this.forgetIdlePeers(now, MAX_PEERS - 1);
+    this.peers.set(peer, ps);
+    return ps;
+  }
+
+  /** Forget peers with nothing queued and no airtime in the last hour, least recently active first, down to `keep`. */
+  private forgetIdlePeers(now: number, keep: number): void {
+    const idle = [...this.peers.values()]
+      .filter((p) => p.queued === 0 && this.prunePeerHistory(p, now).length === 0)
+      .sort((a, b) => a.lastActiveMs - b.lastActiveMs);
+    for (const p of idle) {
+      if (this.peers.size <= keep) break;
+      this.peers.delete(p.id);
+    }
+  }
+
+  /** Drops a peer's frames that ended before the last hour; returns the rest. */
+  private prunePeerHistory(p: PeerState, now: number): readonly LedgerEntry[] {
+    const from = now - HOUR_MS;
+    let drop = 0;
+    while (drop < p.recent.length && p.recent[drop]!.startMs + p.recent[drop]!.airtimeMs <= from) drop++;
+    if (drop > 0) p.recent.splice(0, drop);
+    return p.recent;
+  }
+
+  /** A peer's airtime inside [now − 1 h, now), as the ledgers count it. */
+  private peerAirtimeLastHour(p: PeerState, now: number): number {
+    const from = now - HOUR_MS;
+    let sum = 0;
+    for (const e of this.prunePeerHistory(p, now)) sum += Math.max(0, Math.min(e.startMs + e.airtimeMs, now) - Math.max(e.startMs, from));
+    return sum;
+  }
+
   /**
-   * Expected wait (ms from now) before a new message of `len` bytes and this priority would
-   * start on air: the ledger replayed forward over everything queued ahead of it (higher classes,
-   * then its own class), each as its own frame, with no further arrivals. Packing only makes it
-   * sooner. Throws ERR_DWELL_TIME if such a message can never be sent here.
+   * Expected wait (ms from now) before a new message of `len` bytes, this priority and for this
+   * peer would start on air: the scheduling decision replayed forward on copies of the ledgers
+   * and the fair-queueing tags over everything queued, each message as its own frame, with no
+   * further arrivals, until the new message goes. Packing only makes it sooner. Throws
+   * ERR_DWELL_TIME if such a message can never be sent here.
    */
-  estimateWaitMs(len: number, priority: Priority): number {
+  estimateWaitMs(len: number, priority: Priority, peer = ''): number {
     const now = this.clock.now();
     const L = this.ledger.clone();
     const caps = this.capLedgers.map((c) => ({ ...c, ledger: c.ledger.clone() }));
-    const rank = PRIORITIES.indexOf(priority);
-    let t = now;
-    const step = (n: number, r: number): number => {
-      const a = this.airtimeOf([n]);
-      const mine = caps.filter((c) => c.rank <= r).map((c) => c.ledger);
-      const start = this.earliestFor(L, mine, a, t);
-      L.record(start, a);
-      for (const c of mine) c.record(start, a);
-      t = start;
-      return start;
-    };
-    for (let r = 0; r <= rank; r++) {
-      for (const it of this.queues[PRIORITIES[r]!]) step(it.payload.length, r);
+    const peers = new Map<string, SchedPeer<SchedItem>>();
+    for (const p of this.peers.values()) {
+      if (p.queued > 0) peers.set(p.id, { id: p.id, queues: p.queues.map((q) => [...q]), startTag: p.startTag, finishTag: p.finishTag });
     }
-    return step(Math.max(1, Math.min(len, this.maxMessageLen)), rank) - now;
+    const control: SchedItem[] = [...this.queues.control];
+    const rank = PRIORITIES.indexOf(priority);
+    const mine: SchedItem = { len: Math.max(1, Math.min(len, this.maxMessageLen)), rank, seq: Infinity, peer };
+    let mp = peers.get(peer);
+    if (!mp) {
+      const known = this.peers.get(peer);
+      const startTag = Math.max(known?.finishTag ?? 0, this.vtime);
+      mp = { id: peer, queues: PRIORITIES.map(() => []), startTag, finishTag: startTag };
+      peers.set(peer, mp);
+    }
+    mp.queues[rank]!.push(mine);
+    if (rank === 0) control.push(mine);
+    const vt = { v: this.vtime };
+    const drop = (it: SchedItem): void => {
+      const q = peers.get(it.peer)!.queues[it.rank]!;
+      q.splice(q.indexOf(it), 1);
+      if (it.rank === 0) control.splice(control.indexOf(it), 1);
+    };
+    let t = now;
+    // Each pass either sends a message or moves t to a later moment where the decision may change.
+    for (let guard = 0; guard < 16 * (this.queued + 2); guard++) {
+      const c = this.choose(t, L, caps, control, peers.values());
+      if (c.failed) {
+        if (c.failed.item === mine) throw c.failed.error;
+        drop(c.failed.item);
+        continue;
+      }
+      if (!c.item || c.atMs > t) {
+        if (!Number.isFinite(c.wakeAtMs)) break;
+        t = c.wakeAtMs;
+        continue;
+      }
+      const a = this.airtimeOf([c.item.len]);
+      L.record(t, a);
+      for (const cap of caps) if (cap.rank <= c.item.rank) cap.ledger.record(t, a);
+      this.charge(vt, peers.get(c.item.peer)!, c.item.rank, a, c.passed);
+      if (c.item === mine) return t - now;
+      drop(c.item);
+    }
+    // Not reached for sendable messages; the law alone is a lower bound.
+    return this.earliestFor(this.ledger, this.capsFor(rank), this.airtimeOf([mine.len]), t) - now;
+  }
+
+  /**
+   * The scheduling decision (see the header), on the live state or on the copies of a replay:
+   * control first (FIFO); else peers in order of virtual finish, each offering its highest-class
+   * message; the first whose reserves do not hold it back beyond the law is chosen.
+   */
+  private choose<I extends SchedItem>(now: number, L: DutyCycleLedger, caps: readonly CapLedger[], control: readonly I[], peers: Iterable<SchedPeer<I>>): Choice<I> {
+    const timing = (it: I): { law: number; at: number; a: number } => {
+      const a = this.airtimeOf([it.len]);
+      const law = L.nextAllowedAt(a, now);
+      const at = this.earliestFor(L, caps.filter((c) => c.rank <= it.rank).map((c) => c.ledger), a, now);
+      return { law, at, a };
+    };
+    const c0 = control[0];
+    if (c0) {
+      try {
+        const { at } = timing(c0);
+        return { item: c0, atMs: at, wakeAtMs: at, passed: [] };
+      } catch (error) {
+        return { item: null, atMs: Infinity, wakeAtMs: Infinity, passed: [], failed: { item: c0, error } };
+      }
+    }
+    const cands: { p: SchedPeer<I>; head: I; key: number }[] = [];
+    for (const p of peers) {
+      let head: I | undefined;
+      for (let r = 1; r < p.queues.length && !head; r++) head = p.queues[r]![0];
+      if (head) cands.push({ p, head, key: p.startTag + this.airtimeOf([head.len]) / this.weightOf(p.id) });
+    }
+    cands.sort((x, y) => x.key - y.key || x.head.rank - y.head.rank || x.head.seq - y.head.seq);
+    // `limit`: heads of this rank or lower are covered by a reserve that holds a fairer peer back.
+    let limit = PRIORITIES.length;
+    let wakeAtMs = Infinity;
+    const passed: SchedPeer<I>[] = [];
+    for (const { p, head } of cands) {
+      if (head.rank >= limit) { passed.push(p); continue; }
+      let tm: { law: number; at: number; a: number };
+      try {
+        tm = timing(head);
+      } catch (error) {
+        return { item: null, atMs: Infinity, wakeAtMs: Infinity, passed: [], failed: { item: head, error } };
+      }
+      wakeAtMs = Math.min(wakeAtMs, tm.at);
+      if (tm.at <= tm.law) return { item: head, atMs: tm.at, wakeAtMs, passed };
+      // Held by a reserve: the lowest-ranked (widest) reserve that is binding at the law's moment.
+      passed.push(p);
+      let held = head.rank;
+      for (const c of caps) if (c.rank <= head.rank && c.rank < held && c.ledger.nextAllowedAt(tm.a, tm.law) > tm.law) held = c.rank;
+      limit = Math.min(limit, held);
+    }
+    return { item: null, atMs: Infinity, wakeAtMs, passed };
+  }
+
+  /**
+   * Charge a frame of `airtimeMs` to `peer` (SFQ): its tags move by airtime/weight; a non-control
+   * frame moves the virtual time to its start tag, and peers that were passed over (held by a
+   * reserve) catch up with it, so being held earns no credit.
+   */
+  private charge<I extends SchedItem>(vt: { v: number }, peer: SchedPeer<I>, rank: number, airtimeMs: number, passed: readonly SchedPeer<I>[]): void {
+    const start = peer.startTag;
+    if (rank > 0) {
+      vt.v = Math.max(vt.v, start);
+      for (const p of passed) if (p !== peer) p.startTag = Math.max(p.startTag, vt.v);
+    }
+    peer.finishTag = start + airtimeMs / this.weightOf(peer.id);
+    peer.startTag = peer.finishTag;
   }
 
   /** Sub-ledgers that a frame whose messages are all of rank ≥ r must satisfy. */
@@ -360,25 +640,25 @@ export class TxQueue {
     });
   }
 
-  /** Decide: send now, or set a timer for the exact moment the head may go. */
+  /** Decide: send now, or set a timer for the exact moment the decision may change. */
   private pump(): void {
     if (this.busy || this.sensing || this.closed) return;
     const now = this.clock.now();
-    const head = this.head();
-    if (!head) { this.cancelWake(); return; }
-    const aHead = this.airtimeOf([head.payload.length]);
-    let at: number;
-    try {
-      at = this.earliestFor(this.ledger, this.capsFor(PRIORITIES.indexOf(head.priority)), aHead, now);
-    } catch (e) {
+    const c = this.choose(now, this.ledger, this.capLedgers, this.queues.control, this.peers.values());
+    if (c.failed) {
       // Cannot happen for validated items unless the rules changed; fail the item, not the queue.
-      this.remove(head);
-      head.timer?.cancel();
-      head.reject(e);
+      const it = c.failed.item;
+      this.remove(it);
+      it.timer?.cancel();
+      it.reject(c.failed.error);
       this.pump();
       return;
     }
-    if (at > now) { this.setWake(at); return; }
+    const head = c.item;
+    if (!head || c.atMs > now) {
+      if (Number.isFinite(c.wakeAtMs)) this.setWake(c.wakeAtMs); else this.cancelWake();
+      return;
+    }
     if (this.access) {
       // The ledger allows the head now; the medium-access rules decide the moment.
       const g = this.access.grant(now);
@@ -395,15 +675,7 @@ export class TxQueue {
       }
     }
     this.cancelWake();
-    this.sendNow(head, aHead, now);
-  }
-
-  private head(): Item | undefined {
-    for (const p of PRIORITIES) {
-      const it = this.queues[p][0];
-      if (it) return it;
-    }
-    return undefined;
+    this.sendNow(head, this.airtimeOf([head.len]), now, c.passed as PeerState[]);
   }
 
   private setWake(atMs: number): void {
@@ -433,10 +705,10 @@ export class TxQueue {
   private packFirstFit(head: Item, aHead: number, now: number): { items: Item[]; airtime: number } {
     const frameItems: Item[] = [head];
     let airtime = aHead;
-    for (const p of PRIORITIES) {
-      for (const it of this.queues[p]) {
+    for (const q of this.peers.get(head.peer)!.queues) {
+      for (const it of q) {
         if (frameItems.length >= MAX_PACKED_MESSAGES) return { items: frameItems, airtime };
-        if (it === head || it.peer !== head.peer) continue;
+        if (it === head) continue;
         const trial = [...frameItems, it];
         const a = this.packedAirtimeIfLegal(trial, airtime, it, now);
         if (a === null) continue;
@@ -473,9 +745,9 @@ export class TxQueue {
     let maxLen = this.maxFrameLen;
     while (maxLen > head.payload.length + 1 && this.frameAirtimeMs(maxLen) > maxA) maxLen--;
     const cands: Item[] = [];
-    for (const p of PRIORITIES) {
-      for (const it of this.queues[p]) {
-        if (it !== head && it.peer === head.peer && it.payload.length <= MAX_INNER_MESSAGE_LEN) cands.push(it);
+    for (const q of this.peers.get(head.peer)!.queues) {
+      for (const it of q) {
+        if (it !== head && it.payload.length <= MAX_INNER_MESSAGE_LEN) cands.push(it);
         if (cands.length >= PACK_CANDIDATES) break;
       }
       if (cands.length >= PACK_CANDIDATES) break;
@@ -510,8 +782,12 @@ export class TxQueue {
     return this.payloadBytes(items) > this.payloadBytes(firstFit.items) ? { items, airtime: a } : firstFit;
   }
 
-  private sendNow(head: Item, aHead: number, now: number): void {
+  private sendNow(head: Item, aHead: number, now: number, passed: readonly PeerState[]): void {
     const { items: frameItems, airtime } = this.packing ? this.packBestFill(head, aHead, now) : { items: [head], airtime: aHead };
+    const peer = this.peers.get(head.peer)!;
+    const vt = { v: this.vtime };
+    this.charge(vt, peer, head.rank, airtime, passed);
+    this.vtime = vt.v;
     for (const it of frameItems) {
       this.remove(it);
       it.timer?.cancel();
@@ -529,7 +805,7 @@ export class TxQueue {
 
     let sending: Promise<unknown>;
     try {
-      sending = this.transmit(frame);
+      sending = this.transmit(frame, head.peer);
     } catch (e) {
       sending = Promise.reject(e);
     }
@@ -552,6 +828,15 @@ export class TxQueue {
         this.totals.frames++;
         this.totals.messages += frameItems.length;
         this.totals.airtimeMs += final;
+        if (final > airtime) {
+          peer.finishTag += (final - airtime) / this.weightOf(peer.id);
+          peer.startTag = Math.max(peer.startTag, peer.finishTag);
+        }
+        peer.airtimeMs += final;
+        peer.frames++;
+        peer.messagesSent += frameItems.length;
+        peer.recent.push({ startMs: acceptedAt, airtimeMs: final });
+        peer.lastActiveMs = this.clock.now();
         this.busy = false;
         this.access?.finished(true);
         for (const it of frameItems) {
@@ -572,12 +857,14 @@ export class TxQueue {
   /** JSON for GET /_trickle/status. */
   status(): TxQueueStatus {
     const now = this.clock.now();
-    const head = this.head();
-    const n = head ? head.payload.length : 1;
-    const a = this.airtimeOf([n]);
     let next: number;
     try {
-      next = this.earliestFor(this.ledger, this.capsFor(head ? PRIORITIES.indexOf(head.priority) : 0), a, now);
+      if (this.queued > 0) {
+        const c = this.choose(now, this.ledger, this.capLedgers, this.queues.control, this.peers.values());
+        next = c.failed || !Number.isFinite(c.wakeAtMs) ? now : c.wakeAtMs;
+      } else {
+        next = this.earliestFor(this.ledger, this.capsFor(0), this.airtimeOf([1]), now);
+      }
     } catch {
       next = now;
     }
@@ -610,6 +897,21 @@ export class TxQueue {
       }],
       queue,
       totals: { ...this.totals, airtimeMs: round3(this.totals.airtimeMs) },
+      peers: [...this.peers.values()].sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0)).map((p) => {
+        let oldest = Infinity;
+        for (const q of p.queues) if (q[0]) oldest = Math.min(oldest, q[0].enqueuedAtMs);
+        return {
+          peer: p.id,
+          weight: this.weightOf(p.id),
+          airtimeMs: round3(p.airtimeMs),
+          airtimeLastHourMs: round3(this.peerAirtimeLastHour(p, now)),
+          frames: p.frames,
+          messagesSent: p.messagesSent,
+          queuedMessages: p.queued,
+          queuedBytes: p.queuedBytes,
+          oldestWaitMs: Number.isFinite(oldest) ? now - oldest : null,
+        };
+      }),
     };
   }
 
@@ -622,6 +924,11 @@ export class TxQueue {
         it.timer?.cancel();
         it.reject(new TrickleError('ERR_LINK_CLOSED', 'scheduler', 'the transmit queue was closed before this message was sent'));
       }
+    }
+    for (const p of this.peers.values()) {
+      for (const q of p.queues) q.length = 0;
+      p.queued = 0;
+      p.queuedBytes = 0;
     }
     this.queued = 0;
   }
