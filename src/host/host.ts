@@ -3,8 +3,8 @@
  * the radio link to the gateway. Composition root: radio stack + HTTP server.
  *
  * A local request goes: HTTP checks (http-server.ts: connections, Host, Origin, body) → the
- * access-token check (local-auth.ts, token-registry.ts) → the push-sync store if the token's
- * account owns it (push-sync.ts) → the radio. Every answer the radio brings back teaches the
+ * access-token check (local-auth.ts, token-registry.ts) → the push-sync store of the token's
+ * account (push-sync.ts: one per account) → the radio. Every answer the radio brings back teaches the
  * token registry (logins, logouts, refusals). /.well-known/matrix/client is answered here, and
  * a login's well_known is rewritten, both naming the kit (local-api-policy.ts).
  *
@@ -18,10 +18,10 @@
  */
 import type { Logger } from '../log.ts';
 import { TrickleError, isTrickleError } from '../errors.ts';
-import { openRadioStack, type RadioStackOptions, type RadioStack, type FrameRecord } from '../coap/radio-stack.ts';
+import { openRadioStack, type RadioStackOptions, type RadioStack, type FrameRecord } from '../net/radio-stack.ts';
 import { HostSession } from '../matrix/session.ts';
 import { sequenceToken } from '../coap/compact.ts';
-import type { StateStore } from '../coap/radio-stack.ts';
+import type { StateStore } from '../net/radio-stack.ts';
 import { matrixError, longPollTimeoutMs, type HttpRequestLike, type HttpResponseLike } from '../matrix/http.ts';
 import { LocalServer, type HttpExchangeRecord, type LocalRequestContext } from './http-server.ts';
 import { HostPushSync } from './push-sync.ts';
@@ -54,8 +54,10 @@ export interface HostOptions extends RadioStackOptions {
   pushSync?: boolean;
   /** Carry the local clients' typing notifications over the air (default false: answered here with 200 {}). */
   sendTyping?: boolean;
-  /** Where the push-sync store (events, local filters, the registration) is persisted. */
+  /** Where the push-sync stores (events, local filters, the registration; one section per account) are persisted. */
   syncStateStore?: StateStore<unknown>;
+  /** Accounts with a push-sync store at once (default 16); one more gets 429 M_LIMIT_EXCEEDED on /sync. */
+  pushSyncMaxAccounts?: number;
   /** Where the access-token registry (SHA-256 prefixes → user ids) is persisted (tokens-host.json). */
   tokensStore?: StateStore<unknown>;
   /** Listen on a non-loopback address (--allow-lan); without it such a `listenHost` is refused. */
@@ -261,8 +263,11 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     radio, session: () => session, persistSession: (force?: boolean) => persistSession(force), carry: carryObserved, logger: opts.logger,
     requestTimeoutMs: opts.requestTimeoutMs,
     ...(opts.syncStateStore ? { store: opts.syncStateStore } : {}),
+    ...(opts.pushSyncMaxAccounts !== undefined ? { maxAccounts: opts.pushSyncMaxAccounts } : {}),
+    hasTokens: (userId) => registry.hasUser(userId),
+    tokenRefused: (token) => registry.refuse(token),
   });
-  if (push) registry.onForget((e) => push.tokenForgotten(e.hash));
+  if (push) registry.onForget((e) => push.tokenForgotten(e.hash, e.userId, e.reason));
 
   const handle = async (incoming: HttpRequestLike, ctx: LocalRequestContext): Promise<HttpResponseLike> => {
     let req = incoming;

@@ -251,6 +251,9 @@ export class SyncReducer {
     return true;
   }
 
+  /** The last delta seq the host acknowledged (0: none): the base the pending delta builds on. */
+  get acked(): number { return this.s.acked; }
+
   /** Released deltas not yet acknowledged (1: the pending delta is a single fragment, without `n`). */
   get unacknowledged(): number { return this.s.released.length; }
 

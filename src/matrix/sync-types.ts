@@ -120,6 +120,14 @@ export interface RoomDelta extends RoomChunk {
  */
 export interface SyncDelta {
   seq: number;
+  /**
+   * The gateway's delta stream (one per reducer, random) and the seq the delta builds on (the
+   * last one the host acknowledged, 0: from scratch). Sent in the first delta of a registration
+   * only (gateway/sync-pusher.ts), so the host can tell a stream its store follows from a new one
+   * (host/push-sync.ts). Travel as fields of the wire delta's rest map.
+   */
+  stream?: string;
+  base?: number;
   /** The homeserver's next_batch after this delta's content (omitted when includeNextBatch=false). */
   next_batch?: string;
   /** While the initial sync is being pushed in chunks: joined rooms sent so far (incl. this delta) / total. */

@@ -108,10 +108,10 @@ describe('push sync under 30 % frame loss, with restarts', () => {
       const { readFileSync } = await import('node:fs');
       const { join } = await import('node:path');
       const dump = (f: string) => { try { return JSON.parse(readFileSync(f, 'utf8')) as Record<string, any>; } catch { return undefined; } }; // eslint-disable-line @typescript-eslint/no-explicit-any
-      const hostSync = dump(join(state.hostDir, 'sync-host.json'));
+      const hostSync = dump(join(state.hostDir, 'sync-host.json'))?.['accounts']?.[0]; // alice's section (one per account)
       const room = hostSync?.['store']?.['rooms']?.[roomId];
       process.stderr.write(`[loss-test] FAILED: host store room count=${room?.count} lts=${room?.lts} seq=${hostSync?.['store']?.['seq']} timeline=${JSON.stringify((room?.tl ?? []).map((x: any) => `${x.p}:${x.e?.content?.body ?? x.e?.type}${x.echo ? '(echo)' : ''}${x.gap ? '(gap)' : ''}`))}\n`); // eslint-disable-line @typescript-eslint/no-explicit-any
-      const gwSync = dump(join(state.gatewayDir, 'sync-gateway.json'));
+      const gwSync = dump(join(state.gatewayDir, 'sync-gateway.json'))?.['registrations']?.[0]; // alice's registration
       process.stderr.write(`[loss-test] FAILED: gateway reducer ${JSON.stringify({ seq: gwSync?.['reducer']?.['seq'], acked: gwSync?.['reducer']?.['acked'], released: gwSync?.['reducer']?.['released']?.length, room: gwSync?.['reducer']?.['rooms']?.[roomId] })}\n`);
     }
     expect(dropped).toBeGreaterThan(20);
