@@ -398,6 +398,7 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
     // ── results ──
     const wasted: Record<string, number> = {};
     for (const r of [...gateway.kits(), ...kits.map((k) => k.host.radio)]) for (const [k, n] of Object.entries(wastedAt(r))) wasted[k] = (wasted[k] ?? 0) + n;
+    if (process.env["BENCH_DEBUG"]) for (const r of [...gateway.kits(), ...kits.map((k) => k.host.radio)]) process.stderr.write(`${JSON.stringify(wastedAt(r))} ${JSON.stringify((r.status() as Record<string, unknown>)["coap"])}\n`);
     // Delivered to their intended receiver: a downlink is heard by every kit but is for one.
     const forUs = (st: Record<string, unknown>): number => ((st['radio'] ?? st) as { framesForUs?: number }).framesForUs ?? 0;
     const intended = forUs(gateway.status()) + kits.reduce((n, k) => n + forUs(k.host.radio.status()), 0);

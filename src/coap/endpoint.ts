@@ -44,7 +44,7 @@ import {
   getOption, getUintOption, rfc7252Codec, withoutOptions, type CoapMessage, type CoapOption, type WireCodec,
 } from './message.ts';
 import { OBSERVE_DEREGISTER, OBSERVE_REGISTER, type ObservationRecord } from './observe.ts';
-import { MessageLayer, type SeenEntry } from './message-layer.ts';
+import { MessageLayer, type RttEstimate, type SeenEntry } from './message-layer.ts';
 import { BlockWise, normalizeResponse } from './block-wise.ts';
 import { ObserveEndpoint } from './observe-endpoint.ts';
 
@@ -215,6 +215,9 @@ export interface CoapEndpointStats {
   /** Frames given to `receive`. */
   received: number;
   retransmissions: number;
+  /** Round trips measured (answered without a retransmission) and their smoothed value, ms (message-layer.ts). */
+  rttSamples?: number;
+  srttMs?: number;
   /** Duplicate CON/NON (by Message ID) and duplicate ACK/RST for finished transmissions. */
   duplicates: number;
   /** CONs given up after maxRetransmit, plus responses that did not come in time. */
@@ -262,6 +265,8 @@ export interface CoapEndpointOptions {
    * transmission). Derive it from airtime there and back plus duty-cycle wait.
    */
   readonly ackTimeoutMs: number | ((frameLen: number) => number);
+  /** Round-trip estimate to use and keep (message-layer.ts); default: this endpoint's own. */
+  readonly rtt?: RttEstimate;
   /** ACK_RANDOM_FACTOR, ≥ 1. Default 1.5. */
   readonly ackRandomFactor?: number;
   /** MAX_RETRANSMIT. Default 4. */
@@ -399,6 +404,7 @@ export class CoapEndpoint {
       throw new ConfigError(`coap: notificationRetry must be 'on-receive' or 'manual', got ${String(retry)}`, { key: 'notificationRetry' });
     }
     this.ml = new MessageLayer({
+      ...(opts.rtt ? { rtt: opts.rtt } : {}),
       clock: opts.clock, randomBytes: opts.randomBytes, send: opts.send, codec, ackTimeout, ackRandomFactor, maxRetransmit,
       piggybackWindowMs, exchangeLifetimeMs, midGuardMs, sequenceMode, sequenceStart: start, counters: this.counters,
     }, {

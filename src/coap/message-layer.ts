@@ -24,7 +24,13 @@
  *  - Every request is CON. Retransmission (§4.2): first timeout = ackTimeoutMs ×
  *    uniform[1, ackRandomFactor), doubled after each of up to maxRetransmit
  *    retransmissions; then ERR_COAP_TIMEOUT. ackTimeoutMs is supplied by the caller
- *    (derived from airtime and duty-cycle wait), never CoAP's 2 s default.
+ *    (derived from airtime and duty-cycle wait), never CoAP's 2 s default. On a shared
+ *    channel the peer's answer also waits for its turn among other stations, which no local
+ *    computation knows: the layer measures round trips (exchanges answered without a
+ *    retransmission only, Karn's rule) into SRTT/RTTVAR (RFC 6298, as CoCoA,
+ *    draft-ietf-core-cocoa, does for CoAP), and the first timeout is the larger of the
+ *    caller's and SRTT + 4·RTTVAR, capped at 8× the caller's, so a busy channel does not
+ *    turn every slow answer into a spurious retransmission.
  *  - Received CON/NON are de-duplicated by Message ID for exchangeLifetimeMs (§4.5).
  *    A duplicate re-sends exactly the frame answered before (piggybacked ACK, empty
  *    ACK, 2.31, RST …) or nothing while the handler still runs inside the piggyback
@@ -89,7 +95,28 @@ import type { CoapDrop, CoapDropReason, CoapEndpointStats } from './endpoint.ts'
 const EMPTY_BYTES = new Uint8Array(0);
 
 /** The endpoint's options as the message layer uses them, validated and with defaults applied. */
+/** The round-trip estimate (RFC 6298 §2); whoever outlives the endpoint may own it (a new link session keeps it). */
+export class RttEstimate {
+  srttMs: number | undefined;
+  rttvarMs = 0;
+  samples = 0;
+
+  sample(r: number): void {
+    if (!(r >= 0) || !Number.isFinite(r)) return;
+    if (this.srttMs === undefined) { this.srttMs = r; this.rttvarMs = r / 2; }
+    else { this.rttvarMs = 0.75 * this.rttvarMs + 0.25 * Math.abs(this.srttMs - r); this.srttMs = 0.875 * this.srttMs + 0.125 * r; }
+    this.samples++;
+  }
+
+  /** SRTT + 4·RTTVAR, or 0 before the first sample. */
+  timeoutMs(): number {
+    return this.srttMs === undefined ? 0 : this.srttMs + 4 * this.rttvarMs;
+  }
+}
+
 export interface MessageLayerConfig {
+  /** Round-trip estimate to keep (default: the layer's own). */
+  readonly rtt?: RttEstimate;
   readonly clock: Clock;
   readonly randomBytes: RandomBytes;
   readonly send: (frame: Uint8Array) => void;
@@ -132,6 +159,8 @@ export interface Transmission {
   retransmits: number;
   timeoutMs: number;
   timer: TimerHandle | undefined;
+  /** When the first transmission was handed to the codec (for the round-trip estimate). */
+  startedAtMs?: number;
   readonly onAck: (ack: CoapMessage) => void;
   readonly onReset: () => void;
   readonly onGiveUp: () => void;
@@ -242,6 +271,7 @@ export class MessageLayer {
     this.midGuardMs = config.midGuardMs;
     this.sequenceMode = config.sequenceMode;
     this.counters = config.counters;
+    this.rtt = config.rtt ?? new RttEstimate();
     this.user = user;
     this.nextSeq = config.sequenceStart;
     const r = this.randomBytes(2);
@@ -442,6 +472,14 @@ export class MessageLayer {
     if (this.midQueue.length > this.midQueueHead && !this.midTimer) this.armMidTimer();
   }
 
+  private readonly rtt: RttEstimate;
+
+  private sampleRtt(r: number): void {
+    this.rtt.sample(r);
+    this.counters.rttSamples = this.rtt.samples;
+    if (this.rtt.srttMs !== undefined) this.counters.srttMs = Math.round(this.rtt.srttMs);
+  }
+
   private random01(): number {
     const b = this.randomBytes(4);
     return ((((b[0] ?? 0) << 24) >>> 0) + ((b[1] ?? 0) << 16) + ((b[2] ?? 0) << 8) + (b[3] ?? 0)) / 2 ** 32;
@@ -464,7 +502,10 @@ export class MessageLayer {
    */
   startTransmission(tx: Transmission): void {
     const frame = this.codec.encode(tx.msg);
-    tx.timeoutMs = this.ackTimeout(frame.length) * (1 + (this.ackRandomFactor - 1) * this.random01());
+    const computed = this.ackTimeout(frame.length);
+    const measured = Math.min(this.rtt.timeoutMs(), 8 * computed);
+    tx.timeoutMs = Math.max(computed, measured) * (1 + (this.ackRandomFactor - 1) * this.random01());
+    tx.startedAtMs = this.clock.now();
     this.outgoing.set(tx.mid, tx);
     this.armRetransmit(tx);
     this.sendFrame(frame);
@@ -581,6 +622,7 @@ export class MessageLayer {
       return;
     }
     this.cancelTransmission(tx);
+    if (msg.type === ACK && tx.retransmits === 0 && tx.startedAtMs !== undefined) this.sampleRtt(this.clock.now() - tx.startedAtMs);
     if (msg.type === ACK) tx.onAck(msg);
     else tx.onReset();
   }

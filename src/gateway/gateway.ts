@@ -206,6 +206,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         persistSession();
         return session.encodeResponse(matrixError(403, 'M_FORBIDDEN', `trickle gateway (authenticate-only mode): ${secret}`));
       }
+      if (req.observe === 1 && httpReq.method === 'GET' && /\/sync$/.test(httpReq.path)) {
+        // A deregistration (RFC 7641 §3.6): never performed as a whole /sync over the air.
+        persistSession();
+        return session.encodeResponse({ status: 200, contentType: 'application/json', body: new TextEncoder().encode('{}') });
+      }
       if (req.observe === 0 && httpReq.method === 'GET' && /\/sync$/.test(httpReq.path)) {
         persistSession();
         // The registering account's token, whatever others use later (bound mode: the bound one, looked up at each poll).

@@ -17,6 +17,7 @@ import type { TrickleError } from '../errors.ts';
 import { DutyCycleLedger } from '../scheduler/duty-cycle.ts';
 import type { Priority } from '../scheduler/tx-queue.ts';
 import { unpackFrame } from '../scheduler/packing.ts';
+import { RttEstimate } from '../coap/message-layer.ts';
 import { CoapEndpoint, type CoapRequestInit, type CoapResponse, type RequestHandler, type RequestOptions } from '../coap/endpoint.ts';
 import { compactWireCodec, createCompactContext, type CompactContext } from '../coap/compact.ts';
 import { rfc7252Codec, type CoapMessage, type WireCodec } from '../coap/message.ts';
@@ -155,6 +156,7 @@ export function createPeerStack(opts: PeerStackOptions): PeerStack {
   let currentExpectsAnswer = false;
   let lastTx: { type: number; mid: number; tokenHex: string } | undefined;
 
+  const rtt = new RttEstimate();
   const persistCoap = (): void => {
     if (!opts.coapStateStore) return;
     const c = compactCtx;
@@ -214,6 +216,9 @@ export function createPeerStack(opts: PeerStackOptions): PeerStack {
       // after a new handshake keeps its token, so the homeserver de-duplicates it.
       ...(resume ? { sequenceStart: resume.nextSequence } : sequenceStart !== undefined ? { sequenceStart } : {}),
       ackTimeoutMs: (frameLen) => station.ackTimeoutMs(frameLen + securityOverhead),
+      // The round trips measured with this peer outlive a link session: on a busy shared channel
+      // a new session starts with what the last one learnt instead of retransmitting early.
+      rtt,
       maxBodyBytes: opts.maxBodyBytes,
       send: (bytes) => {
         const info = lastTx ?? { type: 0, mid: 0, tokenHex: '' };

@@ -347,7 +347,11 @@ export async function openStation(opts: StationOptions): Promise<Station> {
   return {
     link, modem, channel, lora, clock, randomBytes, log, addressing, maxFrameLen, txQueue,
     airtimeOf, wireBytes, waitFor, accessWaitMs, transmit,
-    ackTimeoutMs: (len, answerLen) => coapAckTimeoutMs({ ownWaitMs: waitFor(len) + accessWaitMs(), ownAirtimeMs: airtimeOf(len), ackAirtimeMs: airtimeOf(answerLen ?? maxFrameLen) }),
+    // On a shared channel (addressing) the peer's answer also waits for its turn on the channel.
+    ackTimeoutMs: (len, answerLen) => coapAckTimeoutMs({
+      ownWaitMs: waitFor(len) + accessWaitMs(), ownAirtimeMs: airtimeOf(len), ackAirtimeMs: airtimeOf(answerLen ?? maxFrameLen),
+      ...(addressing && access ? { peerWaitMs: access.contentionWaitMs() } : {}),
+    }),
     onFrame: (l) => { frameListeners.push(l); },
     unauthenticatedReplies: unauthenticatedReplyBudget(channel, airtimeOf(97)),
     status: () => ({

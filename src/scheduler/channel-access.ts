@@ -226,6 +226,17 @@ export class ChannelAccess implements MediumAccess {
     return t;
   }
 
+  /**
+   * How long the PEER's answer may wait for the channel, ms: with utilisation U of the last
+   * minute (own and heard airtime), the mean wait of an M/M/1 queue in units of a largest frame,
+   * U / (1 − U), capped at 8 frames. A retransmit timer that leaves this out fires early on a
+   * busy shared channel (the peer is not slow, the channel is taken).
+   */
+  contentionWaitMs(): number {
+    const u = Math.min(0.9, this.utilisation(this.clock.now()));
+    return Math.min(8, u / (1 - u)) * this.frameAirtimeMs(this.maxFrameLen);
+  }
+
   /** How long a frame asked for now would wait for the timing rules, ms (0 when it could start now). */
   expectedWaitMs(): number {
     const now = this.clock.now();
