@@ -1,5 +1,5 @@
 /**
- * The link address of a shared channel (PROTOCOL.md "Link address"): one byte in front of every
+ * The link address of a shared channel (net/link-address.ts): one byte in front of every
  * frame, so that one gateway can serve many field kits on one frequency.
  *
  *     byte 0 = D AAAAAAA        D = 0 uplink (kit → gateway), 1 downlink (gateway → kit)

@@ -1,7 +1,7 @@
 /**
  * PeerTable: a gateway on a shared channel. One Station (one radio, one duty-cycle ledger shared
- * fairly across kits by the queue), and one PeerStack per kit address (PROTOCOL.md "Link
- * address"), each with its own security session, CoAP endpoint and state files, so a handshake,
+ * fairly across kits by the queue), and one PeerStack per kit address (./link-address.ts),
+ * each with its own security session, CoAP endpoint and state files, so a handshake,
  * a restart or a fault of one kit never touches another's session.
  *
  * A stack is made the first time an uplink with its address is heard (or at start for an

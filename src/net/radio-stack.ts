@@ -14,14 +14,12 @@ import type { Modem } from '../modem/modem.ts';
 import type { ResolvedChannel } from '../scheduler/regions.ts';
 import type { CoapEndpoint, CoapRequestInit, CoapResponse, RequestHandler, RequestOptions } from '../coap/endpoint.ts';
 import { LINK_FRAME_OVERHEAD, type SecureLink } from '../secure/secure-link.ts';
-import type { Logger } from '../log.ts';
-import type { Clock, RandomBytes } from '../util/clock.ts';
 import { CBOR_KEYMAP_V1_VERSION } from '../codec/keymap-v1.ts';
 import { COAP_PATH_ENUM_VERSION } from '../codec/paths-v1.ts';
 import { VALUES_V1_VERSION } from '../codec/values-v1.ts';
 import { COMPACT_RULES_VERSION } from '../coap/compact-rules-v1.ts';
 import { dictionaryContext } from '../codec/dictionary.ts';
-import { openStation, type Station, type RadioSettings, type StateStore, type AirtimeState } from './station.ts';
+import { openStation, type Station, type StationOptions, type RadioSettings, type StateStore } from './station.ts';
 import { createPeerStack, type PeerStack, type SecuritySettings, type CoapSessionState, type FrameRecord } from './peer-stack.ts';
 
 export { resolveRadio, unauthenticatedReplyBudget, UNAUTHENTICATED_REPLY_SHARE, type RadioSettings, type StateStore, type AirtimeState } from './station.ts';
@@ -35,35 +33,18 @@ export const WIRE_CONTEXT = `msc3079-keys-v${CBOR_KEYMAP_V1_VERSION} msc3079-pat
 
 export const DEFAULT_RADIO: RadioSettings = { region: 'eu868', bandwidthHz: 125_000, sf: 9, codingRate: 5 };
 
-export interface RadioStackOptions {
-  device?: string;
-  /** Use this link instead of opening `device` (tests, KISS over TCP). */
-  link?: Link;
-  /** Build the modem dialect on the link (default: the transparent serial radio). */
-  createModem?: (link: Link) => Modem;
-  baudRate: number;
-  maxFrameLen: number;
-  radio: RadioSettings;
+/** The station's options (device or link, modem, radio, clock, airtime store, channel access) plus one peer's. */
+export interface RadioStackOptions extends Omit<StationOptions, 'addressing' | 'securityOverhead'> {
   maxBodyBytes: number;
-  logger: Logger;
-  clock?: Clock;
-  randomBytes?: RandomBytes;
   /** On-air CoAP form: the compact form (default) or plain RFC 7252 (for comparison and debugging). */
   codec?: 'compact' | 'rfc7252';
   /** Noise security (on by default in the apps); omitted only for tests and benches of the layers above. */
   security?: SecuritySettings;
   /** Durable storage for the CoAP session (sequence numbers, compact context), so a restart resumes. */
   coapStateStore?: StateStore<CoapSessionState>;
-  /** Durable storage for this radio's recent transmissions: a restart keeps the duty cycle it used. */
-  airtimeStore?: StateStore<AirtimeState>;
   /**
-   * Medium access (see the header): 'auto' (default), 'on', 'off', or 'timing' (on, but without
-   * sensing even where the modem could: what a dialect that cannot sense gets; for measurements).
-   */
-  channelAccess?: 'auto' | 'on' | 'off' | 'timing';
-  /**
-   * A field kit on a shared channel (PROTOCOL.md "Link address"): its address, carried in front
-   * of every frame (1 byte); it takes only downlinks for this address. Omitted: point-to-point.
+   * A field kit on a shared channel (net/link-address.ts): its address, carried in front of
+   * every frame (1 byte); it takes only downlinks for this address. Omitted: point-to-point.
    */
   linkAddress?: number;
 }

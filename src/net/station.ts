@@ -110,7 +110,9 @@ export type StationAddressing =
 
 export interface StationOptions {
   device?: string;
+  /** Use this link instead of opening `device` (tests, KISS over TCP). */
   link?: Link;
+  /** Build the modem dialect on the link (default: the transparent serial radio). */
   createModem?: (link: Link) => Modem;
   baudRate: number;
   maxFrameLen: number;
@@ -118,7 +120,13 @@ export interface StationOptions {
   logger: Logger;
   clock?: Clock;
   randomBytes?: RandomBytes;
+  /** Durable storage for this radio's recent transmissions: a restart keeps the duty cycle it used. */
   airtimeStore?: StateStore<AirtimeState>;
+  /**
+   * Medium access (scheduler/channel-access.ts): 'auto' (default: on for a radio channel or a
+   * modem that can sense), 'on', 'off', or 'timing' (on, without sensing even where the modem
+   * could: what a dialect that cannot sense gets; for measurements).
+   */
   channelAccess?: 'auto' | 'on' | 'off' | 'timing';
   /** Omitted: a point-to-point link, frames carry no address. */
   addressing?: StationAddressing;
