@@ -150,7 +150,7 @@ function common(flags: Record<string, string | boolean | undefined>, role: 'host
   };
 }
 
-/** --network and --link-address: a kit's address, or a gateway's per-kit state (PROTOCOL.md "Link address"). */
+/** --network and --link-address: a kit's address, or a gateway's per-kit state (net/link-address.ts). */
 function networkFlags(flags: Record<string, string | boolean | undefined>, role: 'host' | 'gateway', stateDir: string, security: ReturnType<typeof buildSecurity>, logger: Logger) {
   const network = (flags['network'] as string | undefined) ?? 'p2p';
   if (network !== 'p2p' && network !== 'shared') throw new TrickleError('ERR_CONFIG', 'config', `--network must be p2p (default: one kit, one gateway) or shared (one gateway, many kits on one channel), got ${JSON.stringify(network)}`);

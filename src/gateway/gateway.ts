@@ -57,7 +57,7 @@ export interface GatewayOptions extends RadioStackOptions {
    */
   boundAccounts?: (kitStatic: Uint8Array) => BoundAccount | undefined;
   /**
-   * A shared channel (PROTOCOL.md "Link address"): one gateway, many field kits, each with its
+   * A shared channel (net/link-address.ts): one gateway, many field kits, each with its
    * own security session, CoAP endpoint, Matrix session and push registrations, keyed by its link
    * address (net/peer-table.ts). `kitStores(address)` gives each kit's state files; the stores
    * above (coap, matrix, sync, security persist/restore) are then not used. Omitted: one kit
