@@ -18,6 +18,7 @@
  * Passwords (`bind`, `local-account`) are read from the terminal without echo, or from stdin
  * with --password-stdin; they are never written anywhere and never passed on the command line.
  */
+import { deriveKitAddress, formatAddress, MAX_KIT_ADDRESS } from '../net/link-address.ts';
 import { randomBytes as nodeRandomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -510,6 +511,7 @@ export async function runKeysCommand(argv: string[], out: (s: string) => void, i
       const kp = loadIdentity(stateDir);
       out(`public key:  ${encodePublicKey(kp.publicKey)}`);
       out(`fingerprint: ${fingerprint(kp.publicKey)}`);
+      out(`link address: ${formatAddress(deriveKitAddress(kp.publicKey))} (a field kit's, on a gateway started with --network shared; --link-address N overrides)`);
       const pinned = loadPinnedGatewayKey(stateDir);
       if (pinned !== undefined) out(`pinned gateway: ${encodePublicKey(pinned)} (${fingerprint(pinned)})`);
       return 0;
@@ -559,7 +561,13 @@ export async function runKeysCommand(argv: string[], out: (s: string) => void, i
         return a ? `\tbound to ${a.userId} (device ${a.deviceId ?? '(none)'}, ${a.homeserver})` : '';
       };
       if (keys.length === 0) out(`no authorized field kits (${join(stateDir, FILES.authorizedKeys)})`);
-      for (const k of keys) out(`${k.name}\t${k.fingerprint}\t${encodePublicKey(k.publicKey)}${boundText(encodePublicKey(k.publicKey))}`);
+      const addressOf = (k: { publicKey: Uint8Array }): number => deriveKitAddress(k.publicKey);
+      for (const k of keys) {
+        const a = addressOf(k);
+        const twin = keys.filter((o) => o !== k && addressOf(o) === a).map((o) => o.name);
+        const shared = twin.length > 0 ? ` (also ${twin.join(', ')}: on a shared channel start all but one of them with --link-address N, a free N from 0 to ${MAX_KIT_ADDRESS})` : '';
+        out(`${k.name}\t${k.fingerprint}\t${encodePublicKey(k.publicKey)}\tlink address ${formatAddress(a)}${shared}${boundText(encodePublicKey(k.publicKey))}`);
+      }
       for (const a of bound) {
         if (!keys.some((k) => encodePublicKey(k.publicKey) === a.kitKey)) out(`${a.kitName}\t(not authorized)\t${a.kitKey}\tbound to ${a.userId}: unbind it with "trickle keys unbind ${a.kitName}"`);
       }

@@ -215,6 +215,8 @@ export interface CoapEndpointStats {
   /** Frames given to `receive`. */
   received: number;
   retransmissions: number;
+  /** Retransmission timeouts that found the message still waiting for a handshake (`held`): not counted as attempts. */
+  heldTimeouts?: number;
   /** Round trips measured (answered without a retransmission) and their smoothed value, ms (message-layer.ts). */
   rttSamples?: number;
   srttMs?: number;
@@ -267,6 +269,13 @@ export interface CoapEndpointOptions {
   readonly ackTimeoutMs: number | ((frameLen: number) => number);
   /** Round-trip estimate to use and keep (message-layer.ts); default: this endpoint's own. */
   readonly rtt?: RttEstimate;
+  /**
+   * True while a message sent now would only wait below this endpoint (the field kit's security
+   * handshake is under way and holds it in a queue). A retransmission timeout that finds it so
+   * waits again instead of retransmitting and counting an attempt: a request is not given up
+   * because the handshake before it took long on a busy channel. Default: never.
+   */
+  readonly held?: () => boolean;
   /** ACK_RANDOM_FACTOR, ≥ 1. Default 1.5. */
   readonly ackRandomFactor?: number;
   /** MAX_RETRANSMIT. Default 4. */
@@ -405,6 +414,7 @@ export class CoapEndpoint {
     }
     this.ml = new MessageLayer({
       ...(opts.rtt ? { rtt: opts.rtt } : {}),
+      ...(opts.held ? { held: opts.held } : {}),
       clock: opts.clock, randomBytes: opts.randomBytes, send: opts.send, codec, ackTimeout, ackRandomFactor, maxRetransmit,
       piggybackWindowMs, exchangeLifetimeMs, midGuardMs, sequenceMode, sequenceStart: start, counters: this.counters,
     }, {

@@ -117,6 +117,8 @@ export class RttEstimate {
 export interface MessageLayerConfig {
   /** Round-trip estimate to keep (default: the layer's own). */
   readonly rtt?: RttEstimate;
+  /** True while a frame sent now would only wait below (a security handshake is under way): see CoapEndpointOptions.held. */
+  readonly held?: () => boolean;
   readonly clock: Clock;
   readonly randomBytes: RandomBytes;
   readonly send: (frame: Uint8Array) => void;
@@ -272,6 +274,7 @@ export class MessageLayer {
     this.sequenceMode = config.sequenceMode;
     this.counters = config.counters;
     this.rtt = config.rtt ?? new RttEstimate();
+    this.held = config.held;
     this.user = user;
     this.nextSeq = config.sequenceStart;
     const r = this.randomBytes(2);
@@ -473,6 +476,7 @@ export class MessageLayer {
   }
 
   private readonly rtt: RttEstimate;
+  private readonly held: (() => boolean) | undefined;
 
   private sampleRtt(r: number): void {
     this.rtt.sample(r);
@@ -515,6 +519,14 @@ export class MessageLayer {
     tx.timer = this.clock.setTimer(tx.timeoutMs, () => {
       tx.timer = undefined;
       if (this.outgoing.get(tx.mid) !== tx) return;
+      if (this.held?.()) {
+        // The message waits below (for a handshake), not lost on air: the wait is no attempt,
+        // and its round trip is no sample (Karn).
+        delete tx.startedAtMs;
+        this.counters.heldTimeouts = (this.counters.heldTimeouts ?? 0) + 1;
+        this.armRetransmit(tx);
+        return;
+      }
       if (tx.retransmits >= this.maxRetransmit) {
         this.outgoing.delete(tx.mid);
         this.outgoingEnded();

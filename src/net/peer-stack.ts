@@ -219,6 +219,8 @@ export function createPeerStack(opts: PeerStackOptions): PeerStack {
       // The round trips measured with this peer outlive a link session: on a busy shared channel
       // a new session starts with what the last one learnt instead of retransmitting early.
       rtt,
+      // A request that waits for the kit's handshake is not on air: its timer does not count.
+      held: () => secure?.handshaking === true,
       maxBodyBytes: opts.maxBodyBytes,
       send: (bytes) => {
         const info = lastTx ?? { type: 0, mid: 0, tokenHex: '' };

@@ -40,6 +40,8 @@ export interface PeerTable {
   close(): Promise<void>;
 }
 
+/** Replies to unauthenticated frames a gateway may send back to back, on top of the base burst, per kit it has authenticated. */
+const BURST_PER_KNOWN_KIT = 2;
 const COLLISION_WINDOW_MS = 3_600_000;
 
 export async function openPeerTable(opts: PeerTableOptions): Promise<PeerTable> {
@@ -49,9 +51,15 @@ export async function openPeerTable(opts: PeerTableOptions): Promise<PeerTable> 
     addressing: { role: 'gateway' },
   });
   const log = station.log;
-  const replyBudget = createReplyBudget(station.unauthenticatedReplies.burst, station.clock.now());
   interface Entry { peer: PeerStack; radio: RadioStack; name?: string; lastKit?: { key: Uint8Array; atMs: number } }
   const entries = new Map<number, Entry>();
+  // One budget for every address (its refill, the strangers' share of the airtime, does not
+  // grow); its burst grows by two replies for each kit this gateway has authenticated, so that a
+  // storm of genuine kits restarting at once (each one XX2, perhaps once more) gets its answers.
+  const baseBurst = station.unauthenticatedReplies.burst;
+  let knownKits = 0;
+  const replyBudget = { ...createReplyBudget(baseBurst, station.clock.now()), burst: () => baseBurst + BURST_PER_KNOWN_KIT * Math.min(knownKits, MAX_KIT_ADDRESS + 1) };
+  const countKnown = (): void => { knownKits = [...entries.values()].filter((e) => e.lastKit !== undefined).length; };
 
   const make = (address: number): Entry => {
     const stores = opts.kitStores(address);
@@ -77,6 +85,7 @@ export async function openPeerTable(opts: PeerTableOptions): Promise<PeerTable> 
                   `two field kits use link address ${formatAddress(address)} and take turns at one session: start one of them with --link-address N (a free N from 0 to ${MAX_KIT_ADDRESS}; see "trickle keys list")`);
               }
               entry.lastKit = { key: e.remoteStatic.slice(), atMs: now };
+              countKnown();
               if (e.name !== undefined) entry.name = e.name;
             }
             sec.onEvent?.(e);
@@ -88,7 +97,7 @@ export async function openPeerTable(opts: PeerTableOptions): Promise<PeerTable> 
     entry = { peer, radio };
     entries.set(address, entry);
     const st = peer.peerStatic();
-    if (st) entry.lastKit = { key: st.slice(), atMs: station.clock.now() };
+    if (st) { entry.lastKit = { key: st.slice(), atMs: station.clock.now() }; countKnown(); }
     opts.onKit(address, radio);
     return entry;
   };

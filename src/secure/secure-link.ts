@@ -235,6 +235,8 @@ export interface SecureLinkOptions {
 export interface ReplyBudget {
   readonly anon: Bucket;
   readonly claims: Map<string, Bucket>;
+  /** The bucket's size now (default: unauthenticatedReplies.burst): a gateway grows it with the kits it knows, so their simultaneous first contacts all get an answer. */
+  readonly burst?: () => number;
 }
 
 export function createReplyBudget(burst: number, nowMs: number): ReplyBudget {
@@ -325,6 +327,7 @@ export class SecureLink {
   /** Responder: ids of the ephemerals of IK1s completed per key (authenticated only). */
   #ikSeen = new Map<string, string[]>();
   #anonBucket: Bucket;
+  #budgetBurst: (() => number) | undefined;
   #claimBuckets: Map<string, Bucket>;
   #failuresInRow = 0;
   #lastUnknownSentMs = -Infinity;
@@ -355,6 +358,7 @@ export class SecureLink {
     this.#replyRefillMs = replies.refillMs;
     const budget = opts.replyBudget ?? createReplyBudget(replies.burst, opts.clock.now());
     this.#anonBucket = budget.anon;
+    this.#budgetBurst = budget.burst;
     this.#claimBuckets = budget.claims;
     // Validate the transport options once, up front (throws ERR_NOISE_STATE naming the bad one).
     SecureTransport.fromKeys(new Uint8Array(32), new Uint8Array(32), this.#transportOptions()).destroy();
@@ -427,6 +431,11 @@ export class SecureLink {
   /** True once frames can be sent without a handshake. */
   get established(): boolean {
     return this.#session !== null;
+  }
+
+  /** Initiator: true while plaintexts wait in the queue for a handshake that is under way. */
+  get handshaking(): boolean {
+    return this.#session === null && this.#hs !== null;
   }
 
   get pinnedRemoteStatic(): Uint8Array | null {
@@ -754,10 +763,11 @@ export class SecureLink {
   /** Token bucket: refill, then say whether one reply may go. */
   #canSpend(b: Bucket): boolean {
     const now = this.#o.clock.now();
+    const burst = this.#budgetBurst?.() ?? this.#replyBurst;
     const refill = Math.floor((now - b.atMs) / this.#replyRefillMs);
     if (refill > 0) {
-      b.tokens = Math.min(this.#replyBurst, b.tokens + refill);
-      b.atMs = b.tokens === this.#replyBurst ? now : b.atMs + refill * this.#replyRefillMs;
+      b.tokens = Math.min(burst, b.tokens + refill);
+      b.atMs = b.tokens === burst ? now : b.atMs + refill * this.#replyRefillMs;
     }
     return b.tokens >= 1;
   }

@@ -426,6 +426,27 @@ describe('CoapEndpoint: reliability edges', () => {
     expect(ep.stats()).toMatchObject({ retransmissions: 4, timeouts: 1 });
   });
 
+  it('does not count a retransmission timeout while the message is held below (a handshake is under way)', async () => {
+    let held = true;
+    const { clock, ep, sent } = makeSolo({ ackTimeoutMs: 1000, ackRandomFactor: 1, maxRetransmit: 2, responseTimeoutMs: 60_000, held: () => held });
+    const t = track(ep.request({ code: Method.GET, options: [] }));
+    await flush();
+    expect(sent).toHaveLength(1);
+    // Longer than the whole retransmission span (1+2+4 s): nothing is resent, nothing given up.
+    clock.advance(12_000);
+    await flush();
+    expect(t.settled).toBe(false);
+    expect(sent).toHaveLength(1);
+    expect(ep.stats()).toMatchObject({ retransmissions: 0, timeouts: 0 });
+    expect(ep.stats().heldTimeouts).toBeGreaterThanOrEqual(11);
+    // The handshake is done: from now on the timer counts, and the request is given up as usual.
+    held = false;
+    await drive(clock, () => t.settled);
+    expect((t.error as TrickleError).code).toBe('ERR_COAP_TIMEOUT');
+    expect(sent).toHaveLength(3);
+    expect(ep.stats()).toMatchObject({ retransmissions: 2, timeouts: 1 });
+  });
+
   it('uses the ackTimeoutMs function of frame length', async () => {
     const lens: number[] = [];
     const { clock, ep } = makeSolo({ ackTimeoutMs: (len) => { lens.push(len); return 10 * len; }, maxRetransmit: 0, ackRandomFactor: 1 });
