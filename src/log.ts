@@ -22,6 +22,11 @@ export function silentLogger(): Logger {
   return pino({ level: 'silent' });
 }
 
+/** A logger that hands each JSON line to `sink` (tests that check what an operator is told). */
+export function lineLogger(sink: (line: string) => void, level = 'info'): Logger {
+  return pino({ level, base: null }, { write: (s: string) => sink(s) });
+}
+
 /**
  * Warnings that anyone in radio range can cause (dropped frames, refused handshakes): each kind
  * (`key`) is logged at most once per interval, with the number not logged since (`suppressed`).

@@ -76,3 +76,31 @@ export function readAddress(bytes: Uint8Array): AddressedFrame {
 export function formatAddress(address: number): string {
   return `0x${address.toString(16).padStart(2, '0')}`;
 }
+
+/** Secure-link kinds a field kit opens a handshake with (src/secure/secure-link.ts: XX1 0x80, 33 bytes; IK1 0x83, ≥ 97). */
+const XX1 = 0x80;
+const XX1_LEN = 33;
+const IK1 = 0x83;
+const IK1_MIN_LEN = 97;
+const opensHandshake = (f: Uint8Array): boolean => (f[0] === XX1 && f.length === XX1_LEN) || (f[0] === IK1 && f.length >= IK1_MIN_LEN);
+
+/**
+ * A gateway's guess that a frame it heard comes from a field kit configured for the other
+ * network mode, so that a mismatch is named instead of showing only as dropped frames: a
+ * point-to-point gateway hearing a kit's handshake with an uplink address in front, or a shared
+ * gateway hearing one without. Only the first frame of a handshake has a shape to go by.
+ * Returns the fix to log, or undefined.
+ */
+export function otherNetworkMode(raw: Uint8Array, gatewayShared: boolean): string | undefined {
+  if (!gatewayShared) {
+    if (raw.length > 1 && raw[0]! <= MAX_KIT_ADDRESS && opensHandshake(raw.subarray(1))) {
+      return `a field kit started with --network shared (link address ${formatAddress(raw[0]!)}) is calling this gateway, which runs --network p2p: start the gateway with --network shared, or the kit with --network p2p`;
+    }
+    return undefined;
+  }
+  if (opensHandshake(raw)) {
+    return 'a field kit started with --network p2p (no link address) seems to be calling this gateway, which runs --network shared: start the kit with --network shared';
+  }
+  return undefined;
+}
+

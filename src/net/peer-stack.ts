@@ -270,7 +270,7 @@ export function createPeerStack(opts: PeerStackOptions): PeerStack {
         // delivered; on the field kit, a lost session means the peer starts afresh too.
         if (e.type === 'established' && sec.role === 'responder') resetSession(`${e.pattern} handshake with ${e.fingerprint}`);
         if (e.type === 'session-lost' && sec.role === 'initiator') resetSession(`session lost: ${e.reason}`);
-        if (e.type === 'handshake-failed') log.error({ attempts: e.attempts, wireContext: opts.wireContext }, 'handshake failed: check that the peer is running, in range, and uses the same wire context (trickle version)');
+        if (e.type === 'handshake-failed') log.error({ attempts: e.attempts, wireContext: opts.wireContext }, 'handshake failed: check that the peer is running, in range, and uses the same trickle version and the same --network mode (p2p or shared)');
         sec.onEvent?.(e);
       },
       ...(sec.persist ? { persist: sec.persist } : {}),

@@ -93,6 +93,7 @@ export async function openRadioStack(opts: RadioStackOptions): Promise<RadioStac
     ...opts,
     securityOverhead: opts.security ? LINK_FRAME_OVERHEAD : 0,
     ...(opts.linkAddress !== undefined ? { addressing: { role: 'kit' as const, address: opts.linkAddress } } : {}),
+    ...(opts.security?.role === 'responder' ? { answersKits: true } : {}),
   });
   const peer = createPeerStack({
     station, peer: '', maxBodyBytes: opts.maxBodyBytes, wireContext: WIRE_CONTEXT,

@@ -26,7 +26,8 @@ import { exactLoraBandwidthHz, loraAirtimeMs, type LoraParams } from '../schedul
 import { resolveChannel, getRegion, type ResolvedChannel } from '../scheduler/regions.ts';
 import { TxQueue, coapAckTimeoutMs, DutyCycleError, type Priority } from '../scheduler/tx-queue.ts';
 import { ChannelAccess } from '../scheduler/channel-access.ts';
-import { LINK_ADDRESS_BYTES, addressFrame, readAddress, type Direction } from './link-address.ts';
+import { LINK_ADDRESS_BYTES, addressFrame, otherNetworkMode, readAddress, type Direction } from './link-address.ts';
+import { toHex } from '../util/bytes.ts';
 
 /** The radio channel: LoRa settings for airtime, and the region whose rules bind us. */
 export interface RadioSettings {
@@ -130,6 +131,8 @@ export interface StationOptions {
   channelAccess?: 'auto' | 'on' | 'off' | 'timing';
   /** Omitted: a point-to-point link, frames carry no address. */
   addressing?: StationAddressing;
+  /** A point-to-point gateway: a shared-channel kit's handshake it hears is named as a --network mismatch. */
+  answersKits?: boolean;
   /** Bytes a peer stack adds to each of its messages (the security envelope), for the access layer's answer window. */
   securityOverhead: number;
 }
@@ -318,6 +321,26 @@ export async function openStation(opts: StationOptions): Promise<Station> {
     });
   };
 
+  /**
+   * A frame shaped like the handshake of a kit in the other network mode, heard twice: a kit
+   * repeats its unanswered handshake byte for byte, while no two genuine frames are alike (each
+   * has a fresh nonce), so the second copy names the mismatch with its fix (counted, logged at
+   * most once a minute). The frame itself goes on as usual.
+   */
+  let networkMismatch = 0;
+  const mismatchCandidates: string[] = [];
+  const mismatch = (raw: Uint8Array, shared: boolean): void => {
+    const fix = otherNetworkMode(raw, shared);
+    if (fix === undefined) return;
+    const id = toHex(raw.subarray(0, 34));
+    if (!mismatchCandidates.includes(id)) {
+      mismatchCandidates.push(id);
+      if (mismatchCandidates.length > 8) mismatchCandidates.shift();
+      return;
+    }
+    networkMismatch++;
+    dropGate('network-mode', (suppressed) => log.error({ code: 'ERR_NETWORK_MODE', len: raw.length, ...(suppressed > 0 ? { suppressed } : {}) }, fix));
+  };
   modem.onFrame((raw, meta) => {
     const airtimeMs = airtimeOnAir(raw.length, raw);
     let address: number | undefined;
@@ -333,12 +356,17 @@ export async function openStation(opts: StationOptions): Promise<Station> {
       // A kit takes downlinks for its own address; a gateway takes every uplink.
       const ours = addressing.role === 'kit' ? a.direction === 'down' && a.address === addressing.address : a.direction === 'up';
       access?.heard(raw.length, { airtimeMs, addressedToUs: ours });
-      if (!ours) { notForUs++; return; }
+      if (!ours) {
+        notForUs++;
+        if (addressing.role === 'gateway') mismatch(raw, true);
+        return;
+      }
       address = a.address;
       frame = a.frame;
     } else {
       // First: a frame heard opens the answer slot before whatever it makes us send is queued.
       access?.heard(raw.length, { airtimeMs });
+      if (opts.answersKits === true) mismatch(raw, false);
     }
     framesForUs++;
     for (const l of frameListeners) l({ address, frame, airtimeMs, meta });
@@ -377,6 +405,7 @@ export async function openStation(opts: StationOptions): Promise<Station> {
       /** Frames heard that were for this station (the others are counted in notForUs). */
       framesForUs,
       ...(addressing ? { addressDrops, notForUs } : {}),
+      ...(networkMismatch > 0 ? { networkMismatch } : {}),
     }),
     async close() {
       saveAirtimeNow();
