@@ -115,7 +115,7 @@ export async function openPeerTable(opts: PeerTableOptions): Promise<PeerTable> 
     kit: (address) => entries.get(address)?.radio,
     kitsStatus: (extra) => {
       const now = station.clock.now();
-      const queue = (station.txQueue?.status() as { peers?: Record<string, unknown> } | undefined)?.peers ?? {};
+      const queue = station.txQueue?.status().peers ?? [];
       return [...entries.entries()].sort((a, b) => a[0] - b[0]).map(([address, e]) => {
         const heard = e.peer.lastHeard();
         const key = e.peer.peerStatic() ?? e.lastKit?.key;
@@ -124,7 +124,7 @@ export async function openPeerTable(opts: PeerTableOptions): Promise<PeerTable> 
           address: formatAddress(address),
           kit: key ? { fingerprint: fingerprint(key), ...(e.name !== undefined ? { name: e.name } : {}) } : null,
           lastHeard: heard ? { agoS: Math.round((now - heard.atMs) / 100) / 10, ...(heard.rssiDbm !== undefined ? { rssiDbm: heard.rssiDbm } : {}), ...(heard.snrDb !== undefined ? { snrDb: heard.snrDb } : {}) } : null,
-          airtime: queue[String(address)] ?? null,
+          airtime: queue.find((p) => p.peer === String(address)) ?? null,
           security: ps['security'],
           coap: ps['coap'],
           sessionResets: ps['sessionResets'],
