@@ -5,17 +5,18 @@
  * written with mode 0600 in a 0700 directory (util/state-file.ts).
  */
 import { join } from 'node:path';
-import { mkdirSync, readdirSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import type { KitStores } from '../gateway/gateway.ts';
 import { throttledWarn, type Logger } from '../log.ts';
 import { throttle } from '../util/throttle.ts';
 import { TrickleError } from '../errors.ts';
 import { readStateFile, writeStateFile } from '../util/state-file.ts';
 import { fingerprint, encodePublicKey } from '../secure/fingerprint.ts';
+import type { SecureLinkSnapshot } from '../secure/secure-link.ts';
 import type { AirtimeState, SecuritySettings, StateStore, CoapSessionState } from '../net/radio-stack.ts';
 import {
   authorizedKeysChecker, boundAccountsLookup, loadOrCreateIdentity, loadPinnedGatewayKey, localAccountsReader, readAuthorizedKeys,
-  readBoundAccounts, readLocalAccounts, recordOfferedGatewayKey, savePinnedGatewayKey, sessionStore,
+  readBoundAccounts, readLocalAccounts, recordOfferedGatewayKey, savePinnedGatewayKey, sessionStore, FILES,
 } from './keys.ts';
 import type { BoundAccount } from '../gateway/bound-accounts.ts';
 import type { LocalAccount } from '../host/local-accounts.ts';
@@ -52,8 +53,13 @@ export function matrixStateStore(stateDir: string, role: 'host' | 'gateway', log
 
 /**
  * A gateway on a shared channel: each kit address has its own directory (kits/<address>/, 0700)
- * for its CoAP session, Matrix session, push sync and secure-link snapshot; the addresses with a
- * directory are resumed at start.
+ * for its CoAP session, Matrix session, push sync and secure-link snapshot, created by the first
+ * write (not when a frame for the address is first heard). The addresses that hold a kit's
+ * state are resumed at start: any file but the secure-link snapshot, or a snapshot with a
+ * session or resumption secrets. Anyone in radio range can make a stack for any address, and its
+ * SecureLink persists the ephemerals of the handshakes it answered (replay protection); that
+ * alone, or an empty directory, does not make the address a known kit at the next start
+ * (its snapshot is still read when the address is heard again).
  */
 export function sharedKitStores(stateDir: string, log: Logger): { kitStores: (address: number) => KitStores; knownAddresses: () => number[] } {
   const kitsDir = join(stateDir, 'kits');
@@ -62,7 +68,6 @@ export function sharedKitStores(stateDir: string, log: Logger): { kitStores: (ad
   return {
     kitStores: (address) => {
       const dir = dirOf(address);
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
       const session = sessionStore(dir, 'responder', onError);
       return {
         coapStateStore: coapStateStore(dir, 'gateway', log),
@@ -74,9 +79,22 @@ export function sharedKitStores(stateDir: string, log: Logger): { kitStores: (ad
     knownAddresses: () => {
       let names: string[] = [];
       try { names = readdirSync(kitsDir); } catch { return []; }
-      return names.filter((n) => /^[0-7][0-9a-f]$/.test(n)).map((n) => parseInt(n, 16)).filter((a) => a <= 126);
+      return names.filter((n) => /^[0-7][0-9a-f]$/.test(n)).map((n) => parseInt(n, 16)).filter((a) => a <= 126 && holdsKitState(dirOf(a)));
     },
   };
+}
+
+/** A kit directory of sharedKitStores with something of an authenticated kit in it (see there). */
+function holdsKitState(dir: string): boolean {
+  const sessionFile = FILES.session('responder');
+  let names: string[];
+  try { names = readdirSync(dir); } catch { return false; }
+  if (names.some((n) => n !== sessionFile && !n.startsWith('.'))) return true; // CoAP, Matrix, push sync
+  if (!names.includes(sessionFile)) return false;
+  let snap: Partial<SecureLinkSnapshot> | undefined;
+  try { snap = readStateFile(join(dir, sessionFile), { private: true }) as Partial<SecureLinkSnapshot> | undefined; } catch { return true; } // unreadable: let the start report it
+  if (snap === null || typeof snap !== 'object') return true;
+  return (snap.session !== null && snap.session !== undefined) || (snap.resumptions?.length ?? 0) > 0 || (snap.ikSeen?.length ?? 0) > 0 || (snap.lastIk !== null && snap.lastIk !== undefined);
 }
 
 /** Everything an end persists, for startHost / startGateway. */

@@ -18,6 +18,15 @@
  * 2. Answer slot (802.11's SIFS). The station that has just HEARD a frame addressed to it may
  *    start at once, for one slot: the sender of that frame is listening (it waits in its
  *    receive window, or in the inter-frame space of rule 3), so an ACK or an answer lands.
+ *    Two exchanges back to back at most: after the answer to a frame that asked for one and
+ *    that itself went in an answer slot, the station YIELDS: no answer slot, and rule 3's space
+ *    plus a whole contention window, (2 + CW + 1 + r) slots, so every station waiting with the
+ *    ordinary space goes first (the one that just answered, with no collision; any other).
+ *    Without it a kit with a backlog and the gateway answering it ping-pong in answer slots for
+ *    as long as the backlog lasts, and every other station, waiting for (2 + r) quiet slots,
+ *    never gets on (a kit's 2000 requests kept another kit off the channel until its own request
+ *    gave up: test/adversary/shared-channel.test.ts). 802.11 likewise keeps SIFS within one
+ *    exchange (its TXOP limit).
  * 3. Inter-frame space with random backoff (802.11's DIFS + backoff; CSMA/CA). Otherwise a frame
  *    starts only when the channel has been quiet — no frame sent or heard — for (2 + r) slots,
  *    r uniform in 0..CW, drawn afresh at every frame sent or heard. Two slots > one answer slot,
@@ -137,6 +146,8 @@ export class ChannelAccess implements MediumAccess {
   private ownEndAt = NEVER;
   private ownAirtimeMs = 0;
   private ownExpectsAnswer = false;
+  /** Our last frame started in an answer slot (rule 2). */
+  private ownInAnswerSlot = false;
   private rxWindowUntil = NEVER;
   private transmitting = false;
   // The last frame heard.
@@ -144,6 +155,8 @@ export class ChannelAccess implements MediumAccess {
   private heardAddressed = true;
   /** Inter-frame space drawn at the last activity (a frame sent or heard), ms. */
   private ifsMs = 0;
+  /** CW + 1 of that draw: the slots a yielding station adds (rule 2). */
+  private cwSlots = 1;
   private busyUntil = NEVER;
   private busyStreak = 0;
   /** Bumped by every frame sent or heard: a sense result is good only for the epoch it was taken in. */
@@ -218,11 +231,13 @@ export class ChannelAccess implements MediumAccess {
   clearAt(nowMs: number): number {
     if (this.transmitting) return Infinity;
     const answered = this.heardAt > this.ownStartAt;
-    if (answered && this.heardAddressed && nowMs <= this.heardAt + this.slotMs) return nowMs; // rule 2
+    // Rule 2, except after the answer to a request we sent in an answer slot: then we yield.
+    const yielding = answered && this.ownExpectsAnswer && this.ownInAnswerSlot;
+    if (answered && this.heardAddressed && nowMs <= this.heardAt + this.slotMs && !yielding) return nowMs;
     let t = Math.max(nowMs, this.busyUntil);
     if (this.ownExpectsAnswer && !answered) t = Math.max(t, this.rxWindowUntil); // rule 1
     const last = Math.max(this.heardAt, this.ownEndAt);
-    if (last > NEVER) t = Math.max(t, last + this.ifsMs); // rule 3
+    if (last > NEVER) t = Math.max(t, last + this.ifsMs + (yielding ? this.cwSlots * this.slotMs : 0)); // rule 3
     return t;
   }
 
@@ -287,6 +302,7 @@ export class ChannelAccess implements MediumAccess {
   started(frame: { frameLen: number; airtimeMs: number; expectsAnswer: boolean }): void {
     const now = this.clock.now();
     this.counters.frames++;
+    this.ownInAnswerSlot = this.heardAt > this.ownStartAt && this.heardAddressed && now <= this.heardAt + this.slotMs + this.senseMs;
     this.transmitting = true;
     this.firstAskAt = undefined;
     this.senseSpentMs = 0;
@@ -325,7 +341,8 @@ export class ChannelAccess implements MediumAccess {
   private drawIfs(now: number): number {
     const span = this.cwMaxExp - this.cwMinExp;
     const e = Math.min(this.cwMaxExp, this.cwMinExp + Math.round(this.utilisation(now) * span) + this.busyStreak);
-    const r = Math.floor(this.random() * 2 ** e);
+    this.cwSlots = 2 ** e;
+    const r = Math.floor(this.random() * this.cwSlots);
     return (2 + r) * this.slotMs;
   }
 

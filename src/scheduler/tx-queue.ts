@@ -50,9 +50,26 @@
  *   the frame is built and recorded only when they grant it, so time spent waiting or sensing
  *   is never counted as airtime and never lets a frame past the ledger. A message that asks the
  *   peer for an answer (`expectsAnswer`) opens a receive window after its frame.
+ * - Room: at most `maxQueued` messages (default 1024) for all peers together, and no peer can
+ *   lock the others out of it. A peer alone may fill the whole queue (a point-to-point link, a
+ *   gateway with one busy kit). When it is full, a message for a peer that holds FEWER messages
+ *   than the peer holding the most is let in by pushing out that peer's newest message of its
+ *   lowest class (rejected with ERR_QUEUE_FULL); otherwise the new message is refused
+ *   (ERR_QUEUE_FULL). This is "longest queue drop" (Suter, Lakshman, Stiliadis & Choudhury,
+ *   "Design considerations for supporting TCP with per-flow queueing", INFOCOM 1998), as
+ *   shared-buffer routers isolate flows. The guarantee: a peer is refused only while it holds at
+ *   least as many messages as every other peer, hence at least maxQueued / (peers with messages
+ *   queued). Chosen over a fixed per-peer cap such as max(16, maxQueued / active peers): a cap
+ *   wastes the room a lone peer could use, must shrink as peers arrive (and then either refuse a
+ *   newcomer while others are over the new cap, or push out anyway), and a gateway's kits come
+ *   and go. On a gateway, one kit flooding requests fills the queue with its answers while the
+ *   duty cycle holds them (the budget spent): without this, another kit's answer was refused
+ *   until the flood drained (test/adversary/shared-channel.test.ts). Counted per peer
+ *   (status().peers[].queueFullDrops: its messages refused or pushed out).
  * - enqueue() resolves with a receipt once the modem took the frame, or rejects — never hangs:
  *   ERR_DUTY_CYCLE (a DutyCycleError with `retryAfterMs`) when the message cannot start within
- *   its `deadlineMs`; ERR_DWELL_TIME when it could never be sent on this channel; ERR_QUEUE_FULL;
+ *   its `deadlineMs`; ERR_DWELL_TIME when it could never be sent on this channel; ERR_QUEUE_FULL
+ *   when the queue is full (see Room), also later, for a queued message pushed out;
  *   ERR_MODEM_MTU for an oversize message; the transmit error if the modem fails.
  * - status() accounts per peer (airtime total and in the last hour, frames, messages, what is
  *   queued and for how long). The peer table is bounded: beyond MAX_PEERS entries, peers with
@@ -84,7 +101,7 @@ export interface TxQueueOptions {
    * that reports transmit-done): the frame is then counted over [endedAtMs − airtime, endedAtMs).
    */
   transmit: (frame: Uint8Array, peer: string) => Promise<unknown>;
-  /** PHY airtime of a frame of this many bytes (e.g. n => loraAirtimeMs({ ...radio, payloadBytes: n })). */
+  /** PHY airtime of a frame of this many bytes (e.g. n => loraAirtimeMs({ ...radio, payloadBytes: n })); a pure function of n. */
   frameAirtimeMs: (frameBytes: number) => number;
   /** Largest frame the modem carries (ModemCapabilities.maxFrameLen). */
   maxFrameLen: number;
@@ -98,7 +115,7 @@ export interface TxQueueOptions {
   classShares?: Partial<Record<Priority, number>>;
   /** Also enforce the strict per-transmission off-time. Default false. */
   strictOffTime?: boolean;
-  /** Bound on queued messages (all classes). Default 1024. */
+  /** Bound on queued messages (all classes, all peers; see Room in the header). Default 1024. */
   maxQueued?: number;
   /**
    * This radio's transmissions before a restart, on the same channel (airtimeHistory() of the
@@ -201,6 +218,8 @@ export interface PeerStatus {
   queuedBytes: number;
   /** How long its oldest queued message has waited (null: nothing queued). */
   oldestWaitMs: number | null;
+  /** Its messages refused, or pushed out for another peer's, because the queue was full. */
+  queueFullDrops: number;
 }
 
 interface PeerState extends SchedPeer<Item> {
@@ -209,6 +228,7 @@ interface PeerState extends SchedPeer<Item> {
   airtimeMs: number;
   frames: number;
   messagesSent: number;
+  queueFullDrops: number;
   /** Its frames that may still overlap the last hour (accounting). */
   recent: LedgerEntry[];
   lastActiveMs: number;
@@ -293,7 +313,14 @@ export class TxQueue {
     this.clock = opts.clock;
     this.rules = opts.rules;
     this.transmit = opts.transmit;
-    this.frameAirtimeMs = opts.frameAirtimeMs;
+    // A pure function of the length (the contract): computed once per length, since the
+    // scheduling decision and its replay in estimateWaitMs ask for it many times per message.
+    const airtimeByLen = new Map<number, number>();
+    this.frameAirtimeMs = (n) => {
+      let a = airtimeByLen.get(n);
+      if (a === undefined) { a = opts.frameAirtimeMs(n); airtimeByLen.set(n, a); }
+      return a;
+    };
     if (!(Number.isInteger(opts.maxFrameLen) && opts.maxFrameLen >= 2)) {
       throw new TrickleError('ERR_CONFIG', 'scheduler', `maxFrameLen must be an integer ≥ 2 (got ${opts.maxFrameLen})`);
     }
@@ -375,8 +402,17 @@ export class TxQueue {
       return Promise.reject(new TrickleError('ERR_MODEM_MTU', 'scheduler',
         `message of ${payload.length} bytes does not fit: 1..${this.maxMessageLen} bytes per message`, { len: payload.length, max: this.maxMessageLen }));
     }
+    const peer = opts.peer ?? '';
+    let pushOut: Item | undefined;
     if (this.queued >= this.maxQueued) {
-      return Promise.reject(new TrickleError('ERR_QUEUE_FULL', 'scheduler', `transmit queue holds ${this.queued} messages (limit ${this.maxQueued})`, { queued: this.queued }));
+      pushOut = this.pushOutCandidate(peer);
+      if (pushOut === undefined) {
+        const ps = this.peers.get(peer);
+        if (ps) ps.queueFullDrops++;
+        return Promise.reject(new TrickleError('ERR_QUEUE_FULL', 'scheduler',
+          `transmit queue holds ${this.queued} messages (limit ${this.maxQueued}), ${ps?.queued ?? 0} of them for peer ${JSON.stringify(peer)}, no fewer than any other peer's`,
+          { queued: this.queued, peer, peerQueued: ps?.queued ?? 0 }));
+      }
     }
     const now = this.clock.now();
     const a = this.airtimeOf([payload.length]);
@@ -395,9 +431,10 @@ export class TxQueue {
       }
     }
     return new Promise<SentReceipt>((resolve, reject) => {
+      if (pushOut) this.pushOut(pushOut, peer);
       const rank = PRIORITIES.indexOf(priority);
       const item: Item = {
-        payload, len: payload.length, priority, rank, seq: this.seq++, peer: opts.peer ?? '',
+        payload, len: payload.length, priority, rank, seq: this.seq++, peer,
         expectsAnswer: opts.expectsAnswer ?? false, enqueuedAtMs: now, resolve, reject, timer: null,
       };
       const ps = this.peerState(item.peer, now);
@@ -432,6 +469,35 @@ export class TxQueue {
     item.reject(this.dutyCycleError(item.payload.length, item.priority, retryAfterMs, deadlineMs));
   }
 
+  /**
+   * The queue is full and `peer` wants room (see Room in the header): the newest message of the
+   * lowest class of the peer holding the most messages, if that peer holds more than `peer`.
+   */
+  private pushOutCandidate(peer: string): Item | undefined {
+    const mine = this.peers.get(peer)?.queued ?? 0;
+    let longest: PeerState | undefined;
+    for (const p of this.peers.values()) {
+      if (p.id !== peer && p.queued > mine && (longest === undefined || p.queued > longest.queued)) longest = p;
+    }
+    if (longest === undefined) return undefined;
+    for (let r = PRIORITIES.length - 1; r >= 0; r--) {
+      const q = longest.queues[r]!;
+      if (q.length > 0) return q[q.length - 1];
+    }
+    return undefined;
+  }
+
+  private pushOut(item: Item, forPeer: string): void {
+    if (!this.remove(item)) return;
+    item.timer?.cancel();
+    item.timer = null;
+    const ps = this.peers.get(item.peer)!;
+    ps.queueFullDrops++;
+    item.reject(new TrickleError('ERR_QUEUE_FULL', 'scheduler',
+      `pushed out of the full transmit queue (limit ${this.maxQueued}): peer ${JSON.stringify(item.peer)} held the most messages (${ps.queued + 1}) and peer ${JSON.stringify(forPeer)} needed room`,
+      { peer: item.peer, peerQueued: ps.queued, forPeer }));
+  }
+
   private remove(item: Item): boolean {
     const q = this.queues[item.priority];
     const i = q.indexOf(item);
@@ -452,7 +518,7 @@ export class TxQueue {
     if (ps) return ps;
     ps = {
       id: peer, queues: PRIORITIES.map(() => []), startTag: this.vtime, finishTag: this.vtime,
-      queued: 0, queuedBytes: 0, airtimeMs: 0, frames: 0, messagesSent: 0, recent: [], lastActiveMs: now,
+      queued: 0, queuedBytes: 0, airtimeMs: 0, frames: 0, messagesSent: 0, queueFullDrops: 0, recent: [], lastActiveMs: now,
     };
     // Make room first (the newcomer itself has nothing queued yet and must not be the one forgotten).
     if (this.peers.size >= MAX_PEERS) this.forgetIdlePeers(now, MAX_PEERS - 1);
@@ -910,6 +976,7 @@ export class TxQueue {
           queuedMessages: p.queued,
           queuedBytes: p.queuedBytes,
           oldestWaitMs: Number.isFinite(oldest) ? now - oldest : null,
+          queueFullDrops: p.queueFullDrops,
         };
       }),
     };

@@ -59,15 +59,18 @@
  * LOSS. XX1 and IK1 are retransmitted (identical bytes) on the clock with backoff until
  * answered; the responder answers a duplicate with the identical cached XX2 / FB1 / IK2. XX3 and
  * FB2 get no answer of their own: the responder answers a transport frame it cannot open (no
- * session, a handshake waiting for its last message, or 3 failures in a row) with
+ * session, a handshake waiting for its last message, or 3 failures in a row; the last two not
+ * while its session opened a frame within twice the hint window, as the failures are then
+ * someone else's frames on the kit's address) with
  * UNKNOWN_SESSION, and the initiator then resends its unconfirmed XX3/FB2 (once), or, with a
  * confirmed session (one the responder has spoken in, or a restored one), discards it and
  * re-establishes with one IK exchange.
  *
  * UNAUTHENTICATED INPUT IS CHEAP TO IGNORE. REFUSED and UNKNOWN_SESSION cannot be authenticated
  * (the responder may have lost every key when it sends them), so the initiator treats them as
- * hints: one that does not follow a frame of its own within the hint window is ignored; one that
- * does is acted on only if no authentic frame from the responder arrives during the next window
+ * hints: one that does not follow a frame of its own within the hint window, or that follows an
+ * authentic frame of the responder sent after our last one (the responder holds our session), is
+ * ignored; one that does is acted on only if no authentic frame from the responder arrives during the next window
  * (a forged one is then contradicted by the real traffic); during a handshake REFUSED does not
  * stop it (an authentic answer proves it forged; if none comes, the failure is reported as a
  * refusal). A handshake answer that does not verify is dropped and the handshake waits for the
@@ -330,6 +333,8 @@ export class SecureLink {
   #budgetBurst: (() => number) | undefined;
   #claimBuckets: Map<string, Bucket>;
   #failuresInRow = 0;
+  /** Responder: when the current session last opened a frame. */
+  #lastOpenedMs = -Infinity;
   #lastUnknownSentMs = -Infinity;
   #dropped = new Map<SecureLinkDropCode, number>();
   #closed = false;
@@ -520,11 +525,18 @@ export class SecureLink {
       this.#drop(code === 'ERR_NOISE_REPLAY' || code === 'ERR_NOISE_NONCE' ? code : 'ERR_NOISE_DECRYPT', (e as Error).message);
       if (this.role === 'responder' && code !== 'ERR_NOISE_REPLAY') {
         this.#failuresInRow++;
-        if (this.#pending.length > 0 || this.#failuresInRow >= FAILURES_BEFORE_UNKNOWN) this.#maybeSendUnknown(frame);
+        // Not while the session is heard working (a frame opened within twice the initiator's
+        // hint window): then the failures are someone else's frames on the kit's address (a
+        // shared channel), and the UNKNOWN_SESSION they provoked, arriving right after the kit's
+        // last frame, would end a good session. A kit whose frames we really cannot open gets it
+        // once the window has passed (it keeps sending: CoAP retransmits).
+        const working = this.#o.clock.now() - this.#lastOpenedMs < 2 * this.#retryMs(this.#maxFrameLen);
+        if ((this.#pending.length > 0 || this.#failuresInRow >= FAILURES_BEFORE_UNKNOWN) && !working) this.#maybeSendUnknown(frame);
       }
       return;
     }
     this.#failuresInRow = 0;
+    this.#lastOpenedMs = this.#o.clock.now();
     if (this.role === 'responder') {
       if (this.#o.isAuthorized!(s.remoteStatic) === undefined) {
         this.#drop('ERR_NOISE_KEY', 'key no longer authorized');
@@ -988,6 +1000,9 @@ export class SecureLink {
     const now = this.#o.clock.now();
     const windowMs = this.#retryMs(this.#maxFrameLen);
     if (now - this.#lastTxMs > windowMs) return this.#drop('ERR_NOISE_CONTROL', `${kind} that answers no recent frame of ours: ignored`);
+    // The responder spoke in our session after our last frame: it holds our session, whatever
+    // this says (forged, or provoked from the responder by someone else's frames on our address).
+    if (this.#lastAuthenticRxMs > this.#lastTxMs) return this.#drop('ERR_NOISE_CONTROL', `${kind} after an authentic answer to our last frame: ignored`);
     if (this.#hint !== null) {
       if (kind === 'refused') this.#hint.kind = kind;
       return;

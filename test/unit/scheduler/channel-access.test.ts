@@ -74,6 +74,32 @@ describe('ChannelAccess: timing rules', () => {
     expect(a.stats()).toMatchObject({ rxWindowsAnswered: 1, heard: 1 });
   });
 
+  it('two exchanges back to back at most: after the answer to a request sent in an answer slot, the station yields to every other (a backlog cannot keep others off the channel)', () => {
+    const clock = new FakeClock();
+    const a = access(clock, { random: () => 0.5 });
+    sendFrame(clock, a, 30, true); // request 1, after the inter-frame space
+    clock.advance(150);
+    a.heard(40); // its answer
+    expect(a.clearAt(clock.now())).toBe(clock.now());
+    sendFrame(clock, a, 30, true); // request 2, in the answer slot
+    clock.advance(150);
+    a.heard(40); // its answer
+    const h = clock.now();
+    // Request 3 waits until every station waiting with the ordinary space (at most 2 + CW = 5
+    // slots at this utilisation) had its chance: the space plus a whole contention window.
+    expect(a.clearAt(h) - h).toBeGreaterThan(5 * a.slotMs);
+    expect(a.clearAt(h) - h).toBeCloseTo((2 + 2 + 4) * a.slotMs, 3); // r = 2 of 0..3, then CW + 1 = 4 slots more
+    // An ACK the answer may need is not held back: a frame that asked nothing keeps the slot.
+    const b = access(clock);
+    sendFrame(clock, b, 30, true);
+    clock.advance(150);
+    b.heard(40);
+    sendFrame(clock, b, 4, false); // an ACK in the answer slot
+    clock.advance(150);
+    b.heard(40); // the peer's next frame
+    expect(b.clearAt(clock.now())).toBe(clock.now());
+  });
+
   it('after a frame that asks nothing, the sender waits (2 + r) slots, r in 0..CW, so the hearer answers first', () => {
     for (const [u, r] of [[0, 0], [0.5, 2], [0.999, 3]] as const) {
       const clock = new FakeClock();

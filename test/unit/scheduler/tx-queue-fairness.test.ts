@@ -225,6 +225,89 @@ describe('TxQueue: fair sharing across peers', () => {
   });
 });
 
+describe('TxQueue: one peer cannot lock the others out of a full queue (longest queue drop)', () => {
+  it('a busy peer fills all 1024 slots while the budget is spent; a light peer\'s message still gets in (the busy one\'s newest goes) and is sent first', async () => {
+    const s = sim(['busy', 'light'], { rules: EU1 });
+    s.q.ledger.record(T0, 36_000); // the hour's budget is spent: everything waits
+    const busy = Array.from({ length: 1024 }, () => s.send('busy', 'sync', 30));
+    for (const b of busy) b.catch(() => {}); // what is still queued at close() is rejected then
+    await settle();
+    // Alone, a peer may use the whole queue; then it is refused, as before.
+    await expect(s.send('busy', 'sync', 30)).rejects.toMatchObject({ code: 'ERR_QUEUE_FULL' });
+    const light = s.send('light', 'interactive', 20);
+    await expect(busy[1023]).rejects.toMatchObject({ code: 'ERR_QUEUE_FULL', detail: { peer: 'busy', forPeer: 'light' } });
+    const st = s.q.status();
+    expect(st.peers.map((p) => [p.peer, p.queuedMessages, p.queueFullDrops])).toEqual([['busy', 1023, 2], ['light', 1, 0]]);
+    await s.runUntil(T0 + HOUR + 60_000);
+    const r = await light;
+    expect(r.sentAtMs).toBe(T0 + HOUR); // the first frame once the budget is back (control aside, fair order puts it first)
+    expect(s.log[0]!.peer).toBe('light');
+    s.expectLegal();
+    s.q.close();
+  });
+
+  it('a peer is refused only while it holds at least as many messages as every other: 3 peers end with a third each', async () => {
+    const peers = ['a', 'b', 'c'];
+    const s = sim(peers, { rules: EU1, maxQueued: 12 });
+    s.q.ledger.record(T0, 36_000);
+    const outcome: Record<string, { sent: number; full: number }> = { a: { sent: 0, full: 0 }, b: { sent: 0, full: 0 }, c: { sent: 0, full: 0 } };
+    const offer = (p: string, n: number): void => {
+      for (let i = 0; i < n; i++) {
+        s.send(p, 'sync', 10).then(() => { outcome[p]!.sent++; }, (e: { code?: string }) => { expect(e.code).toBe('ERR_QUEUE_FULL'); outcome[p]!.full++; });
+      }
+    };
+    offer('a', 12); // a alone: all 12 slots
+    offer('b', 20); // b takes slots from a until they are level (6 each), then is refused
+    expect(s.q.status().peers.map((p) => p.queuedMessages)).toEqual([6, 6]);
+    offer('c', 20); // c levels all three at 4
+    expect(s.q.status().peers.map((p) => p.queuedMessages)).toEqual([4, 4, 4]);
+    offer('a', 5); // a holds as many as any other: refused, pushes nobody out
+    expect(s.q.status().peers.map((p) => p.queuedMessages)).toEqual([4, 4, 4]);
+    await s.runUntil(T0 + 2 * HOUR);
+    expect(Object.values(outcome).map((o) => o.sent)).toEqual([4, 4, 4]);
+    expect(Object.values(outcome).map((o) => o.sent + o.full)).toEqual([17, 20, 20]); // every promise settled, none hangs
+    expect(s.q.status().peers.map((p) => p.queueFullDrops)).toEqual([13, 16, 16]);
+    s.expectLegal();
+    s.q.close();
+  });
+
+  it('random arrivals from 4 peers: admitted while there is room or another peer holds more (its newest goes), refused otherwise; never over the bound', async () => {
+    await fc.assert(fc.asyncProperty(
+      fc.array(fc.record({ peer: fc.integer({ min: 0, max: 3 }), priority: fc.constantFrom<Priority>(...PRIORITIES), n: fc.integer({ min: 1, max: 12 }) }), { minLength: 1, maxLength: 40 }),
+      async (arrivals) => {
+        const peers = ['p0', 'p1', 'p2', 'p3'];
+        const s = sim(peers, { rules: EU1, maxQueued: 16 });
+        s.q.ledger.record(T0, 36_000); // nothing leaves: only the room decides
+        const held = (): Map<string, number> => new Map(s.q.status().peers.map((p) => [p.peer, p.queuedMessages]));
+        const sum = (m: Map<string, number>): number => [...m.values()].reduce((x, y) => x + y, 0);
+        for (const a of arrivals) {
+          const p = peers[a.peer]!;
+          for (let i = 0; i < a.n; i++) {
+            const before = held();
+            const mine = before.get(p) ?? 0;
+            const longestOther = Math.max(0, ...[...before].filter(([q]) => q !== p).map(([, n]) => n));
+            s.q.enqueue(message(a.peer, a.priority, 8), { priority: a.priority, peer: p }).catch(() => {}); // full, or closed at the end
+            const after = held(); // enqueue admits, pushes out or refuses at once
+            expect(sum(after)).toBeLessThanOrEqual(16);
+            if (sum(before) < 16 || longestOther > mine) {
+              expect(after.get(p)).toBe(mine + 1);
+              if (sum(before) === 16) {
+                // exactly one message of a peer holding the most went
+                const lost = [...before].filter(([q, n]) => (after.get(q) ?? 0) === n - 1);
+                expect(lost.length).toBe(1);
+                expect(lost[0]![1]).toBe(longestOther);
+              }
+            } else {
+              expect(after).toEqual(before);
+            }
+          }
+        }
+        s.q.close();
+      },
+    ), { numRuns: 60 });
+  });
+});
+
 describe('TxQueue: the law and the reserves hold whatever the peers do', () => {
   it('random peers, weights, classes and arrivals: legal in every window, reserves kept, every frame one peer\'s', async () => {
     const peers = ['p0', 'p1', 'p2', 'p3'];
@@ -282,8 +365,8 @@ describe('TxQueue: per-peer status and the peer table', () => {
     let st = s.q.status();
     expect(JSON.parse(JSON.stringify(st))).toEqual(st);
     expect(st.peers).toEqual([
-      { peer: 'a', weight: 1, airtimeMs: +r.airtimeMs.toFixed(3), airtimeLastHourMs: +r.airtimeMs.toFixed(3), frames: 1, messagesSent: 2, queuedMessages: 0, queuedBytes: 0, oldestWaitMs: null },
-      { peer: 'b', weight: 1, airtimeMs: 0, airtimeLastHourMs: 0, frames: 0, messagesSent: 0, queuedMessages: 1, queuedBytes: 25, oldestWaitMs: 59_000 },
+      { peer: 'a', weight: 1, airtimeMs: +r.airtimeMs.toFixed(3), airtimeLastHourMs: +r.airtimeMs.toFixed(3), frames: 1, messagesSent: 2, queuedMessages: 0, queuedBytes: 0, oldestWaitMs: null, queueFullDrops: 0 },
+      { peer: 'b', weight: 1, airtimeMs: 0, airtimeLastHourMs: 0, frames: 0, messagesSent: 0, queuedMessages: 1, queuedBytes: 25, oldestWaitMs: 59_000, queueFullDrops: 0 },
     ]);
     // the old fields are all still there
     expect(st.queue.interactive).toEqual({ messages: 1, bytes: 25, oldestWaitMs: 59_000 });

@@ -699,6 +699,66 @@ describe('unauthenticated input is cheap to ignore', () => {
     expect(p.dropped('initiator', 'ERR_NOISE_CONTROL')).toBe(5);
   });
 
+  it('frames someone else sends on the kit\'s address do not make the gateway end the kit\'s working session (SECURITY.md, attack 9)', () => {
+    // On a shared channel anyone can send frames on a kit's address. Three the gateway cannot
+    // open (or one, once a forged XX1 left a handshake pending) made it answer UNKNOWN_SESSION,
+    // which the kit took for the answer to its last frame: its session ended, a new handshake
+    // followed. Both after an exchange the gateway answered and after the kit's own answer to
+    // the gateway (a frame nobody answers).
+    const p = new LinkPair();
+    p.onDeliver = (side, text) => { if (side === 'responder' && text.startsWith('q')) p.responder.send(enc(`re: ${text}`)); };
+    p.initiator.send(enc('q0'));
+    p.run();
+    const rnd = seededRandom('stranger');
+    const forge = (): void => {
+      for (let i = 0; i < 3; i++) p.responder.receive(Uint8Array.of(0x40 + i, ...rnd(30)));
+      p.responder.receive(Uint8Array.of(FrameKind.XX1, ...rnd(32)));
+      p.responder.receive(Uint8Array.of(0x50, ...rnd(30)));
+    };
+    const from = p.air.length;
+    p.initiator.send(enc('q1')); // answered
+    p.clock.advance(120);
+    forge();
+    p.run();
+    p.responder.send(enc('push')); // the gateway asks, the kit answers: nothing answers the kit
+    p.clock.advance(60);
+    p.initiator.send(enc('ack'));
+    p.clock.advance(60);
+    forge();
+    p.run();
+    p.initiator.send(enc('q2'));
+    p.run();
+    expect(p.kinds(from)).not.toContain('UNKNOWN');
+    expect(p.kinds(from).filter((k) => k !== 'T' && k !== 'XX2')).toEqual([]); // no new handshake (XX2s answer the forged XX1s)
+    expect(p.eventTypes('initiator')).not.toContain('session-lost');
+    expect(p.delivered.initiator).toEqual(['re: q0', 're: q1', 'push', 're: q2']);
+    expect(p.dropped('responder', 'ERR_NOISE_DECRYPT')).toBe(8); // they arrived, and were dropped
+    // A kit whose frames the gateway really cannot open still gets its UNKNOWN_SESSION once the
+    // session has not been heard working for a while (here: every frame of the kit is damaged).
+    p.run(600_000);
+    const before = p.air.length;
+    p.tamper = (f) => (f.dir === 'i2r' && kindName(f.bytes) === 'T' ? Uint8Array.of(...f.bytes.subarray(0, -1), f.bytes.at(-1)! ^ 1) : f.bytes);
+    for (let i = 0; i < 3; i++) { p.initiator.send(enc(`q${3 + i}`)); p.clock.advance(100); }
+    p.run();
+    expect(p.kinds(before).slice(0, 2)).toEqual(['T', 'UNKNOWN']); // at once: the forged XX1s left handshakes pending
+    expect(p.eventTypes('initiator')).toContain('session-lost');
+  });
+
+  it('an UNKNOWN_SESSION after the gateway answered the kit\'s last frame is ignored: the gateway holds the session', () => {
+    const p = new LinkPair();
+    p.onDeliver = (side, text) => { if (side === 'responder') p.responder.send(enc(`re: ${text}`)); };
+    p.initiator.send(enc('a'));
+    p.run();
+    p.initiator.send(enc('b'));
+    p.clock.advance(200); // answered (latency 50 ms each way)
+    p.initiator.receive(new Uint8Array([FrameKind.UNKNOWN_SESSION]));
+    p.run();
+    expect(p.initiator.established).toBe(true);
+    expect(p.eventTypes('initiator')).not.toContain('session-lost');
+    expect(p.kinds().filter((k) => k !== 'T')).toEqual(['XX1', 'XX2', 'XX3']);
+    expect(p.dropped('initiator', 'ERR_NOISE_CONTROL')).toBe(1);
+  });
+
   it('an UNKNOWN_SESSION that answers nothing the kit sent is ignored', () => {
     const p = new LinkPair();
     p.initiator.send(enc('a'));
