@@ -1,5 +1,5 @@
 /**
- * `npm run bench:bytes [-- --json] [-- --out FILE]`: bytes per Matrix operation, measured on
+ * `npm run bench:bytes [-- --json] [-- --out FILE] [-- --network shared]`: bytes per Matrix operation, measured on
  * real traffic — matrix-js-sdk 37.5.0 requests through `trickle host`, real Synapse answers
  * through `trickle gateway`, over a socat PTY pair, with the defaults a user gets (compact
  * CoAP, Noise security) — beside the same exchange as HTTPS+JSON and as MSC3079 (see
@@ -17,7 +17,8 @@
  * The handshake rows count every handshake message both ways, as transmitted, less the first
  * request that rides inside the last one (XX3, or IK1 as 0-RTT): those bytes belong to that
  * request and are reported as carriedRequestBytes. `resume_after_restart` counts the handshake
- * bytes a restart with an intact session costs.
+ * bytes a restart with an intact session costs. `--network shared` measures the same on a shared
+ * channel (the kit's link address in front of every frame).
  */
 import { writeFileSync } from 'node:fs';
 import { createClient, MatrixEvent, ReceiptType, Method, type MatrixClient } from 'matrix-js-sdk';
@@ -26,7 +27,9 @@ import { createPtyPair, type PtyPair } from '../src/link/pty.ts';
 import { silentLogger } from '../src/log.ts';
 import { startHost, type ExchangeReport, type Host } from '../src/host/host.ts';
 import { startGateway, type Gateway } from '../src/gateway/gateway.ts';
-import { buildSecurity, stateStores } from '../src/cli/security.ts';
+import { buildSecurity, sharedKitStores, stateStores } from '../src/cli/security.ts';
+import { loadIdentity } from '../src/cli/keys.ts';
+import { deriveKitAddress } from '../src/net/link-address.ts';
 import { loraAirtimeMs } from '../src/scheduler/airtime.ts';
 import { FrameKind, XX3_OVERHEAD, IK1_OVERHEAD } from '../src/secure/secure-link.ts';
 import { transparentFramingOverhead } from '../src/modem/transparent/transparent-modem.ts';
@@ -81,6 +84,13 @@ const args = process.argv.slice(2);
 const asJson = args.includes('--json');
 const outIdx = args.indexOf('--out');
 const outFile = outIdx >= 0 ? args[outIdx + 1] : undefined;
+// `--network shared`: the same exchanges on a shared channel (every frame carries the kit's link address).
+const netIdx = args.indexOf('--network');
+const network = netIdx >= 0 ? args[netIdx + 1] : 'p2p';
+if (network !== 'p2p' && network !== 'shared') {
+  process.stderr.write(`bench:bytes: --network must be p2p or shared, got ${JSON.stringify(network)}\n`);
+  process.exit(2);
+}
 
 const airtime = (sizes: number[], sf: number): number =>
   Math.round(sizes.reduce((a, n) => a + loraAirtimeMs({ payloadBytes: n, sf, bandwidthHz: 125_000, codingRate: 5 }), 0) * 10) / 10;
@@ -98,6 +108,7 @@ try {
   gateway = await startGateway({
     device: pair.b, homeserverUrl: hs.baseUrl, ...radio, homeserverTimeoutMs: 60_000, logger,
     security: buildSecurity('gateway', state.gatewayDir, 'encrypt', logger)!, ...stateStores(state.gatewayDir, 'gateway', logger),
+    ...(network === 'shared' ? { shared: sharedKitStores(state.gatewayDir, logger) } : {}),
   });
   const performed: Performed[] = [];
   gateway.homeserver.onPerformed((req, res, responseWireBytes) => performed.push({ req, res, responseWireBytes }));
@@ -111,6 +122,7 @@ try {
       // (--send-typing); by default the host answers it itself and it costs nothing.
       device: pair!.a, listenHost: '127.0.0.1', listenPort: 0, ...radio, requestTimeoutMs: 60_000, logger, pushSync: true, sendTyping: true,
       security: buildSecurity('host', state.hostDir, 'encrypt', logger)!, ...stateStores(state.hostDir, 'host', logger),
+      ...(network === 'shared' ? { linkAddress: deriveKitAddress(loadIdentity(state.hostDir).publicKey) } : {}),
     });
     h.onExchange((e) => exchanges.push(e));
     h.radio.onControlFrame((dir, n, kind) => {

@@ -26,7 +26,9 @@
  *   channelEfficiency  useful frames / transmissions, where useful = frames delivered to their
  *                      intended receiver less those the receiver threw away as copies or noise
  *                      (CoAP duplicates and drops, security and container drops, both ends)
- *   airtimeShareMin/Max  each kit's share of the kits' airtime (1 and 1 with a single kit)
+ *   airtimeShareMin/Max  the smallest and largest share one kit got of the gateway's airtime
+ *                      spent on the kits (its downlinks, by the address byte; 1 and 1 with a
+ *                      single kit): the legal budget the gateway shares out fairly
  * and for the messages: delivered (distinct messages that reached the other side), duplicates
  * (extra copies the receiving client saw: a second event for one message, or one event twice),
  * latency from the send request to its arrival in the receiver's /sync (p50, p95, seconds).
@@ -35,6 +37,8 @@
  * 2 accounts) and `busy` (8 kits) run the gateway with `--network shared`: every frame carries
  * its kit's 1-byte link address (derived from the kit's key; a kit whose derived address is
  * taken gets the next free one with --link-address, as the gateway's warning tells an operator).
+ * `busy` starts with 85 % of the gateway's hourly budget already spent (gatewayBudgetUsed): a
+ * gateway after a busy hour, sending no faster than the law lets old airtime expire.
  */
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -54,6 +58,9 @@ import { loadOrCreateIdentity, runKeysCommand } from '../src/cli/keys.ts';
 import { buildSecurity, stateStores, sharedKitStores } from '../src/cli/security.ts';
 import { deriveKitAddress, MAX_KIT_ADDRESS } from '../src/net/link-address.ts';
 import { encodePublicKey } from '../src/secure/fingerprint.ts';
+import { resolveChannel } from '../src/scheduler/regions.ts';
+import { writeStateFile } from '../src/util/state-file.ts';
+import { loraAirtimeMs } from '../src/scheduler/airtime.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Scenarios
@@ -68,12 +75,19 @@ export interface ScenarioSpec {
   meanGapMs: number;
   /** Why the scenario cannot run yet; undefined when it can. */
   pending?: string;
+  /**
+   * The share of its hourly legal budget the gateway has already spent when the scenario starts
+   * (as after a busy hour: transmissions spread evenly over the last hour, in its airtime state
+   * file), so that the scenario runs at the legal limit: the gateway can only send as fast as old
+   * airtime leaves the window, and the kits compete for it.
+   */
+  gatewayBudgetUsed?: number;
 }
 
 export const SCENARIOS: readonly ScenarioSpec[] = [
   { name: 'p2p', kits: 1, accountsPerKit: 1, messagesPerAccount: 20, meanGapMs: 4_000 },
   { name: 'team', kits: 4, accountsPerKit: 2, messagesPerAccount: 10, meanGapMs: 8_000 },
-  { name: 'busy', kits: 8, accountsPerKit: 1, messagesPerAccount: 10, meanGapMs: 8_000 },
+  { name: 'busy', kits: 8, accountsPerKit: 1, messagesPerAccount: 10, meanGapMs: 8_000, gatewayBudgetUsed: 0.85 },
 ];
 
 /** One row of `--json` (the names are a contract). */
@@ -100,6 +114,7 @@ interface ScenarioDetail {
   delivered: number;
   wasted: Record<string, number>;
   airtimeS: Record<string, number>;
+  gatewayAirtimeToS: Record<string, number>;
   durationS: number;
   sendFailures: number;
   channelAccess: Record<string, unknown>[];
@@ -120,6 +135,21 @@ const CODING_RATE = 5;
 const DISTANCE_M = 2_000;
 const QUIET_MS = 3_000;
 const DELIVERY_DEADLINE_MS = 300_000;
+
+/**
+ * Write the gateway's airtime state (src/net/station.ts AirtimeState) as after a busy hour:
+ * `used` of the hourly budget, in frames of one 60-byte packet's airtime spread evenly over the
+ * last hour, so that the oldest leave the window first and at the legal rate.
+ */
+function prefillAirtime(gatewayDir: string, used: number, sf: number): void {
+  const rules = resolveChannel('eu868', FREQ_HZ, BANDWIDTH_HZ).rules;
+  const hourBudgetMs = Math.min(...rules.limits.map((l) => (l.budgetMs / l.windowMs) * 3_600_000));
+  const frameMs = loraAirtimeMs({ payloadBytes: 60, sf, bandwidthHz: BANDWIDTH_HZ, codingRate: CODING_RATE });
+  const n = Math.floor((used * hourBudgetMs) / frameMs);
+  const now = Date.now();
+  const entries: [number, number][] = Array.from({ length: n }, (_, i) => [Math.round(now - 3_600_000 + ((i + 1) * 3_600_000) / (n + 1)), frameMs]);
+  writeStateFile(join(gatewayDir, 'airtime-gateway.json'), { version: 1, subBandId: rules.subBandId, entries });
+}
 
 // ---------------------------------------------------------------------------------------------
 // A minimal Matrix client over fetch
@@ -245,6 +275,8 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
   const kitNames = Array.from({ length: spec.kits }, (_, i) => `kit${i}`);
   const isPair = (a: string, b: string): boolean => (a === gatewayName && kitNames.includes(b)) || (b === gatewayName && kitNames.includes(a));
   const airtimeMs: Record<string, number> = {};
+  /** The gateway's airtime per kit it addressed (all of it to the one kit on a point-to-point link). */
+  const gatewayAirtimeTo: Record<string, number> = {};
   let transmissions = 0;
   let delivered = 0;
   const lost = { collision: 0, halfDuplex: 0, other: 0 };
@@ -264,6 +296,10 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
     if (e.kind === 'txStart') {
       transmissions++; lastTxAt = Date.now(); airtimeMs[e.from] = (airtimeMs[e.from] ?? 0) + e.airtimeMs;
       if (e.from === gatewayName && kitOfAddress.size > 0) downlinkTo.set(e.id, kitOfAddress.get(e.firstByte & 0x7f) ?? '?');
+      if (e.from === gatewayName) {
+        const to = kitOfAddress.size > 0 ? downlinkTo.get(e.id)! : kitNames[0]!;
+        gatewayAirtimeTo[to] = (gatewayAirtimeTo[to] ?? 0) + e.airtimeMs;
+      }
     }
     else if (e.kind === 'delivered' && intendedPair(e)) delivered++;
     else if (e.kind === 'lost' && intendedPair(e)) {
@@ -286,6 +322,7 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
     // Keys as an operator makes them: each end its own identity, the gateway authorizes each kit.
     const gatewayDir = join(root, 'gateway');
     loadOrCreateIdentity(gatewayDir);
+    if (spec.gatewayBudgetUsed !== undefined) prefillAirtime(gatewayDir, spec.gatewayBudgetUsed, opts.sf);
     const gwDevice = await startEmulatedDevice(medium, { name: gatewayName, positionM: { xM: 0, yM: 0 }, crystalPpm: -3 });
     devices.push(gwDevice);
     const kitDirs: string[] = [];
@@ -404,7 +441,7 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
     const intended = forUs(gateway.status()) + kits.reduce((n, k) => n + forUs(k.host.radio.status()), 0);
     const useful = Math.max(0, intended - total(wasted));
     const latencies = [...arrivedAt].map(([body, at]) => (at - sentAt.get(body)!) / 1000);
-    const kitAirtime = kitNames.map((n) => airtimeMs[n] ?? 0);
+    const kitAirtime = kitNames.map((n) => gatewayAirtimeTo[n] ?? 0);
     const kitTotal = kitAirtime.reduce((a, b) => a + b, 0);
     const shares = kitAirtime.map((a) => (kitTotal > 0 ? a / kitTotal : 0));
     const result: ScenarioResult = {
@@ -429,6 +466,7 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
       delivered,
       wasted,
       airtimeS: Object.fromEntries(Object.entries(airtimeMs).map(([k, v]) => [k, round(v / 1000, 1)])),
+      gatewayAirtimeToS: Object.fromEntries(kitNames.map((k) => [k, round((gatewayAirtimeTo[k] ?? 0) / 1000, 1)])),
       durationS: round((Date.now() - started) / 1000, 0),
       sendFailures,
       channelAccess: [(gateway.status()['radio'] as Record<string, unknown>)['channelAccess'] as Record<string, unknown> ?? { mac: 'none' }, ...kits.map((k) => access(k.host.radio))],
@@ -514,7 +552,7 @@ async function main(argv: string[]): Promise<number> {
   } else {
     process.stdout.write(`bench:network — EU868 869.525 MHz (10 % sub-band), SF${opts.sf} BW125 CR4/5, emulated native boards ${DISTANCE_M / 1000} km from the gateway, seed ${opts.seed}, channel access ${opts.mac}\n\n${table(rows)}\n\n`);
     for (const [i, d] of details.entries()) {
-      process.stdout.write(`${rows[i]!.name}: ${d.durationS} s; delivered on the medium ${d.delivered}, thrown away by receivers ${total(d.wasted)} ${JSON.stringify(d.wasted)}, lost otherwise ${d.lostOther}; send failures ${d.sendFailures}; airtime s ${JSON.stringify(d.airtimeS)}\n`);
+      process.stdout.write(`${rows[i]!.name}: ${d.durationS} s; delivered on the medium ${d.delivered}, thrown away by receivers ${total(d.wasted)} ${JSON.stringify(d.wasted)}, lost otherwise ${d.lostOther}; send failures ${d.sendFailures}; airtime s ${JSON.stringify(d.airtimeS)}; gateway airtime per kit s ${JSON.stringify(d.gatewayAirtimeToS)}\n`);
       process.stdout.write(`  channel access: ${JSON.stringify(d.channelAccess)}\n`);
     }
   }

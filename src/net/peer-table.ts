@@ -53,13 +53,19 @@ export async function openPeerTable(opts: PeerTableOptions): Promise<PeerTable> 
   const log = station.log;
   interface Entry { peer: PeerStack; radio: RadioStack; name?: string; lastKit?: { key: Uint8Array; atMs: number } }
   const entries = new Map<number, Entry>();
-  // One budget for every address (its refill, the strangers' share of the airtime, does not
-  // grow); its burst grows by two replies for each kit this gateway has authenticated, so that a
-  // storm of genuine kits restarting at once (each one XX2, perhaps once more) gets its answers.
+  // One budget for every address. Its refill, the strangers' share of the airtime, does not
+  // grow; its size does, by two replies for each kit this gateway has authenticated, and each
+  // newly authenticated kit brings its two replies with it (a full bucket at start for the kits
+  // known from disk): a storm of genuine kits restarting at once, each needing an XX2 (perhaps
+  // once more), is answered at once, while strangers can never add to it.
   const baseBurst = station.unauthenticatedReplies.burst;
   let knownKits = 0;
-  const replyBudget = { ...createReplyBudget(baseBurst, station.clock.now()), burst: () => baseBurst + BURST_PER_KNOWN_KIT * Math.min(knownKits, MAX_KIT_ADDRESS + 1) };
-  const countKnown = (): void => { knownKits = [...entries.values()].filter((e) => e.lastKit !== undefined).length; };
+  const replyBudget = { ...createReplyBudget(baseBurst, station.clock.now()), burst: () => baseBurst + BURST_PER_KNOWN_KIT * knownKits };
+  const countKnown = (): void => {
+    const now = [...entries.values()].filter((e) => e.lastKit !== undefined).length;
+    if (now > knownKits) replyBudget.anon.tokens = Math.min(replyBudget.burst() + BURST_PER_KNOWN_KIT * (now - knownKits), replyBudget.anon.tokens + BURST_PER_KNOWN_KIT * (now - knownKits));
+    knownKits = now;
+  };
 
   const make = (address: number): Entry => {
     const stores = opts.kitStores(address);

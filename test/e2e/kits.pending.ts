@@ -255,11 +255,30 @@ describe('kits: one gateway, three field kits and four people on one shared chan
       const f = join(dir, 'session-host.json');
       if (existsSync(f)) unlinkSync(f);
     }
+    const control: Record<string, number> = {};
+    const count = (k: string): void => { control[k] = (control[k] ?? 0) + 1; };
+    for (const r of gateway.kits()) r.onControlFrame((dir, _n, kind) => count(`gw:${dir}:${kind.toString(16)}`));
+    const lostOnAir: Record<string, number> = {};
+    medium.onEvent((e) => { if (e.kind === 'lost') lostOnAir[`${e.from}->${e.to}:${e.reason}`] = (lostOnAir[`${e.from}->${e.to}:${e.reason}`] ?? 0) + 1; });
     await Promise.all(Array.from({ length: KITS }, (_, i) => startKit(i)));
+    for (const [i, h] of hosts.entries()) h!.radio.onControlFrame((dir, _n, kind) => count(`kit${i}:${dir}:${kind.toString(16)}`));
+    const report = setInterval(() => process.stderr.write(`[storm] control ${JSON.stringify(control)} lost ${JSON.stringify(lostOnAir)} hosts ${JSON.stringify(hosts.map((h) => (h!.radio.status() as any).security))}\n`), 10_000);
     const bodies = users.map((u) => `${u.name} after the storm`);
     // Straight away, all at once: each request waits in its kit for the handshake.
+    const tSend = Date.now();
     await Promise.all(users.map((u) => viaKit(u, 'PUT', `/rooms/${encodeURIComponent(roomId)}/send/m.room.message/storm-${u.name}`, { msgtype: 'm.text', body: `${u.name} after the storm` })));
-    await until('every client to hold every message sent after the storm', () => users.every((u) => bodies.every((b) => u.seen.some(([, s]) => s === b))), 300_000);
+    process.stderr.write(`[storm] the sends were answered after ${Date.now() - tSend} ms\n`);
+    const t0 = Date.now();
+    try {
+      await until('every client to hold every message sent after the storm', () => users.every((u) => bodies.every((b) => u.seen.some(([, s]) => s === b))), 240_000);
+    } catch (e) {
+      for (const u of users) process.stderr.write(`[storm] ${u.name} lacks ${JSON.stringify(bodies.filter((b) => !u.seen.some(([, s]) => s === b)))}\n`);
+      process.stderr.write(`[storm] gateway kits ${JSON.stringify((gateway.status() as any).kits, null, 1)}\n`);
+      for (const h of hosts) process.stderr.write(`[storm] host ${JSON.stringify(h!.status())}\n`);
+      throw e;
+    }
+    clearInterval(report);
+    process.stderr.write(`[storm] delivered everywhere ${Date.now() - t0} ms after the sends were answered\n`);
     await new Promise((r) => setTimeout(r, 3_000));
     for (const u of users) {
       const got = u.seen.filter(([, b]) => bodies.includes(b));
