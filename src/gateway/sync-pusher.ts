@@ -23,7 +23,10 @@
  *  - A registration that ends otherwise than by the kit's deregistration (the kit refused a
  *    notification, RST; or the final answer below) leaves its reducer PARKED for its account's
  *    next registration (the kit still has the store it fed). One refused before any delta of it
- *    reached the kit is discarded instead: the kit's store may not follow that stream.
+ *    reached the kit is discarded instead: the kit's store may not follow that stream. A new
+ *    link session (a new handshake, or a restart that could not resume the old one) parks every
+ *    registration's reducer too: the kit keeps its stores across it, so nothing the homeserver
+ *    sent meanwhile falls into the gap a fresh initial sync would leave.
  *  - DELTA STREAMS: each reducer has a random stream id; the first delta of a registration
  *    carries it and the seq it builds on (SyncDelta.stream, base: the last one acknowledged), so
  *    the kit can tell a stream its store follows, a new one from scratch (its store starts over),
@@ -168,9 +171,20 @@ export class SyncPusher {
   constructor(private readonly o: SyncPusherOptions) {
     this.log = o.logger.child({ component: 'sync-pusher' });
     this.maxRegistrations = o.maxRegistrations ?? DEFAULT_MAX_SYNC_REGISTRATIONS;
-    const saved = o.radio.resumed ? (o.store?.load() as SyncPusherState | SyncPusherStateV1 | undefined) : undefined;
+    const saved = o.store?.load() as SyncPusherState | SyncPusherStateV1 | undefined;
     try {
-      const { registrations, parked } = readSaved(saved);
+      const read = readSaved(saved);
+      let registrations = read.registrations;
+      const parked = [...read.parked];
+      // The registrations live on only with their link session; their reducers (the kit's stores
+      // for the accounts) outlive it: parked, the accounts' next registrations go on with them.
+      if (!o.radio.resumed) {
+        for (const r of registrations) {
+          const account = o.boundAccessToken ? BOUND : r.account;
+          if (account && r.reducer.since !== undefined && typeof r.stream === 'string') parked.push({ account, reducer: r.reducer, stream: r.stream });
+        }
+        registrations = [];
+      }
       for (const r of registrations) {
         const reg = this.newRegistration(fromHex(r.token), o.boundAccessToken ? undefined : r.accessToken ?? undefined);
         reg.account = o.boundAccessToken ? BOUND : r.account ?? undefined;
@@ -368,11 +382,18 @@ export class SyncPusher {
     while (this.parked.size > this.maxRegistrations) this.parked.delete(this.parked.keys().next().value!);
   }
 
-  /** A new link session: the old registrations and their reducers are gone with it. */
+  /**
+   * A new link session: the old registrations are gone with it, not their reducers. The kit keeps
+   * its stores across the new handshake, so each account's next registration goes on with its
+   * reducer and delta stream (nothing the homeserver sent meanwhile falls into a gap); a kit that
+   * lost its store refuses the stream, and the next registration starts a new one.
+   */
   private reset(): void {
-    for (const reg of this.regs.values()) this.stop(reg);
+    for (const reg of this.regs.values()) {
+      this.stop(reg);
+      this.park(reg);
+    }
     this.regs.clear();
-    this.parked.clear();
     this.persist();
     this.attach();
   }

@@ -120,6 +120,10 @@ const WELL_KNOWN = /^\/\.well-known\/matrix\/client$/;
 const LOGIN = /^\/_matrix\/client\/(?:r0|v3)\/login$/;
 const LOGOUT = /^\/_matrix\/client\/(?:r0|v3)\/logout$/;
 const LOGOUT_ALL = /^\/_matrix\/client\/(?:r0|v3)\/logout\/all$/;
+/** Methods a request may be sent again with when a new link session cut it off (RFC 9110 §9.2.2). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS']);
+/** carryOnce: the request was cut off by a new link session (or the end closing). */
+const CUT_OFF = Symbol('cut off');
 
 export async function startHost(opts: HostOptions): Promise<Host> {
   const log = opts.logger.child({ component: 'host' });
@@ -127,7 +131,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   const { warning } = checkListenAddress(opts.listenHost, opts.allowLan ?? false);
   if (warning) log.warn(warning);
   const radio = await openRadioStack(opts);
-  const counters = { requests: 0, failures: 0, dutyCycleRefusals: 0, refusedPaths: 0, typingAnsweredLocally: 0, refusedByTokenCheck: 0, wellKnownAnsweredLocally: 0, secretsRefused: 0 };
+  const counters = { requests: 0, failures: 0, dutyCycleRefusals: 0, refusedPaths: 0, typingAnsweredLocally: 0, refusedByTokenCheck: 0, wellKnownAnsweredLocally: 0, secretsRefused: 0, retriedAfterNewSession: 0 };
   // Authenticate-only mode: tokens stay on the kit (see the header).
   const noSecretsOnAir = opts.localLogin !== undefined;
   const newSession = (): HostSession => new HostSession({ maxBodyBytes: opts.maxBodyBytes, ...(noSecretsOnAir ? { sendAccessToken: false } : {}) });
@@ -198,6 +202,31 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     }
     const lp = longPollTimeoutMs(req);
     const responseTimeoutMs = lp === undefined ? opts.requestTimeoutMs : lp + LONG_POLL_MARGIN_MS;
+    // A new link session cuts off what was in flight (a gateway that lost our session answers
+    // UNKNOWN_SESSION to it, and the kit re-establishes). An idempotent request (RFC 9110
+    // §9.2.2; a Matrix PUT is one by its txn id, which keeps its token and so its homeserver txn
+    // id) goes again on the new session, at most twice; a POST may have been performed, so the
+    // client is told and decides.
+    for (let attempt = 1; ; attempt++) {
+      const before = session;
+      const res = await carryOnce(req, responseTimeoutMs);
+      if (res !== CUT_OFF) return res;
+      const idempotent = IDEMPOTENT.has(req.method.toUpperCase());
+      if (before !== session && idempotent && attempt < 3) {
+        counters.retriedAfterNewSession++;
+        log.info({ path: req.path, attempt }, 'a new link session cut off the request: sending it again on the new session');
+        continue;
+      }
+      counters.failures++;
+      if (before === session) return matrixError(502, 'M_UNKNOWN', 'trickle host: ERR_COAP_CLOSED: the field kit closed its radio link with this request pending');
+      log.warn({ code: 'ERR_COAP_CLOSED', path: req.path, method: req.method }, 'request cut off by a new link session');
+      return matrixError(502, 'M_UNKNOWN', idempotent
+        ? 'trickle host: ERR_COAP_CLOSED: the link session with the gateway was re-established again and again while this request was under way; try again'
+        : `trickle host: ERR_COAP_CLOSED: the link session with the gateway was re-established while this ${req.method} was under way, so it may or may not have been performed; check before trying again`);
+    }
+  };
+
+  const carryOnce = async (req: HttpRequestLike, responseTimeoutMs: number): Promise<HttpResponseLike | typeof CUT_OFF> => {
     try {
       const current = session;
       const res = await current.carry(req, async (enc) => {
@@ -235,6 +264,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
       if (isTrickleError(e, 'ERR_PATH_ENUM') || isTrickleError(e, 'ERR_MATRIX_REQUEST')) {
         return matrixError(400, 'M_UNRECOGNIZED', `trickle host cannot carry this request: ${e.message}`);
       }
+      if (isTrickleError(e, 'ERR_COAP_CLOSED')) return CUT_OFF;
       counters.failures++;
       if (isTrickleError(e, 'ERR_COAP_TIMEOUT')) {
         log.warn({ code: e.code, path: req.path }, 'no answer from the gateway');

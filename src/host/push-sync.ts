@@ -23,9 +23,9 @@
  * the gateway performs that GET like any request, bringing a whole /sync over the air. When the
  * limit is reached, an account with no token known to the kit any more (refused, expired) gives
  * its place to a new one, least recently used first; otherwise the new account's /sync is
- * answered 429 M_LIMIT_EXCEEDED naming the limit. A new link session (the gateway's reducers are
- * gone) gives every account a fresh store (a new epoch: local clients re-sync from it); accounts
- * and their filters stay.
+ * answered 429 M_LIMIT_EXCEEDED naming the limit. A new link session ends the registrations but
+ * keeps the stores: the gateway keeps each account's reducer for its next registration (the
+ * stream goes on), or, if it lost it, starts a new stream and the store starts over.
  *
  * Delta streams: the first delta of each registration names the gateway's delta stream (one per
  * reducer) and the seq it builds on (SyncDelta.stream, base); the store remembers the stream it
@@ -230,16 +230,17 @@ export class HostPushSync {
     }
     if (saved !== undefined && saved.version !== 2) this.persist(); // migrated: written in the new form at once
     o.radio.onSessionReset(() => {
-      // A new link session: the gateway starts new reducers, so deltas start over; fresh stores
-      // (new epochs) make every local client re-sync from them. Accounts and filters stay.
+      // A new link session ends the registrations, not the stores: the gateway keeps each
+      // account's reducer for its next registration, whose deltas go on with the stream the store
+      // follows (what the homeserver sent meanwhile arrives whole, local clients keep their since
+      // tokens). A gateway that lost the reducer starts a new stream, and the store starts over
+      // then (followStream). Woken, the local clients' next /sync registers again.
       for (const acct of this.accounts.values()) {
         acct.registration = undefined;
         acct.registeredWith = null;
         acct.registeredToken = undefined;
         acct.partial = undefined;
         acct.retryAtMs = 0;
-        acct.store = newStore();
-        acct.stream = undefined;
         acct.section = undefined;
         acct.wakeAll();
       }

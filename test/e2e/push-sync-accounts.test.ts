@@ -10,12 +10,14 @@
  *    section of the kit's state file;
  *  - the kit keeps one store, one registration and one gateway long-poll per account;
  *  - a restart of the host keeps both stores (the same since tokens go on, nothing twice);
+ *  - so does a new link session (the gateway restarted without its secure-link snapshot): what
+ *    was sent while the kit was cut off arrives whole (no gap), at the plain loops and the sdk;
  *  - a state file written before issue 12 (one store, owned by alice) is migrated: alice keeps
  *    her store, bob gets a new one, fed from a new delta stream (the gateway's old stream for
  *    him is refused by his new store), and still nothing of alice's room.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createClient, ClientEvent, type MatrixClient } from 'matrix-js-sdk';
 import { startSynapse, type SynapseHandle } from '../../scripts/synapse.ts';
@@ -23,6 +25,7 @@ import { silentLogger } from '../../src/log.ts';
 import { startHost, type Host } from '../../src/host/host.ts';
 import { startGateway, type Gateway } from '../../src/gateway/gateway.ts';
 import { buildSecurity, stateStores } from '../../src/cli/security.ts';
+import { FILES } from '../../src/cli/keys.ts';
 import { createRadioPath, pairedStateDirs, type RadioPath } from '../helpers/stack.ts';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -301,6 +304,43 @@ describe('push sync with several accounts on one field kit', () => {
     expect(hst.accounts).toBe(2);
     expect(bobLoop.text).not.toContain(SECRET);
   }, 180_000);
+
+  it('a new link session (the gateway restarted without its secure-link snapshot) keeps both stores: what was sent meanwhile arrives whole, nothing twice', async () => {
+    const epochs = hostState().accounts.map((a: any) => [a.userId, a.store.epoch]);
+    const resetsBefore = (host!.status() as any).radio.sessionResets as number;
+    await gateway.close();
+    rmSync(join(state.gatewayDir, FILES.session('responder')), { force: true });
+    // While the kit is cut off, carol writes more than the 10 events a fresh initial sync would
+    // bring (a gateway starting its reducers afresh would leave the first of them in a gap).
+    const burst = 15;
+    for (let i = 0; i < burst; i++) await send(carol, roomId, `carol while cut off ${i}`, 'direct');
+    gateway = await startGateway({ device: path.gatewayDevice, homeserverUrl: hs.baseUrl, ...radio, homeserverTimeoutMs: 60_000, logger,
+      security: buildSecurity('gateway', state.gatewayDir, 'encrypt', logger)!, ...stateStores(state.gatewayDir, 'gateway', logger) });
+    // alice's next request finds no session at the gateway: the kit re-establishes one (IK) and
+    // registers both accounts again.
+    sent['alice']!.push(await send(alice, roomId, 'alice after the new session', 'host'));
+    const order = await serverOrder();
+    await until('every message at both', () => aliceLoop.messages(roomId).length >= order.length && bobLoop.messages(roomId).length >= order.length, 120_000);
+    await new Promise((r) => setTimeout(r, 2000));
+    checkExactlyOnce(aliceLoop, alice, order, sent['alice']!);
+    checkExactlyOnce(bobLoop, bob, order, sent['bob']!);
+    // The stores went on (no new epoch: no client re-synced), over a link session that is new;
+    // alice's PUT, cut off by it, went again on the new session (same txn: sent once, above).
+    expect(hostState().accounts.map((a: any) => [a.userId, a.store.epoch])).toEqual(epochs);
+    expect((host!.status() as any).radio.sessionResets).toBeGreaterThan(resetsBefore);
+    expect((host!.status() as any).requests.retriedAfterNewSession).toBeGreaterThanOrEqual(1);
+    const hst = host!.status()['pushSync'] as any;
+    expect(hst.storesRestarted).toBe(0);
+    expect(hst.registeredAccounts).toBe(2);
+    // The library's view: every message of the burst once, no gap.
+    for (const c of clients) {
+      const bodies = (): string[] => (c.getRoom(roomId)?.getLiveTimeline().getEvents() ?? [])
+        .filter((e) => e.getType() === 'm.room.message' && e.getId()?.startsWith('$')).map((e) => e.getContent()['body'] as string);
+      await until('the burst in the sdk timeline', () => bodies().includes(`carol while cut off ${burst - 1}`));
+      const got = bodies().filter((b) => b.startsWith('carol while cut off'));
+      expect(got).toEqual(Array.from({ length: burst }, (_, i) => `carol while cut off ${i}`));
+    }
+  }, 240_000);
 
   it('a state file from before issue 12 (one store, owned by alice) is migrated: alice keeps hers, bob starts a new one', async () => {
     await bobLoop.stop();
