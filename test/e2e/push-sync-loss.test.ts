@@ -75,7 +75,7 @@ describe('push sync under 30 % frame loss, with restarts', () => {
     // From here on the link loses 30 % of what crosses it, in both directions.
     let dropped = 0;
     path.relay.setFilter((chunk) => (Math.random() < LOSS ? (dropped++, null) : chunk));
-    const progress = setInterval(() => process.stderr.write(`[loss-test] dropped=${dropped} alice-saw=${JSON.stringify(seen.alice)} alice-tl=${JSON.stringify(alice.getRoom(roomId)?.getLiveTimeline().getEvents().map((e) => e.getContent()['body']).filter(Boolean))} state=${alice.getSyncState()} bob-saw=${seen.bob.length} stage=${stage} host=${JSON.stringify(host?.status()['pushSync'])} gw=${JSON.stringify(gateway?.status()['pushSync'])}\n`), 3000);
+    const progress = setInterval(() => process.stderr.write(`[loss-test] dropped=${dropped} alice-saw=${JSON.stringify(seen.alice)} alice-tl=${JSON.stringify(alice.getRoom(roomId)?.getLiveTimeline().getEvents().map((e) => e.getContent()['body']).filter(Boolean))} state=${alice.getSyncState()} bob-saw=${seen.bob.length} stage=${stage} kitSessionResets=${(host?.status()['radio'] as { sessionResets?: number } | undefined)?.sessionResets} host=${JSON.stringify(host?.status()['pushSync'])} gw=${JSON.stringify(gateway?.status()['pushSync'])}\n`), 3000);
 
     const sendAll = async (c: MatrixClient, who: string, from: number, to: number) => {
       for (let i = Math.floor(from); i < Math.floor(to); i++) await c.sendTextMessage(roomId, `${who} ${i}`);
