@@ -315,9 +315,12 @@ export async function openStation(opts: StationOptions): Promise<Station> {
       done = txQueue ? txQueue.enqueue(frame, { priority, expectsAnswer, peer }) : sendThroughAccess(onAirFrame(frame, peer), expectsAnswer);
     } catch (e) { done = Promise.reject(e); }
     done.catch((e: unknown) => {
-      if (e instanceof DutyCycleError) { dutyCycleRefusals++; log.warn({ code: e.code, waitMs: e.retryAfterMs, len: frame.length }, 'frame held back by the duty cycle'); return; }
+      // Throttled (a report a minute per reason, with the count): strangers in range can make
+      // the gateway refuse or push out frames as fast as they can send; the counters keep all.
+      if (e instanceof DutyCycleError) { dutyCycleRefusals++; warnDrop('tx:duty-cycle', { code: e.code, waitMs: e.retryAfterMs, len: frame.length }, 'frame held back by the duty cycle'); return; }
       sendErrors++;
-      log.warn({ code: (e as { code?: string }).code, len: frame.length, err: (e as Error).message }, 'frame not sent');
+      const code = (e as { code?: string }).code;
+      warnDrop(`tx:${code ?? 'error'}`, { code, len: frame.length, err: (e as Error).message }, 'frame not sent');
     });
   };
 
