@@ -311,6 +311,7 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
   const devices: EmulatedDevice[] = [];
   const kits: Kit[] = [];
   let gateway: Gateway | undefined;
+  let offSignal = (): void => undefined;
   const loops: { stop(): void }[] = [];
   try {
     const native = async (device: string): Promise<{ link: Awaited<ReturnType<typeof openSerialLink>>; createModem: () => NativeModem }> => {
@@ -343,6 +344,14 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
       ...(shared ? { shared: sharedKitStores(gatewayDir, logger) } : {}),
     });
     if (gateway.radio) traceStack(gatewayName, gateway.radio);
+    // `kill -USR2 <pid>`: every station's status (queues, channel access, sessions) to a file.
+    const statusFile = join(tmpdir(), `bench-network-status-${process.pid}.json`);
+    const dumpStatus = (): void => {
+      writeFileSync(statusFile, JSON.stringify({ gateway: gateway?.status(), kits: kits.map((k) => ({ name: k.name, status: k.host.status() })) }, null, 1));
+      process.stderr.write(`bench:network: status of every station written to ${statusFile}\n`);
+    };
+    process.on('SIGUSR2', dumpStatus);
+    offSignal = () => { process.off('SIGUSR2', dumpStatus); };
     const taken = new Set<number>();
     for (let i = 0; i < spec.kits; i++) {
       let linkAddress: number | undefined;
@@ -427,9 +436,14 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
       }
     }
     const messages = kits.reduce((n, k) => n + k.accounts.length, 0) * perAccount * 2;
-    await Promise.all(sends);
-    const deadline = Date.now() + DELIVERY_DEADLINE_MS;
-    while (arrivedAt.size < messages && Date.now() < deadline) await sleep(200);
+    // Progress for a run of minutes: what has been sent, delivered and put on air so far.
+    const progress = setInterval(() => process.stderr.write(`bench:network: ${spec.name}: ${round((Date.now() - started) / 1000, 0)} s, sent ${sentAt.size}/${messages}, delivered ${arrivedAt.size}, ${transmissions} frames on air\n`), 30_000);
+    progress.unref();
+    try {
+      await Promise.all(sends);
+      const deadline = Date.now() + DELIVERY_DEADLINE_MS;
+      while (arrivedAt.size < messages && Date.now() < deadline) await sleep(200);
+    } finally { clearInterval(progress); }
     while (Date.now() - lastTxAt < QUIET_MS) await sleep(200);
 
     // ── results ──
@@ -473,6 +487,7 @@ export async function runScenario(spec: ScenarioSpec, hs: SynapseHandle, opts: B
     };
     return { result, detail };
   } finally {
+    offSignal();
     if (opts.trace) writeFileSync(opts.trace, `${traceLines.join('\n')}\n`);
     for (const l of loops) l.stop();
     for (const k of kits) await k.host.close().catch(() => undefined);

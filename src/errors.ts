@@ -42,6 +42,7 @@ export type ErrorCode =
   | 'ERR_QUEUE_FULL'
   | 'ERR_AIRTIME_PARAMS'        // invalid radio parameters for the airtime formula
   | 'ERR_LINK_ADDRESS'          // net: a frame on a shared channel too short for its address byte
+  | 'ERR_RELAY_HEADER'          // net: a relayed frame whose relay header is short or malformed
   | 'ERR_NETWORK_MODE'          // net: a field kit calls in the other --network mode (p2p / shared); logged with the fix
   | 'ERR_PACKED_FRAME'          // malformed packing container (count/length prefixes)
   // secure
