@@ -26,7 +26,8 @@
  *    as long as the backlog lasts, and every other station, waiting for (2 + r) quiet slots,
  *    never gets on (a kit's 2000 requests kept another kit off the channel until its own request
  *    gave up: test/adversary/shared-channel.test.ts). 802.11 likewise keeps SIFS within one
- *    exchange (its TXOP limit).
+ *    exchange (its TXOP limit). The yield lasts until the next frame heard after that answer:
+ *    once another station has got on, this one contends as usual again.
  * 3. Inter-frame space with random backoff (802.11's DIFS + backoff; CSMA/CA). Otherwise a frame
  *    starts only when the channel has been quiet — no frame sent or heard — for (2 + r) slots,
  *    r uniform in 0..CW, drawn afresh at every frame sent or heard. Two slots > one answer slot,
@@ -168,6 +169,8 @@ export class ChannelAccess implements MediumAccess {
   /** Time spent sensing since firstAskAt (not a deferral). */
   private senseSpentMs = 0;
   private windowAnswered = false;
+  /** When the first frame after our last one was heard (the answer to it, if it asked for one). */
+  private answerHeardAt = NEVER;
   /** Recent airtime on the channel (own and heard), for utilisation: [endMs, airtimeMs]. */
   private recent: [number, number][] = [];
   private readonly counters = { frames: 0, senses: 0, busy: 0, senseErrors: 0, answerSlots: 0, deferred: 0, deferredMs: 0, rxWindows: 0, rxWindowsAnswered: 0, heard: 0 };
@@ -210,6 +213,7 @@ export class ChannelAccess implements MediumAccess {
     this.counters.heard++;
     if (this.ownExpectsAnswer && !this.windowAnswered && now > this.ownStartAt) {
       this.windowAnswered = true;
+      this.answerHeardAt = now;
       this.counters.rxWindowsAnswered++;
     }
     this.heardAt = now;
@@ -231,8 +235,12 @@ export class ChannelAccess implements MediumAccess {
   clearAt(nowMs: number): number {
     if (this.transmitting) return Infinity;
     const answered = this.heardAt > this.ownStartAt;
-    // Rule 2, except after the answer to a request we sent in an answer slot: then we yield.
-    const yielding = answered && this.ownExpectsAnswer && this.ownInAnswerSlot;
+    // Rule 2, except after the answer to a request we sent in an answer slot: then we yield,
+    // until any other frame is heard (someone else got on: the yield has done its work). Yielding
+    // for longer starves this station: a gateway whose last frame went that way, facing kits that
+    // retransmit because it does not answer them, never found the (2 + CW + 1 + r) quiet slots
+    // and stopped answering anyone (bench:network team, 2026-12-05).
+    const yielding = answered && this.ownExpectsAnswer && this.ownInAnswerSlot && this.heardAt === this.answerHeardAt;
     if (answered && this.heardAddressed && nowMs <= this.heardAt + this.slotMs && !yielding) return nowMs;
     let t = Math.max(nowMs, this.busyUntil);
     if (this.ownExpectsAnswer && !answered) t = Math.max(t, this.rxWindowUntil); // rule 1

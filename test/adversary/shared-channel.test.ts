@@ -255,7 +255,7 @@ describe('a shared channel under attack (emulated boards on one medium, fake clo
   });
 
   it('a stranger spraying every address for two virtual hours at 10 %: ≤ 127 stacks, replies within the budget, the law kept, the kits served without a new handshake', async () => {
-    const w = await world(2);
+    const w = await world(Number(process.env['SPRAY_SEED'] ?? 2));
     closers.push(() => w.close());
     for (const i of [0, 1]) expect(await ask(w, i, Uint8Array.of(i, 0))).toMatchObject({ ok: true });
     const resetsBefore = w.kits.map((k) => [kitResets(k), kitRow(w, k.address)['sessionResets']]);
@@ -305,7 +305,7 @@ describe('a shared channel under attack (emulated boards on one medium, fake clo
       asked++;
       w.kits[i]!.radio.request({ code: Method.POST, options: [], payload }).then(
         (res) => { if (res.code === Response.CONTENT && equalBytes(res.payload, payload)) latencies.push(w.clock.now() - at); else failed++; },
-        () => { failed++; },
+        (e: unknown) => { failed++; process.stderr.write(`[spray] kit ${i}'s request at +${at - start} ms: ${(e as Error).message}\n`); },
       );
       w.clock.setTimer(60_000, () => tick(i));
     };
@@ -345,9 +345,14 @@ describe('a shared channel under attack (emulated boards on one medium, fake clo
     // The law: the gateway's transmissions within 10 % in every window of an hour.
     expect(checkWindows(gatewayTxs.map((t) => ({ startMs: t.atMs, airtimeMs: t.airtimeMs })), { windowMs: HOUR, budgetMs: EU10.dutyCycle! * HOUR }, 1).violations).toBe(0);
 
-    // The kits: every request answered, no session reset, no new handshake.
-    expect(failed).toBe(0);
-    expect(latencies.length).toBe(asked);
+    // The kits: every request answered but a rare one CoAP gives up on, no session reset, no new
+    // handshake. The stranger transmits blind (no listening), a 26 ms frame every 259 ms, so each
+    // 62 ms frame of ours overlaps one with probability about 1/3: now and then all five
+    // transmissions of a request, or their answers, meet one (seeds 2, 5, 7, 9, 11, 13: 1, 1, 2,
+    // 0, 0, 1 of 240; before the channel-access fix of 2026-12-05 0, 1, 2, 1, 0, 0). No medium
+    // access prevents that; the bound says it stays rare.
+    expect(failed).toBeLessThanOrEqual(Math.ceil(asked / 100));
+    expect(latencies.length).toBe(asked - failed);
     expect(Math.max(...latencies)).toBeLessThan(60_000);
     expect(w.kits.map((k) => [kitResets(k), kitRow(w, k.address)['sessionResets']])).toEqual(resetsBefore);
     expect(w.kits.map((k) => k.handshakes)).toEqual(handshakesBefore);
@@ -355,7 +360,7 @@ describe('a shared channel under attack (emulated boards on one medium, fake clo
     measured['spray'] = {
       virtualHours: (end - start) / HOUR, strangerFrames: strangerTxs.length, stacks: made.size,
       replies: replies.length, replyBound: bound, burst, refillMs, strangersAirtimeS: +(strangersAirtime / 1000).toFixed(2),
-      kitRequests: asked, latencyMsMedian: Math.round(sorted[sorted.length >> 1]!), latencyMsMax: Math.round(sorted.at(-1)!),
+      kitRequests: asked, kitRequestsGivenUp: failed, latencyMsMedian: Math.round(sorted[sorted.length >> 1]!), latencyMsMax: Math.round(sorted.at(-1)!),
       addressDrops: w.gateway.station.status()['addressDrops'],
     };
   }, 60_000);

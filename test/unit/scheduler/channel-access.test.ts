@@ -100,6 +100,23 @@ describe('ChannelAccess: timing rules', () => {
     expect(b.clearAt(clock.now())).toBe(clock.now());
   });
 
+  it('the yield ends at the next frame heard: a station with answers to give is not starved by the stations waiting for them', () => {
+    const clock = new FakeClock();
+    const a = access(clock, { random: () => 0.5 });
+    sendFrame(clock, a, 30, true);
+    clock.advance(150);
+    a.heard(40);
+    sendFrame(clock, a, 30, true); // in the answer slot
+    clock.advance(150);
+    a.heard(40); // its answer: a yields
+    expect(a.clearAt(clock.now())).toBeGreaterThan(clock.now());
+    // Another kit's request (addressed to us) follows before a got on: the yield has done its
+    // work; a answers it in the answer slot, as a gateway must to a kit that retransmits.
+    clock.advance(60);
+    a.heard(40);
+    expect(a.clearAt(clock.now())).toBe(clock.now());
+  });
+
   it('after a frame that asks nothing, the sender waits (2 + r) slots, r in 0..CW, so the hearer answers first', () => {
     for (const [u, r] of [[0, 0], [0.5, 2], [0.999, 3]] as const) {
       const clock = new FakeClock();
