@@ -140,9 +140,22 @@ export function createPeerStack(opts: PeerStackOptions): PeerStack {
     try { return Math.max(0, peerLedger.nextAllowedAt(station.airtimeOf(len), now) - now); } catch { return 3_600_000; }
   };
 
+  // CoAP messages (type:mid) queued at the station and not yet on air. A second copy of one
+  // (a retransmission, or the answer again to a request the peer repeated) while the first still
+  // waits for the radio would say nothing new and spend the airtime twice: on a gateway held by
+  // the duty cycle, kits repeating their requests filled its queue with copies of the same
+  // answers (bench:network busy, 2026-12-05). The copy is dropped and counted.
+  const unsent = new Set<string>();
+  let sending: string | undefined;
+  let coalesced = 0;
   const transmit = (frame: Uint8Array, priority: Priority, expectsAnswer: boolean): void => {
     if (frame[0]! >= 0x80 && opts.security) for (const l of controlListeners) l('tx', frame.length + addrBytes, frame[0]!);
-    station.transmit(frame, priority, expectsAnswer, opts.peer);
+    const key = sending;
+    sending = undefined;
+    // Only the transport frame that carries the message (not a handshake frame sent meanwhile).
+    if (key === undefined || (opts.security && frame[0]! >= 0x80)) { station.transmit(frame, priority, expectsAnswer, opts.peer); return; }
+    unsent.add(key);
+    station.transmit(frame, priority, expectsAnswer, opts.peer, () => { unsent.delete(key); });
   };
 
   // ── CoAP session: endpoint + on-air codec, persisted so a restart resumes ──
@@ -224,12 +237,18 @@ export function createPeerStack(opts: PeerStackOptions): PeerStack {
       maxBodyBytes: opts.maxBodyBytes,
       send: (bytes) => {
         const info = lastTx ?? { type: 0, mid: 0, tokenHex: '' };
+        const key = lastTx ? `${info.type}:${info.mid}` : undefined;
+        if (key !== undefined && unsent.has(key)) { coalesced++; return; }
         const onAir = bytes.length + securityOverhead;
         emit({ direction: 'tx', compactBytes: bytes.length, onAirBytes: onAir + addrBytes, wireBytes: station.wireBytes(onAir), ...info });
         persistCoap();
         const priority = currentPriority;
-        if (secure) secure.send(bytes);
-        else transmit(bytes, priority, currentExpectsAnswer);
+        // Tracked only when the frame goes to the station at once (not held for a handshake).
+        sending = key;
+        try {
+          if (secure) secure.send(bytes);
+          else transmit(bytes, priority, currentExpectsAnswer);
+        } finally { sending = undefined; }
       },
     });
     endpoint.onDrop((d) => warnDrop(`coap:${d.reason}`, { code: d.reason, len: d.frameLen, err: d.error?.message }, 'CoAP message dropped'));
@@ -326,6 +345,8 @@ export function createPeerStack(opts: PeerStackOptions): PeerStack {
       coap: { ...endpoint.stats(), nextSequence: endpoint.nextSequence },
       security: secure ? { mode: opts.security!.mode, established: secure.established, ...secure.stats() } : null,
       sessionResets,
+      /** Copies of a CoAP message not queued because the first still waited for the radio. */
+      coalesced,
       peerDutyCycle: peerLedger ? { heardLastHour: peerLedger.usage(clock.now()), nextAllowedSendInMs: peerWaitFor(64) } : null,
       containerDrops,
       securityDropped: secure ? secure.stats().dropped : {},

@@ -134,6 +134,7 @@ export async function openPeerTable(opts: PeerTableOptions): Promise<PeerTable> 
           security: ps['security'],
           coap: ps['coap'],
           sessionResets: ps['sessionResets'],
+          coalesced: ps['coalesced'],
           dropped: { container: ps['containerDrops'], security: ps['securityDropped'], coap: ps['coapDropped'] },
           ...extra(address),
         };

@@ -131,6 +131,7 @@ export function radioStackOf(station: Station, peer: PeerStack, codec: 'compact'
         coap: ps['coap'],
         security: ps['security'],
         sessionResets: ps['sessionResets'],
+        coalesced: ps['coalesced'],
         peerDutyCycle: ps['peerDutyCycle'],
         // Every input dropped, by layer and reason: what arrived that was noise, forged or stale.
         dropped: {

@@ -170,7 +170,8 @@ export interface Station {
   /** Retransmit timeout of a frame of `len` bytes to which the answer may be a largest frame. */
   ackTimeoutMs(len: number, answerLen?: number): number;
   /** Queue a frame for `peer` ('' on a point-to-point link; the kit's address on a gateway). */
-  transmit(frame: Uint8Array, priority: Priority, expectsAnswer: boolean, peer: string): void;
+  /** Queue a frame for `peer`; `onSettled` runs once it went on air or was given up (refused, pushed out, failed). */
+  transmit(frame: Uint8Array, priority: Priority, expectsAnswer: boolean, peer: string, onSettled?: () => void): void;
   /** Every frame heard that is for this station (a kit drops other kits' frames before this). */
   onFrame(listener: (f: HeardFrame) => void): void;
   /** The reply budget for unauthenticated frames, sized to this channel. */
@@ -309,11 +310,12 @@ export async function openStation(opts: StationOptions): Promise<Station> {
     return run;
   };
 
-  const transmit = (frame: Uint8Array, priority: Priority, expectsAnswer: boolean, peer: string): void => {
+  const transmit = (frame: Uint8Array, priority: Priority, expectsAnswer: boolean, peer: string, onSettled?: () => void): void => {
     let done: Promise<unknown>;
     try {
       done = txQueue ? txQueue.enqueue(frame, { priority, expectsAnswer, peer }) : sendThroughAccess(onAirFrame(frame, peer), expectsAnswer);
     } catch (e) { done = Promise.reject(e); }
+    if (onSettled) done.then(onSettled, onSettled);
     done.catch((e: unknown) => {
       // Throttled (a report a minute per reason, with the count): strangers in range can make
       // the gateway refuse or push out frames as fast as they can send; the counters keep all.

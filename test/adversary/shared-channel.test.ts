@@ -460,6 +460,32 @@ describe('a shared channel under attack (emulated boards on one medium, fake clo
     };
   }, 30_000);
 
+  it('a kit that repeats its request while the gateway\'s duty cycle holds the answer gets one copy of it, not one per repeat', async () => {
+    // The hour before spent the whole budget (0.9 s every 9 s: it comes back 0.9 s at a time),
+    // and kit B keeps the gateway busy: kit A's answer waits its turn for seconds.
+    const history: [number, number][] = [];
+    for (let t = T0 - HOUR + 9_000; t <= T0; t += 9_000) history.push([t - 900, 900]);
+    const w = await world(5, { gatewayHistory: history });
+    closers.push(() => w.close());
+    const kit = w.kits[0]!;
+    for (const i of [0, 1]) expect(await ask(w, i, Uint8Array.of(i, 1))).toMatchObject({ ok: true }); // the handshakes, first
+    for (let n = 0; n < 300; n++) w.kits[1]!.radio.request({ code: Method.POST, options: [], payload: Uint8Array.of(1, n >> 8, n & 0xff, 1, 2, 3) }).catch(() => {});
+    await w.runFor(3_000);
+    const before = (kit.radio.status() as { coap: { retransmissions: number } }).coap.retransmissions;
+    const askedAt = w.clock.now();
+    const txsBefore = w.txs.length;
+    const r = await ask(w, 0, Uint8Array.of(0, 9), 600_000);
+    expect(r.ok).toBe(true);
+    const retransmissions = (kit.radio.status() as { coap: { retransmissions: number } }).coap.retransmissions - before;
+    const answers = w.txs.slice(txsBefore).filter((t) => t.from === 'gateway' && (t.frame[0]! & 0x7f) === kit.address).length;
+    // The kit did repeat (it cannot know the gateway's hour), and the gateway heard the repeats
+    // while its answer waited: each found the answer still queued and added no copy.
+    expect(retransmissions).toBeGreaterThanOrEqual(2);
+    expect(kitRow(w, kit.address)['coalesced']).toBeGreaterThanOrEqual(1);
+    expect(answers).toBeLessThanOrEqual(retransmissions + 1 - (kitRow(w, kit.address)['coalesced'] as number));
+    measured['repeats while held'] = { answeredAfterS: Math.round((r.atMs - askedAt) / 1000), kitRetransmissions: retransmissions, gatewayAnswersSent: answers, copiesNotQueued: kitRow(w, kit.address)['coalesced'] };
+  }, 30_000);
+
   it('a stranger\'s frames on addresses never used leave no known kit behind: after a restart only the two kits are made, and they resume without a handshake', async () => {
     const stateDir = mkdtempSync(join(tmpdir(), 'trickle-shared-'));
     closers.push(() => rmSync(stateDir, { recursive: true, force: true }));
